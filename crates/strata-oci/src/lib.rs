@@ -1,0 +1,7 @@
+//! Everything about the bytes of an image: deterministic layer tars, their compression and
+//! digests, the OCI image JSON documents, and the writers for an OCI image layout and a
+//! docker-archive.
+
+pub mod compress;
+pub mod layer;
+pub mod tar;
