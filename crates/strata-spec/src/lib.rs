@@ -1,1 +1,401 @@
-//! TODO
+//! The `strata.toml` image specification.
+//!
+//! A spec declares one workspace image in two halves: [`Part::Base`], the rarely changing shared
+//! environment, and [`Part::User`], the per-user additions, plus image metadata (`[image]`) and
+//! the runtime configuration (`[config]`). [`Spec::load`] reads and validates a spec, reporting
+//! every problem with its file, line, column and key path. [`Spec::canonical`] and
+//! [`Spec::canonical_image`] give canonical JSON forms that the builder hashes into the image
+//! reference; they ignore formatting, comments, key order and explicitly written defaults.
+//!
+//! The full reference of the format is `docs/spec.md` at the root of the repository.
+
+mod check;
+mod error;
+mod json;
+mod parse;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use strata_fstree::ImagePath;
+
+pub use error::{Diagnostic, Location, Problem, SpecError};
+use json::Json;
+
+/// The repository name prefix used when `image.name` is absent.
+pub const DEFAULT_NAME: &str = "strata";
+/// The Debian suite used when `debian.suite` is absent (and not inherited).
+pub const DEFAULT_DEBIAN_SUITE: &str = "bookworm";
+/// The Debian mirror used when `debian.mirror` is absent (and not inherited).
+pub const DEFAULT_DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
+/// The Debian security mirror used when `debian.security_mirror` is absent (and not inherited).
+pub const DEFAULT_DEBIAN_SECURITY_MIRROR: &str = "http://deb.debian.org/debian-security";
+/// The Debian archive components used when `debian.components` is absent (and not inherited).
+pub const DEFAULT_DEBIAN_COMPONENTS: &[&str] = &["main"];
+/// The image path of the Nix profile link used when `nix.profile` is absent.
+pub const DEFAULT_NIX_PROFILE: &str = "/nix/var/nix/profiles/default";
+
+/// Version of the canonical forms; bumped whenever their layout changes, so that old hashes are
+/// never reused for a different meaning.
+const CANONICAL_FORMAT: u64 = 1;
+
+/// The OCI architecture of the machine running this code (`amd64` for `x86_64`, `arm64` for
+/// `aarch64`, ...), used when `image.architecture` is absent. Falls back to Rust's own name for
+/// architectures OCI has no name for.
+pub fn host_architecture() -> &'static str {
+    check::oci_arch(std::env::consts::ARCH).unwrap_or(std::env::consts::ARCH)
+}
+
+/// The SHA-256 of `bytes`, as 64 lowercase hex digits.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// One of the two halves of a workspace image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Part {
+    /// The shared environment (`[base]`): changes rarely, names the image repository.
+    Base,
+    /// The per-user additions (`[user]`): layered on top of the base, names the tag.
+    User,
+}
+
+impl Part {
+    /// The table name of this half in `strata.toml`: `base` or `user`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Base => "base",
+            Part::User => "user",
+        }
+    }
+}
+
+/// A validated `strata.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    /// The spec file, as it was named when loading.
+    pub path: PathBuf,
+    /// The directory holding the spec file (`.` for a bare file name); relative `src` and
+    /// `keyring` paths are resolved against it.
+    pub dir: PathBuf,
+    /// `[image]`: name and metadata.
+    pub image: ImageSection,
+    /// `[base]`: the shared environment.
+    pub base: Half,
+    /// `[user]`: the per-user additions.
+    pub user: Half,
+    /// `[config]`: how containers of the image run.
+    pub config: ConfigSection,
+}
+
+/// `[image]`, with defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSection {
+    /// The repository name prefix, e.g. `strata` or `ghcr.io/acme/ws`.
+    pub name: String,
+    /// The OCI architecture, e.g. `amd64`.
+    pub architecture: String,
+    /// OCI annotations by full key, e.g. `org.opencontainers.image.title`.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The content of one half (`[base]` or `[user]`), one field per content source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Half {
+    /// Host files and directories copied into the image, in the order written (later entries
+    /// win where they overlap).
+    pub tree: Vec<TreeEntry>,
+    /// Debian packages, if the half uses the Debian source.
+    pub debian: Option<DebianSection>,
+    /// Nix installables and store paths, if the half uses the Nix source.
+    pub nix: Option<NixSection>,
+}
+
+/// One `tree` entry: a host file or directory copied to a path in the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeEntry {
+    /// The host path as written, relative to [`Spec::dir`] (see [`Spec::source_path`]).
+    pub src: PathBuf,
+    /// Where the file or directory lands in the image.
+    pub dest: ImagePath,
+    /// Permission bits (at most `0o7777`) for the copied entries; `None` keeps the host's.
+    pub mode: Option<u32>,
+    /// Owner of the copied entries; `None` means root (0).
+    pub uid: Option<u32>,
+    /// Group of the copied entries; `None` means root (0).
+    pub gid: Option<u32>,
+    /// Where this entry is written in the spec file.
+    pub location: Location,
+    /// The key path of this entry, e.g. `base.tree[2]`.
+    pub key: String,
+}
+
+/// `debian = { ... }` as written: absent settings are `None`. Use [`Spec::debian_settings`] or
+/// [`DebianSection::effective`] for the settings with inheritance and defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebianSection {
+    /// Package names, as written.
+    pub packages: Vec<String>,
+    /// Suite or codename, e.g. `bookworm`.
+    pub suite: Option<String>,
+    /// Archive mirror URL, without trailing slash.
+    pub mirror: Option<String>,
+    /// Security archive mirror URL, without trailing slash.
+    pub security_mirror: Option<String>,
+    /// Whether to use the `-updates` and security suites too.
+    pub updates: Option<bool>,
+    /// Archive components, e.g. `main`.
+    pub components: Option<Vec<String>>,
+    /// Keyring to verify the archive with, relative to [`Spec::dir`], lexically normalised.
+    pub keyring: Option<PathBuf>,
+    /// Whether to install recommended packages.
+    pub recommends: Option<bool>,
+    /// Whether to install the `Essential: yes` packages.
+    pub essential: Option<bool>,
+    /// Whether to run the packages' maintainer scripts (configure them).
+    pub configure: Option<bool>,
+    /// Where the section is written in the spec file.
+    pub location: Location,
+    /// The key path of the section, e.g. `base.debian`.
+    pub key: String,
+}
+
+/// The Debian settings of one half with inheritance and defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebianSettings {
+    /// Package names, sorted, without duplicates.
+    pub packages: Vec<String>,
+    /// Suite or codename.
+    pub suite: String,
+    /// Archive mirror URL.
+    pub mirror: String,
+    /// Security archive mirror URL.
+    pub security_mirror: String,
+    /// Whether to use the `-updates` and security suites too.
+    pub updates: bool,
+    /// Archive components, sorted, without duplicates.
+    pub components: Vec<String>,
+    /// Keyring relative to [`Spec::dir`]; `None` means the source's built-in Debian keyring.
+    pub keyring: Option<PathBuf>,
+    /// Whether to install recommended packages.
+    pub recommends: bool,
+    /// Whether to install the `Essential: yes` packages.
+    pub essential: bool,
+    /// Whether to run the packages' maintainer scripts.
+    pub configure: bool,
+}
+
+impl DebianSection {
+    /// The effective settings of this section. Repository settings (`suite`, `mirror`,
+    /// `security_mirror`, `updates`, `components`, `keyring`) that this section omits are taken
+    /// from `inherit` (the `[base].debian` section, for `[user].debian`), then from the
+    /// defaults; install options (`recommends`, `essential`, `configure`) are never inherited.
+    pub fn effective(&self, inherit: Option<&DebianSection>) -> DebianSettings {
+        fn pick<T: Clone>(
+            own: &Option<T>,
+            inherit: Option<&DebianSection>,
+            get: impl Fn(&DebianSection) -> &Option<T>,
+        ) -> Option<T> {
+            own.clone().or_else(|| inherit.and_then(|b| get(b).clone()))
+        }
+        let mut packages = self.packages.clone();
+        packages.sort();
+        packages.dedup();
+        let mut components =
+            pick(&self.components, inherit, |d| &d.components).unwrap_or_else(|| {
+                DEFAULT_DEBIAN_COMPONENTS
+                    .iter()
+                    .map(|c| (*c).to_owned())
+                    .collect()
+            });
+        components.sort();
+        components.dedup();
+        DebianSettings {
+            packages,
+            suite: pick(&self.suite, inherit, |d| &d.suite)
+                .unwrap_or_else(|| DEFAULT_DEBIAN_SUITE.to_owned()),
+            mirror: pick(&self.mirror, inherit, |d| &d.mirror)
+                .unwrap_or_else(|| DEFAULT_DEBIAN_MIRROR.to_owned()),
+            security_mirror: pick(&self.security_mirror, inherit, |d| &d.security_mirror)
+                .unwrap_or_else(|| DEFAULT_DEBIAN_SECURITY_MIRROR.to_owned()),
+            updates: pick(&self.updates, inherit, |d| &d.updates).unwrap_or(true),
+            components,
+            keyring: pick(&self.keyring, inherit, |d| &d.keyring),
+            recommends: self.recommends.unwrap_or(false),
+            essential: self.essential.unwrap_or(true),
+            configure: self.configure.unwrap_or(true),
+        }
+    }
+}
+
+/// `nix = { ... }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NixSection {
+    /// Installables as the `nix` command takes them (`.#hello`, `nixpkgs#git`, `./default.nix`),
+    /// in the order written.
+    pub installables: Vec<String>,
+    /// Store paths (`/nix/store/<hash>-<name>`), in the order written.
+    pub paths: Vec<String>,
+    /// The image path of the profile link; `None` means [`DEFAULT_NIX_PROFILE`].
+    pub profile: Option<ImagePath>,
+    /// Where the section is written in the spec file.
+    pub location: Location,
+    /// The key path of the section, e.g. `user.nix`.
+    pub key: String,
+}
+
+impl NixSection {
+    /// The profile link path, with the default applied.
+    pub fn effective_profile(&self) -> ImagePath {
+        self.profile.clone().unwrap_or_else(default_nix_profile)
+    }
+}
+
+fn default_nix_profile() -> ImagePath {
+    ImagePath::new(DEFAULT_NIX_PROFILE).expect("DEFAULT_NIX_PROFILE is a valid image path")
+}
+
+/// `[config]`: the OCI runtime configuration of the image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigSection {
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// The entrypoint, if set.
+    pub entrypoint: Option<Vec<String>>,
+    /// The default command (arguments to the entrypoint), if set.
+    pub cmd: Option<Vec<String>>,
+    /// The working directory, absolute and normalised.
+    pub workdir: Option<String>,
+    /// The user (`name`, `uid`, `name:group` or `uid:gid`).
+    pub user: Option<String>,
+    /// Image config labels.
+    pub labels: BTreeMap<String, String>,
+    /// Exposed ports, normalised to `PORT/PROTO` (`8080/tcp`).
+    pub exposed_ports: BTreeSet<String>,
+}
+
+impl Spec {
+    /// Reads, parses and validates the spec file at `path`.
+    pub fn load(path: &Path) -> Result<Spec, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Spec::parse(&text, path)
+    }
+
+    /// Parses and validates spec text. `path` is the file the text came from: it prefixes every
+    /// error location, and its directory becomes [`Spec::dir`].
+    pub fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
+        parse::parse(text, path)
+    }
+
+    /// One half of the spec.
+    pub fn half(&self, part: Part) -> &Half {
+        match part {
+            Part::Base => &self.base,
+            Part::User => &self.user,
+        }
+    }
+
+    /// The host path of a tree entry's `src` (resolved against [`Spec::dir`]).
+    pub fn source_path(&self, entry: &TreeEntry) -> PathBuf {
+        self.dir.join(&entry.src)
+    }
+
+    /// The effective Debian settings of one half, or `None` if that half has no `debian` key.
+    /// For [`Part::User`], repository settings it omits are inherited from `[base].debian`.
+    pub fn debian_settings(&self, part: Part) -> Option<DebianSettings> {
+        let own = self.half(part).debian.as_ref()?;
+        let inherit = match part {
+            Part::Base => None,
+            Part::User => self.base.debian.as_ref(),
+        };
+        Some(own.effective(inherit))
+    }
+
+    /// Canonical JSON (sorted keys, no whitespace, defaults filled in, relative paths as
+    /// normalised strings) of one half, for hashing. Formatting, comments, key order, the order
+    /// of Debian packages and components, and explicitly written defaults do not change it;
+    /// any change of meaning does. The content of tree sources is not included: the builder
+    /// hashes it separately.
+    pub fn canonical(&self, part: Part) -> String {
+        let half = self.half(part);
+        let tree = half.tree.iter().map(|e| {
+            let src = e.src.to_string_lossy();
+            let src = check::relative_path(&src, "").unwrap_or_else(|_| src.into_owned());
+            Json::obj([
+                ("src", Json::Str(src)),
+                ("dest", Json::Str(e.dest.absolute())),
+                ("mode", Json::opt(e.mode, |m| Json::Int(m.into()))),
+                ("uid", Json::Int(e.uid.unwrap_or(0).into())),
+                ("gid", Json::Int(e.gid.unwrap_or(0).into())),
+            ])
+        });
+        let debian = Json::opt(self.debian_settings(part), |d| {
+            Json::obj([
+                ("packages", Json::strs(d.packages)),
+                ("suite", Json::Str(d.suite)),
+                ("mirror", Json::Str(d.mirror)),
+                ("security_mirror", Json::Str(d.security_mirror)),
+                ("updates", Json::Bool(d.updates)),
+                ("components", Json::strs(d.components)),
+                (
+                    "keyring",
+                    Json::opt(d.keyring, |k| Json::str(k.to_string_lossy())),
+                ),
+                ("recommends", Json::Bool(d.recommends)),
+                ("essential", Json::Bool(d.essential)),
+                ("configure", Json::Bool(d.configure)),
+            ])
+        });
+        let nix = Json::opt(half.nix.as_ref(), |n| {
+            Json::obj([
+                ("installables", Json::strs(n.installables.iter().cloned())),
+                ("paths", Json::strs(n.paths.iter().cloned())),
+                ("profile", Json::Str(n.effective_profile().absolute())),
+            ])
+        });
+        Json::obj([
+            ("format", Json::Int(CANONICAL_FORMAT)),
+            ("part", Json::str(part.name())),
+            ("tree", Json::Arr(tree.collect())),
+            ("debian", debian),
+            ("nix", nix),
+        ])
+        .render()
+    }
+
+    /// Canonical JSON of everything that is neither half: `[image]` (architecture included) and
+    /// `[config]`, with the same invariances as [`Spec::canonical`].
+    pub fn canonical_image(&self) -> String {
+        let image = Json::obj([
+            ("name", Json::str(&self.image.name)),
+            ("architecture", Json::str(&self.image.architecture)),
+            ("annotations", Json::map(&self.image.annotations)),
+        ]);
+        let c = &self.config;
+        let config = Json::obj([
+            ("env", Json::map(&c.env)),
+            (
+                "entrypoint",
+                Json::opt(c.entrypoint.as_ref(), |v| Json::strs(v.iter().cloned())),
+            ),
+            (
+                "cmd",
+                Json::opt(c.cmd.as_ref(), |v| Json::strs(v.iter().cloned())),
+            ),
+            ("workdir", Json::opt(c.workdir.as_ref(), Json::str)),
+            ("user", Json::opt(c.user.as_ref(), Json::str)),
+            ("labels", Json::map(&c.labels)),
+            ("exposed_ports", Json::strs(c.exposed_ports.iter().cloned())),
+        ]);
+        Json::obj([
+            ("format", Json::Int(CANONICAL_FORMAT)),
+            ("image", image),
+            ("config", config),
+        ])
+        .render()
+    }
+}

@@ -1,0 +1,776 @@
+//! Walking a parsed TOML document by hand, validating every key and value and remembering where
+//! each one was written.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml_edit::{Item, Table, TableLike, Value};
+
+use crate::check::{self, Rejection};
+use crate::error::{Diagnostic, Location, Problem, SpecError};
+use crate::{
+    ConfigSection, DEFAULT_NAME, DebianSection, Half, ImageSection, NixSection, Spec, TreeEntry,
+};
+
+const ROOT_KEYS: &[&str] = &["image", "base", "user", "config"];
+const ANNOTATION_KEYS: &[&str] = &[
+    "title",
+    "description",
+    "source",
+    "url",
+    "documentation",
+    "authors",
+    "vendor",
+    "licenses",
+    "version",
+    "revision",
+];
+const IMAGE_KEYS: &[&str] = &[
+    "name",
+    "architecture",
+    "title",
+    "description",
+    "source",
+    "url",
+    "documentation",
+    "authors",
+    "vendor",
+    "licenses",
+    "version",
+    "revision",
+];
+const HALF_KEYS: &[&str] = &["tree", "debian", "nix"];
+const TREE_KEYS: &[&str] = &["src", "dest", "mode", "uid", "gid"];
+const DEBIAN_KEYS: &[&str] = &[
+    "packages",
+    "suite",
+    "mirror",
+    "security_mirror",
+    "updates",
+    "components",
+    "keyring",
+    "recommends",
+    "essential",
+    "configure",
+];
+const NIX_KEYS: &[&str] = &["installables", "paths", "profile"];
+const CONFIG_KEYS: &[&str] = &[
+    "env",
+    "entrypoint",
+    "cmd",
+    "workdir",
+    "user",
+    "labels",
+    "exposed_ports",
+];
+
+/// Byte offsets of line starts, to turn spans into line and column.
+struct Lines<'t> {
+    text: &'t str,
+    starts: Vec<usize>,
+}
+
+impl<'t> Lines<'t> {
+    fn new(text: &'t str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Self { text, starts }
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line = self.starts.partition_point(|&s| s <= offset).max(1);
+        let start = self.starts[line - 1];
+        let column = self
+            .text
+            .get(start..offset)
+            .map_or(offset - start, |s| s.chars().count());
+        (line, column + 1)
+    }
+}
+
+/// A TOML node, whichever container it came from.
+#[derive(Clone, Copy)]
+enum Node<'a> {
+    Item(&'a Item),
+    Value(&'a Value),
+    Table(&'a Table),
+}
+
+impl<'a> Node<'a> {
+    fn span(self) -> Option<Range<usize>> {
+        match self {
+            Node::Item(i) => i.span(),
+            Node::Value(v) => v.span(),
+            Node::Table(t) => t.span(),
+        }
+    }
+
+    fn value(self) -> Option<&'a Value> {
+        match self {
+            Node::Item(i) => i.as_value(),
+            Node::Value(v) => Some(v),
+            Node::Table(_) => None,
+        }
+    }
+
+    fn table_like(self) -> Option<&'a dyn TableLike> {
+        match self {
+            Node::Item(i) => i.as_table_like(),
+            Node::Value(v) => v.as_inline_table().map(|t| t as &dyn TableLike),
+            Node::Table(t) => Some(t),
+        }
+    }
+
+    fn elements(self) -> Option<Vec<Node<'a>>> {
+        if let Node::Item(Item::ArrayOfTables(aot)) = self {
+            return Some(aot.iter().map(Node::Table).collect());
+        }
+        self.value()
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(Node::Value).collect())
+    }
+
+    /// The TOML type, with an article, for messages.
+    fn found(self) -> &'static str {
+        match self {
+            Node::Item(Item::None) => "nothing",
+            Node::Item(Item::Table(_)) | Node::Table(_) => "a table",
+            Node::Item(Item::ArrayOfTables(_)) => "an array of tables",
+            Node::Item(Item::Value(v)) | Node::Value(v) => match v {
+                Value::String(_) => "a string",
+                Value::Integer(_) => "an integer",
+                Value::Float(_) => "a float",
+                Value::Boolean(_) => "a boolean",
+                Value::Datetime(_) => "a date-time",
+                Value::Array(_) => "an array",
+                Value::InlineTable(_) => "an inline table",
+            },
+        }
+    }
+}
+
+/// A key (or array element) and its value, with the dotted path and positions.
+struct Field<'a> {
+    path: String,
+    node: Node<'a>,
+    /// Where the key is written (for arrays elements: the element itself).
+    key_loc: Location,
+    /// Where the value is written.
+    loc: Location,
+}
+
+/// The known keys of a validated table.
+struct Fields<'a> {
+    path: String,
+    loc: Location,
+    items: Vec<(&'static str, Field<'a>)>,
+}
+
+impl<'a> Fields<'a> {
+    fn take(&mut self, name: &str) -> Option<Field<'a>> {
+        let i = self.items.iter().position(|(k, _)| *k == name)?;
+        Some(self.items.remove(i).1)
+    }
+}
+
+/// Appends a key to a dotted path, quoting it unless it is a bare TOML key.
+fn join(parent: &str, key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let key = if bare {
+        key.to_owned()
+    } else {
+        format!("{key:?}")
+    };
+    if parent.is_empty() {
+        key
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+struct Parser<'t> {
+    file: PathBuf,
+    lines: Lines<'t>,
+    errors: Vec<Diagnostic>,
+}
+
+impl<'t> Parser<'t> {
+    fn locate(&self, span: Option<Range<usize>>, fallback: &Location) -> Location {
+        match span {
+            Some(span) => {
+                let (line, column) = self.lines.position(span.start);
+                Location {
+                    file: self.file.clone(),
+                    line,
+                    column,
+                }
+            }
+            None => fallback.clone(),
+        }
+    }
+
+    fn report(&mut self, location: &Location, key: &str, problem: Problem) {
+        self.errors.push(Diagnostic {
+            location: location.clone(),
+            key: key.to_owned(),
+            problem,
+        });
+    }
+
+    fn wrong_type(&mut self, f: &Field<'_>, expected: &str) {
+        self.report(
+            &f.loc,
+            &f.path,
+            Problem::WrongType {
+                expected: expected.to_owned(),
+                found: f.node.found(),
+            },
+        );
+    }
+
+    fn missing(&mut self, t: &Fields<'_>, key: &str, hint: &str) {
+        self.report(
+            &t.loc,
+            &join(&t.path, key),
+            Problem::Missing {
+                hint: hint.to_owned(),
+            },
+        );
+    }
+
+    fn checked<T>(&mut self, f: &Field<'_>, result: Result<T, Rejection>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err((reason, hint)) => {
+                self.report(&f.loc, &f.path, Problem::Invalid { reason, hint });
+                None
+            }
+        }
+    }
+
+    /// The entries of a table, each with its positions; `None` (reported) if not a table.
+    fn entries<'a>(&mut self, f: &Field<'a>, expected: &str) -> Option<Vec<(String, Field<'a>)>> {
+        let Some(table) = f.node.table_like() else {
+            self.wrong_type(f, expected);
+            return None;
+        };
+        let mut out = Vec::new();
+        for (name, item) in table.iter() {
+            let key_span = table.key(name).and_then(|k| k.span());
+            let key_loc = self.locate(key_span, &f.loc);
+            let loc = self.locate(item.span(), &key_loc);
+            out.push((
+                name.to_owned(),
+                Field {
+                    path: join(&f.path, name),
+                    node: Node::Item(item),
+                    key_loc,
+                    loc,
+                },
+            ));
+        }
+        Some(out)
+    }
+
+    /// A table with a fixed set of keys; unknown keys are reported.
+    fn table<'a>(
+        &mut self,
+        f: &Field<'a>,
+        expected: &str,
+        allowed: &'static [&'static str],
+    ) -> Option<Fields<'a>> {
+        let entries = self.entries(f, expected)?;
+        let mut items = Vec::new();
+        for (name, field) in entries {
+            match allowed.iter().find(|k| **k == name) {
+                Some(k) => items.push((*k, field)),
+                None => self.report(
+                    &field.key_loc,
+                    &field.path,
+                    Problem::UnknownKey {
+                        expected: allowed.to_vec(),
+                    },
+                ),
+            }
+        }
+        Some(Fields {
+            path: f.path.clone(),
+            loc: f.key_loc.clone(),
+            items,
+        })
+    }
+
+    fn array<'a>(&mut self, f: &Field<'a>, expected: &str) -> Option<Vec<Field<'a>>> {
+        let Some(elements) = f.node.elements() else {
+            self.wrong_type(f, expected);
+            return None;
+        };
+        Some(
+            elements
+                .into_iter()
+                .enumerate()
+                .map(|(i, node)| {
+                    let loc = self.locate(node.span(), &f.loc);
+                    Field {
+                        path: format!("{}[{i}]", f.path),
+                        node,
+                        key_loc: loc.clone(),
+                        loc,
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    fn string<'a>(&mut self, f: &Field<'a>, expected: &str) -> Option<&'a str> {
+        match f.node.value().and_then(Value::as_str) {
+            Some(s) => Some(s),
+            None => {
+                self.wrong_type(f, expected);
+                None
+            }
+        }
+    }
+
+    fn string_with<T>(
+        &mut self,
+        f: &Field<'_>,
+        expected: &str,
+        check: impl Fn(&str) -> Result<T, Rejection>,
+    ) -> Option<T> {
+        let s = self.string(f, expected)?;
+        self.checked(f, check(s))
+    }
+
+    fn boolean(&mut self, f: &Field<'_>) -> Option<bool> {
+        match f.node.value().and_then(Value::as_bool) {
+            Some(b) => Some(b),
+            None => {
+                self.wrong_type(f, "a boolean (true or false)");
+                None
+            }
+        }
+    }
+
+    fn integer_with<T>(
+        &mut self,
+        f: &Field<'_>,
+        expected: &str,
+        check: impl Fn(i64) -> Result<T, Rejection>,
+    ) -> Option<T> {
+        match f.node.value().and_then(Value::as_integer) {
+            Some(n) => self.checked(f, check(n)),
+            None => {
+                self.wrong_type(f, expected);
+                None
+            }
+        }
+    }
+
+    /// An array of strings, each checked; bad elements are reported and left out.
+    fn strings_with<T>(
+        &mut self,
+        f: &Field<'_>,
+        expected: &str,
+        check: impl Fn(&str) -> Result<T, Rejection>,
+    ) -> Option<Vec<T>> {
+        let elements = self.array(f, &format!("an array of strings like {expected}"))?;
+        let mut out = Vec::new();
+        for e in &elements {
+            if let Some(v) = self.string_with(e, "a string", &check) {
+                out.push(v);
+            }
+        }
+        Some(out)
+    }
+
+    /// A table whose keys are free-form and whose values are strings.
+    fn string_map(
+        &mut self,
+        f: &Field<'_>,
+        expected: &str,
+        check_key: impl Fn(&str) -> Result<String, Rejection>,
+    ) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (name, field) in self.entries(f, expected).unwrap_or_default() {
+            let key = match check_key(&name) {
+                Ok(k) => Some(k),
+                Err((reason, hint)) => {
+                    self.report(
+                        &field.key_loc,
+                        &field.path,
+                        Problem::Invalid { reason, hint },
+                    );
+                    None
+                }
+            };
+            let value = self.string_with(&field, "a string", check::no_nul);
+            if let (Some(k), Some(v)) = (key, value) {
+                out.insert(k, v);
+            }
+        }
+        out
+    }
+
+    fn image(&mut self, f: Option<Field<'_>>) -> ImageSection {
+        let mut image = ImageSection {
+            name: DEFAULT_NAME.to_owned(),
+            architecture: crate::host_architecture().to_owned(),
+            annotations: BTreeMap::new(),
+        };
+        let Some(f) = f else { return image };
+        let Some(mut t) = self.table(&f, "a table like [image]", IMAGE_KEYS) else {
+            return image;
+        };
+        if let Some(name) = t.take("name") {
+            let name = self.string_with(&name, "a string like \"strata\"", check::repository);
+            image.name = name.unwrap_or_default();
+        }
+        if let Some(arch) = t.take("architecture") {
+            let arch = self.string_with(&arch, "a string like \"amd64\"", check::architecture);
+            image.architecture = arch.unwrap_or_default();
+        }
+        for key in ANNOTATION_KEYS {
+            if let Some(field) = t.take(key)
+                && let Some(value) = self.string_with(&field, "a string", check::no_nul)
+            {
+                image
+                    .annotations
+                    .insert(format!("org.opencontainers.image.{key}"), value);
+            }
+        }
+        image
+    }
+
+    fn half(&mut self, f: Option<Field<'_>>) -> Half {
+        let mut half = Half::default();
+        let Some(f) = f else { return half };
+        let what = format!("a table like [{}]", f.path);
+        let Some(mut t) = self.table(&f, &what, HALF_KEYS) else {
+            return half;
+        };
+        if let Some(tree) = t.take("tree") {
+            half.tree = self.tree(&tree);
+        }
+        if let Some(debian) = t.take("debian") {
+            half.debian = self.debian(&debian);
+        }
+        if let Some(nix) = t.take("nix") {
+            half.nix = self.nix(&nix);
+        }
+        half
+    }
+
+    fn tree(&mut self, f: &Field<'_>) -> Vec<TreeEntry> {
+        const EXAMPLE: &str = "{ src = \"files/hello.sh\", dest = \"/usr/local/bin/hello\" }";
+        let Some(elements) = self.array(f, &format!("an array of tables like [{EXAMPLE}]")) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in &elements {
+            let Some(mut t) = self.table(e, &format!("a table like {EXAMPLE}"), TREE_KEYS) else {
+                continue;
+            };
+            let src = match t.take("src") {
+                Some(src) => self.string_with(&src, "a string like \"files/hello.sh\"", |s| {
+                    check::relative_path(s, "files/hello.sh").map(|_| PathBuf::from(s))
+                }),
+                None => {
+                    self.missing(
+                        &t,
+                        "src",
+                        "add src = \"...\": the host file or directory to copy, relative to the \
+                         spec file's directory",
+                    );
+                    None
+                }
+            };
+            let dest = match t.take("dest") {
+                Some(dest) => {
+                    self.string_with(&dest, "a string like \"/usr/local/bin/hello\"", |s| {
+                        check::image_path(s, "/usr/local/bin/hello")
+                    })
+                }
+                None => {
+                    self.missing(
+                        &t,
+                        "dest",
+                        "add dest = \"/...\": the absolute path in the image to copy src to",
+                    );
+                    None
+                }
+            };
+            let mode = t.take("mode").and_then(|m| self.mode(&m));
+            let uid = t
+                .take("uid")
+                .map(|u| self.integer_with(&u, "an integer user id like 1000", check::id));
+            let gid = t
+                .take("gid")
+                .map(|g| self.integer_with(&g, "an integer group id like 1000", check::id));
+            if let (Some(src), Some(dest)) = (src, dest) {
+                out.push(TreeEntry {
+                    src,
+                    dest,
+                    mode,
+                    uid: uid.flatten(),
+                    gid: gid.flatten(),
+                    location: e.loc.clone(),
+                    key: e.path.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    fn mode(&mut self, f: &Field<'_>) -> Option<u32> {
+        match f.node.value() {
+            Some(Value::Integer(n)) => self.checked(f, check::mode_int(*n.value())),
+            Some(Value::String(s)) => self.checked(f, check::mode_str(s.value())),
+            _ => {
+                self.wrong_type(
+                    f,
+                    "an octal integer like 0o755 or a string of octal digits like \"0755\"",
+                );
+                None
+            }
+        }
+    }
+
+    fn debian(&mut self, f: &Field<'_>) -> Option<DebianSection> {
+        let mut t = self.table(
+            f,
+            "a table like { packages = [\"bash\"], suite = \"bookworm\" }",
+            DEBIAN_KEYS,
+        )?;
+        let mut d = DebianSection {
+            packages: Vec::new(),
+            suite: None,
+            mirror: None,
+            security_mirror: None,
+            updates: None,
+            components: None,
+            keyring: None,
+            recommends: None,
+            essential: None,
+            configure: None,
+            location: f.loc.clone(),
+            key: f.path.clone(),
+        };
+        if let Some(p) = t.take("packages") {
+            d.packages = self
+                .strings_with(&p, "[\"bash\", \"git\"]", check::debian_package)
+                .unwrap_or_default();
+        }
+        if let Some(s) = t.take("suite") {
+            d.suite = self.string_with(&s, "a string like \"bookworm\"", check::debian_suite);
+        }
+        let url = "a string like \"http://deb.debian.org/debian\"";
+        if let Some(m) = t.take("mirror") {
+            d.mirror = self.string_with(&m, url, check::mirror_url);
+        }
+        if let Some(m) = t.take("security_mirror") {
+            d.security_mirror = self.string_with(&m, url, check::mirror_url);
+        }
+        if let Some(u) = t.take("updates") {
+            d.updates = self.boolean(&u);
+        }
+        if let Some(c) = t.take("components") {
+            if let Some(list) =
+                self.strings_with(&c, "[\"main\", \"contrib\"]", check::debian_component)
+            {
+                if list.is_empty() {
+                    self.checked::<()>(
+                        &c,
+                        Err((
+                            "the component list is empty".to_owned(),
+                            "list at least one component, e.g. [\"main\"], or remove the key"
+                                .to_owned(),
+                        )),
+                    );
+                } else {
+                    d.components = Some(list);
+                }
+            }
+        }
+        if let Some(k) = t.take("keyring") {
+            d.keyring = self.string_with(&k, "a string like \"keys/archive.gpg\"", |s| {
+                check::relative_path(s, "keys/archive.gpg").map(PathBuf::from)
+            });
+        }
+        if let Some(b) = t.take("recommends") {
+            d.recommends = self.boolean(&b);
+        }
+        if let Some(b) = t.take("essential") {
+            d.essential = self.boolean(&b);
+        }
+        if let Some(b) = t.take("configure") {
+            d.configure = self.boolean(&b);
+        }
+        Some(d)
+    }
+
+    fn nix(&mut self, f: &Field<'_>) -> Option<NixSection> {
+        let mut t = self.table(f, "a table like { installables = [\".#hello\"] }", NIX_KEYS)?;
+        let mut n = NixSection {
+            installables: Vec::new(),
+            paths: Vec::new(),
+            profile: None,
+            location: f.loc.clone(),
+            key: f.path.clone(),
+        };
+        if let Some(i) = t.take("installables") {
+            n.installables = self
+                .strings_with(
+                    &i,
+                    "[\".#hello\", \"./default.nix\"]",
+                    check::nix_installable,
+                )
+                .unwrap_or_default();
+        }
+        if let Some(p) = t.take("paths") {
+            n.paths = self
+                .strings_with(
+                    &p,
+                    "[\"/nix/store/<hash>-hello-2.12.1\"]",
+                    check::nix_store_path,
+                )
+                .unwrap_or_default();
+        }
+        if let Some(p) = t.take("profile") {
+            n.profile =
+                self.string_with(&p, "a string like \"/nix/var/nix/profiles/default\"", |s| {
+                    check::image_path(s, crate::DEFAULT_NIX_PROFILE)
+                });
+        }
+        Some(n)
+    }
+
+    fn config(&mut self, f: Option<Field<'_>>) -> ConfigSection {
+        let mut c = ConfigSection::default();
+        let Some(f) = f else { return c };
+        let Some(mut t) = self.table(&f, "a table like [config]", CONFIG_KEYS) else {
+            return c;
+        };
+        if let Some(env) = t.take("env") {
+            c.env = self.string_map(
+                &env,
+                "a table of strings like { PATH = \"/usr/bin:/bin\" }",
+                check::env_name,
+            );
+        }
+        if let Some(e) = t.take("entrypoint") {
+            c.entrypoint = self.strings_with(&e, "[\"/bin/bash\", \"-l\"]", check::no_nul);
+        }
+        if let Some(e) = t.take("cmd") {
+            c.cmd = self.strings_with(&e, "[\"/bin/bash\"]", check::no_nul);
+        }
+        if let Some(w) = t.take("workdir") {
+            c.workdir = self.string_with(&w, "a string like \"/home/dev\"", check::image_dir);
+        }
+        if let Some(u) = t.take("user") {
+            c.user = self.string_with(
+                &u,
+                "a string like \"1000:1000\" or \"dev\"",
+                check::config_user,
+            );
+        }
+        if let Some(l) = t.take("labels") {
+            c.labels = self.string_map(&l, "a table of strings like { team = \"infra\" }", |k| {
+                if k.is_empty() {
+                    Err((
+                        "the label name is empty".to_owned(),
+                        "name the label".to_owned(),
+                    ))
+                } else {
+                    check::no_nul(k)
+                }
+            });
+        }
+        if let Some(p) = t.take("exposed_ports") {
+            c.exposed_ports = self.ports(&p);
+        }
+        c
+    }
+
+    fn ports(&mut self, f: &Field<'_>) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let Some(elements) = self.array(f, "an array like [\"8080\", \"53/udp\"]") else {
+            return out;
+        };
+        for e in &elements {
+            let port = match e.node.value() {
+                Some(Value::String(s)) => self.checked(e, check::port(s.value())),
+                Some(Value::Integer(n)) => self.checked(e, check::port(&n.value().to_string())),
+                _ => {
+                    self.wrong_type(e, "a string like \"8080/tcp\" or an integer like 8080");
+                    None
+                }
+            };
+            out.extend(port);
+        }
+        out
+    }
+}
+
+/// Parses and validates a spec; see [`Spec::parse`].
+pub(crate) fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
+    let lines = Lines::new(text);
+    let mut p = Parser {
+        file: path.to_owned(),
+        lines,
+        errors: Vec::new(),
+    };
+    let start = Location {
+        file: path.to_owned(),
+        line: 1,
+        column: 1,
+    };
+    let doc = match toml_edit::Document::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            return Err(SpecError::Syntax {
+                location: p.locate(e.span(), &start),
+                message: e.message().trim().replace('\n', "; "),
+            });
+        }
+    };
+    let root = Field {
+        path: String::new(),
+        node: Node::Table(doc.as_table()),
+        key_loc: start.clone(),
+        loc: start,
+    };
+    let mut top = p.table(&root, "a table", ROOT_KEYS);
+    let mut take = |name: &str| top.as_mut().and_then(|t| t.take(name));
+    let (image, base, user, config) = (take("image"), take("base"), take("user"), take("config"));
+    let image = p.image(image);
+    let base = p.half(base);
+    let user = p.half(user);
+    let config = p.config(config);
+
+    if !p.errors.is_empty() {
+        let mut errors = p.errors;
+        errors.sort_by(|a, b| {
+            (a.location.line, a.location.column).cmp(&(b.location.line, b.location.column))
+        });
+        return Err(SpecError::Invalid(errors));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    Ok(Spec {
+        path: path.to_owned(),
+        dir,
+        image,
+        base,
+        user,
+        config,
+    })
+}
