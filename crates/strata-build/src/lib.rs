@@ -1,1 +1,482 @@
-//! TODO
+//! The build pipeline.
+//!
+//! A spec goes through these steps: each half's sources resolve into store objects; the planner
+//! groups objects into layers (base half below the user half); each layer is written once into
+//! the store, indexed by the hash of its inputs so an unchanged layer is never written again;
+//! the image configuration and manifest follow, and the image is recorded in the store. Writing
+//! the image somewhere (OCI layout, docker-archive, registry) is the caller's choice.
+
+mod reporter;
+
+pub use reporter::{NoReporter, Reporter};
+
+use std::collections::BTreeMap;
+use std::io::BufWriter;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use strata_fstree::Tree;
+use strata_layers::{Group, Node, plan};
+use strata_oci::compress::Compression;
+use strata_oci::image::{
+    self, CONFIG_MEDIA_TYPE, Descriptor, History, ImageConfig, MANIFEST_MEDIA_TYPE, Manifest,
+    RootFs, RunConfig,
+};
+use strata_oci::layer::{LayerDigests, LayerOptions, write_layer};
+use strata_oci::output::{BuiltImage, LayerBlob};
+use strata_source::{Resolution, Source, SourceContext, StoreObject, TreeInput, TreeSource, hash_parts};
+use strata_spec::{Part, Spec};
+use strata_store::{BlobRef, ImageRecord, Store};
+
+/// Version of the layer bytes strata writes; bump it when the tar or compression output changes
+/// so old cache records are not reused for new bytes.
+const LAYER_FORMAT: &str = "layer-v1";
+
+/// How to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Layer compression.
+    pub compression: Compression,
+    /// Most layers the image may have, the customisation layer included.
+    pub max_layers: usize,
+    /// Worker threads (layers in parallel, and compression inside a layer).
+    pub threads: usize,
+    /// Clamp for every mtime, and the image's creation time.
+    pub source_date_epoch: i64,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            compression: Compression::Gzip,
+            max_layers: 100,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            source_date_epoch: 1,
+        }
+    }
+}
+
+/// A build failure.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A source could not produce its objects.
+    #[error(transparent)]
+    Source(#[from] strata_source::SourceError),
+    /// A spec half uses a source this build of strata does not provide yet.
+    #[error("{spec}: {part}.{kind}: the `{kind}` source is not available in this version of strata")]
+    Unsupported {
+        /// The spec file.
+        spec: String,
+        /// `base` or `user`.
+        part: &'static str,
+        /// The source key.
+        kind: &'static str,
+    },
+    /// Writing a layer failed.
+    #[error("writing layer {index} ({objects})")]
+    Layer {
+        /// Position of the layer, from 1.
+        index: usize,
+        /// The objects in it.
+        objects: String,
+        /// The cause.
+        #[source]
+        source: strata_oci::layer::LayerError,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] strata_store::StoreError),
+    /// `max_layers` leaves no room.
+    #[error("--max-layers must be at least 2 (one store layer and the customisation layer), got {0}")]
+    TooFewLayers(usize),
+}
+
+/// What the store remembers about a built layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    /// Digests and sizes.
+    pub digests: LayerDigests,
+    /// Compression of the blob.
+    pub compression: String,
+}
+
+impl BlobRef for LayerRecord {
+    fn blob_digest(&self) -> &str {
+        &self.digests.digest
+    }
+}
+
+/// One layer of a finished build.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerReport {
+    /// Digest of the blob.
+    pub digest: String,
+    /// Digest of the uncompressed tar.
+    pub diff_id: String,
+    /// Blob size.
+    pub size: u64,
+    /// Size of the uncompressed tar.
+    pub uncompressed_size: u64,
+    /// `base`, `user` or `customisation`.
+    pub part: &'static str,
+    /// The store objects in it.
+    pub objects: Vec<String>,
+    /// Whether the store already had it.
+    pub cached: bool,
+}
+
+/// A finished build.
+#[derive(Debug, Clone)]
+pub struct BuildOutcome {
+    /// The image, its blobs in the store.
+    pub image: BuiltImage,
+    /// Per-layer details.
+    pub layers: Vec<LayerReport>,
+}
+
+struct PlannedLayer {
+    part: &'static str,
+    objects: Vec<StoreObject>,
+}
+
+/// Builds the image of `spec` into `store`.
+pub fn build(
+    spec: &Spec,
+    store: &Store,
+    opts: &BuildOptions,
+    reporter: &dyn Reporter,
+) -> Result<BuildOutcome, BuildError> {
+    if opts.max_layers < 2 {
+        return Err(BuildError::TooFewLayers(opts.max_layers));
+    }
+    let _shared = store.lock_store(false)?;
+
+    reporter.phase("resolving sources");
+    let mut halves = Vec::new();
+    for part in [Part::Base, Part::User] {
+        halves.push(resolve_half(spec, part, store)?);
+    }
+    let (objects, groups) = merge_halves(halves);
+
+    reporter.phase("planning layers");
+    let nodes: Vec<Node> = objects
+        .values()
+        .map(|o| Node {
+            id: o.id.clone(),
+            references: o.references.clone(),
+        })
+        .collect();
+    let planned: Vec<PlannedLayer> = plan(&nodes, &groups, opts.max_layers - 1)
+        .into_iter()
+        .map(|l| PlannedLayer {
+            part: if l.group == 0 { "base" } else { "user" },
+            objects: l.objects.iter().filter_map(|id| objects.get(id).cloned()).collect(),
+        })
+        .collect();
+
+    let total_bytes: u64 = planned
+        .iter()
+        .flat_map(|l| &l.objects)
+        .map(StoreObject::size)
+        .sum();
+    reporter.layers_planned(planned.len(), total_bytes);
+
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.max(1))
+        .build()
+        .map_err(|e| {
+            BuildError::Store(strata_store::StoreError::Io {
+                action: "start worker threads for",
+                path: store.root().to_owned(),
+                source: std::io::Error::other(e),
+            })
+        })?;
+    let built: Vec<Result<(LayerRecord, bool), BuildError>> = pool.install(|| {
+        planned
+            .par_iter()
+            .enumerate()
+            .map(|(i, layer)| build_layer(i + 1, layer, store, opts, reporter))
+            .collect()
+    });
+
+    let mut layers = Vec::new();
+    for (layer, result) in planned.iter().zip(built) {
+        let (record, cached) = result?;
+        layers.push(LayerReport {
+            digest: record.digests.digest.clone(),
+            diff_id: record.digests.diff_id.clone(),
+            size: record.digests.size,
+            uncompressed_size: record.digests.uncompressed_size,
+            part: layer.part,
+            objects: layer.objects.iter().map(|o| o.id.clone()).collect(),
+            cached,
+        });
+    }
+
+    reporter.phase("writing image configuration");
+    let image = assemble(spec, store, opts, &layers)?;
+    store.record_image(&ImageRecord {
+        reference: image.reference(),
+        manifest: image.manifest_digest.clone(),
+        blobs: [image.manifest_digest.clone(), image.config_digest.clone()]
+            .into_iter()
+            .chain(layers.iter().map(|l| l.digest.clone()))
+            .collect(),
+    })?;
+    Ok(BuildOutcome { image, layers })
+}
+
+/// Resolves every source of one half.
+fn resolve_half(spec: &Spec, part: Part, store: &Store) -> Result<Resolution, BuildError> {
+    let half = spec.half(part);
+    let part_name = part_name(part);
+    if half.debian.is_some() || half.nix.is_some() {
+        return Err(BuildError::Unsupported {
+            spec: spec.path.display().to_string(),
+            part: part_name,
+            kind: if half.debian.is_some() { "debian" } else { "nix" },
+        });
+    }
+    let inputs = half
+        .tree
+        .iter()
+        .map(|t| TreeInput {
+            src: spec.dir.join(&t.src),
+            dest: t.dest.clone(),
+            mode: t.mode,
+            uid: t.uid,
+            gid: t.gid,
+            context: format!("{}: {}", t.location, t.key),
+        })
+        .collect();
+    let cache_dir = store.source_dir("tree")?;
+    let ctx = SourceContext {
+        cache_dir: &cache_dir,
+        architecture: &spec.image.architecture,
+    };
+    Ok(TreeSource::new(inputs).resolve(&ctx)?)
+}
+
+/// Puts both halves' objects in one map. An object both halves produce identically is kept
+/// once (in the base); a same-named but different user object is renamed.
+fn merge_halves(halves: Vec<Resolution>) -> (BTreeMap<String, StoreObject>, Vec<Group>) {
+    let mut objects: BTreeMap<String, StoreObject> = BTreeMap::new();
+    let mut groups = Vec::new();
+    for half in halves {
+        let mut renamed: BTreeMap<String, String> = BTreeMap::new();
+        for mut obj in half.objects {
+            if let Some(existing) = objects.get(&obj.id) {
+                if existing.cache_key == obj.cache_key {
+                    continue;
+                }
+                let new_id = format!("{}#user", obj.id);
+                renamed.insert(obj.id.clone(), new_id.clone());
+                obj.id = new_id;
+            }
+            objects.insert(obj.id.clone(), obj);
+        }
+        let fix = |id: String| renamed.get(&id).cloned().unwrap_or(id);
+        for obj in objects.values_mut() {
+            obj.references = obj.references.drain(..).map(fix).collect();
+        }
+        groups.push(Group {
+            roots: half.roots.into_iter().map(fix).collect(),
+        });
+    }
+    (objects, groups)
+}
+
+/// Writes one layer into the store, or finds it there already.
+fn build_layer(
+    index: usize,
+    layer: &PlannedLayer,
+    store: &Store,
+    opts: &BuildOptions,
+    reporter: &dyn Reporter,
+) -> Result<(LayerRecord, bool), BuildError> {
+    let sde = opts.source_date_epoch.to_string();
+    let key = hash_parts(
+        [
+            LAYER_FORMAT.as_bytes(),
+            opts.compression.as_str().as_bytes(),
+            sde.as_bytes(),
+        ]
+        .into_iter()
+        .chain(layer.objects.iter().map(|o| o.cache_key.as_bytes())),
+    );
+    let bytes: u64 = layer.objects.iter().map(StoreObject::size).sum();
+    let lookup = |store: &Store| -> Result<Option<LayerRecord>, BuildError> {
+        match store.layer_record::<LayerRecord>(&key)? {
+            Some(rec) if store.has_blob(&rec.digests.digest)? => Ok(Some(rec)),
+            _ => Ok(None),
+        }
+    };
+    if let Some(rec) = lookup(store)? {
+        reporter.layer_done(index, bytes, true);
+        return Ok((rec, true));
+    }
+    // Another process may be writing the same layer: wait for it, then look again.
+    let _lock = store.lock_key(&key)?;
+    if let Some(rec) = lookup(store)? {
+        reporter.layer_done(index, bytes, true);
+        return Ok((rec, true));
+    }
+
+    let tree = Tree::merge(layer.objects.iter().map(|o| &o.tree));
+    let entries: Vec<_> = tree.entries().iter().collect();
+    let layer_err = |source| BuildError::Layer {
+        index,
+        objects: describe(&layer.objects),
+        source,
+    };
+    let temp = store.temp_file()?;
+    let digests = {
+        let out = BufWriter::with_capacity(1 << 20, temp.as_file());
+        let lopts = LayerOptions {
+            compression: opts.compression,
+            threads: opts.threads.max(1),
+            source_date_epoch: opts.source_date_epoch,
+        };
+        write_layer(&entries, &lopts, out).map_err(layer_err)?
+    };
+    store.commit_blob(temp, &digests.digest)?;
+    let record = LayerRecord {
+        digests,
+        compression: opts.compression.as_str().to_owned(),
+    };
+    store.put_layer_record(&key, &record)?;
+    reporter.layer_done(index, bytes, false);
+    Ok((record, false))
+}
+
+fn describe(objects: &[StoreObject]) -> String {
+    let mut ids: Vec<&str> = objects.iter().map(|o| o.id.as_str()).collect();
+    if ids.len() > 3 {
+        let more = ids.len() - 3;
+        ids.truncate(3);
+        format!("{} and {more} more", ids.join(", "))
+    } else {
+        ids.join(", ")
+    }
+}
+
+fn part_name(part: Part) -> &'static str {
+    match part {
+        Part::Base => "base",
+        Part::User => "user",
+    }
+}
+
+/// The image's name and tag, from the spec's canonical halves and the layers' contents.
+pub fn name_and_tag(spec: &Spec, layers: &[LayerReport]) -> (String, String) {
+    let diff_ids = |part: &str| -> Vec<u8> {
+        layers
+            .iter()
+            .filter(|l| l.part == part)
+            .flat_map(|l| l.diff_id.bytes().chain([b'\n']))
+            .collect()
+    };
+    let base = hash_parts([
+        b"strata-name-v1".as_slice(),
+        spec.canonical(Part::Base).as_bytes(),
+        spec.image.architecture.as_bytes(),
+        &diff_ids("base"),
+    ]);
+    let user = hash_parts([
+        b"strata-tag-v1".as_slice(),
+        spec.canonical(Part::User).as_bytes(),
+        spec.canonical_image().as_bytes(),
+        &diff_ids("user"),
+    ]);
+    (
+        format!("{}/{}", spec.image.name, &base[..32]),
+        user[..32].to_owned(),
+    )
+}
+
+/// Writes the configuration and manifest into the store and describes the finished image.
+fn assemble(
+    spec: &Spec,
+    store: &Store,
+    opts: &BuildOptions,
+    layers: &[LayerReport],
+) -> Result<BuiltImage, BuildError> {
+    let created = image::rfc3339(opts.source_date_epoch);
+    let c = &spec.config;
+    let config = ImageConfig {
+        created: Some(created.clone()),
+        architecture: spec.image.architecture.clone(),
+        os: "linux".into(),
+        config: RunConfig {
+            user: c.user.clone(),
+            exposed_ports: c.exposed_ports.iter().map(|p| (p.clone(), Default::default())).collect(),
+            env: c.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            entrypoint: c.entrypoint.clone(),
+            cmd: c.cmd.clone(),
+            working_dir: c.workdir.clone(),
+            labels: c.labels.clone(),
+        },
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids: layers.iter().map(|l| l.diff_id.clone()).collect(),
+        },
+        history: layers
+            .iter()
+            .map(|l| History {
+                created: Some(created.clone()),
+                created_by: Some(format!("strata ({} layer)", l.part)),
+                comment: Some(l.objects.join(" ")),
+            })
+            .collect(),
+    };
+    let (config_bytes, config_digest) = image::to_blob(&config);
+    store.put_blob(&config_bytes)?;
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: MANIFEST_MEDIA_TYPE.into(),
+        config: Descriptor {
+            media_type: CONFIG_MEDIA_TYPE.into(),
+            digest: config_digest.clone(),
+            size: config_bytes.len() as u64,
+            annotations: BTreeMap::new(),
+            platform: None,
+        },
+        layers: layers
+            .iter()
+            .map(|l| Descriptor {
+                media_type: opts.compression.media_type().into(),
+                digest: l.digest.clone(),
+                size: l.size,
+                annotations: BTreeMap::new(),
+                platform: None,
+            })
+            .collect(),
+        annotations: spec.image.annotations.clone(),
+    };
+    let (manifest_bytes, manifest_digest) = image::to_blob(&manifest);
+    store.put_blob(&manifest_bytes)?;
+    let (name, tag) = name_and_tag(spec, layers);
+    let mut blobs = Vec::new();
+    for l in layers {
+        let rec_digests = LayerDigests {
+            diff_id: l.diff_id.clone(),
+            digest: l.digest.clone(),
+            size: l.size,
+            uncompressed_size: l.uncompressed_size,
+        };
+        blobs.push(LayerBlob {
+            path: store.blob_path(&l.digest)?,
+            digests: rec_digests,
+            compression: opts.compression,
+        });
+    }
+    Ok(BuiltImage {
+        manifest: manifest_bytes,
+        manifest_digest,
+        config: config_bytes,
+        config_digest,
+        layers: blobs,
+        name,
+        tag,
+    })
+}

@@ -5,3 +5,5 @@
 pub mod compress;
 pub mod layer;
 pub mod tar;
+pub mod image;
+pub mod output;

@@ -1,0 +1,267 @@
+//! Writing a built image out: an OCI image layout directory or a docker-archive.
+//!
+//! Both writers are atomic for the caller: they work in a temporary sibling of the target and
+//! rename it into place only when complete, so a failed build leaves nothing half-written.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::compress::Compression;
+use crate::image::{self, Descriptor, INDEX_MEDIA_TYPE, Index, MANIFEST_MEDIA_TYPE, REF_NAME};
+use crate::layer::LayerDigests;
+
+/// A layer blob on disk.
+#[derive(Debug, Clone)]
+pub struct LayerBlob {
+    /// The file holding the (compressed) blob.
+    pub path: PathBuf,
+    /// Its digests and sizes.
+    pub digests: LayerDigests,
+    /// How it is compressed.
+    pub compression: Compression,
+}
+
+/// A complete image, ready to be written out.
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    /// Manifest bytes.
+    pub manifest: Vec<u8>,
+    /// Their digest.
+    pub manifest_digest: String,
+    /// Configuration bytes.
+    pub config: Vec<u8>,
+    /// Their digest.
+    pub config_digest: String,
+    /// The layers, bottom first.
+    pub layers: Vec<LayerBlob>,
+    /// Repository name (`strata/0f3a...`).
+    pub name: String,
+    /// Tag.
+    pub tag: String,
+}
+
+impl BuiltImage {
+    /// `NAME:TAG`.
+    pub fn reference(&self) -> String {
+        format!("{}:{}", self.name, self.tag)
+    }
+}
+
+/// A failure while writing an image out.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// A file operation failed.
+    #[error("cannot {action} `{path}`")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The target exists and is not something strata may replace.
+    #[error("`{0}` exists and is not an OCI image layout; refusing to replace it")]
+    NotALayout(PathBuf),
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> OutputError {
+    let path = path.to_owned();
+    move |source| OutputError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Writes `image` as an OCI image layout at `dir`, replacing an image layout already there.
+/// The index names the image by its tag (`org.opencontainers.image.ref.name`), so
+/// `skopeo inspect oci:DIR:TAG` and `umoci unpack --image DIR:TAG` find it.
+pub fn write_oci_layout(image: &BuiltImage, dir: &Path) -> Result<(), OutputError> {
+    if dir.exists() && !dir.join("oci-layout").is_file() && !is_empty_dir(dir) {
+        return Err(OutputError::NotALayout(dir.to_owned()));
+    }
+    let parent = parent_of(dir);
+    fs::create_dir_all(&parent).map_err(io_err("create", &parent))?;
+    let temp = tempfile::Builder::new()
+        .prefix(".strata-tmp-")
+        .tempdir_in(&parent)
+        .map_err(io_err("create a temporary directory in", &parent))?;
+    let root = temp.path();
+    let blobs = root.join("blobs/sha256");
+    fs::create_dir_all(&blobs).map_err(io_err("create", &blobs))?;
+
+    write_file(&root.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    write_file(&blob_file(&blobs, &image.config_digest), &image.config)?;
+    write_file(&blob_file(&blobs, &image.manifest_digest), &image.manifest)?;
+    for layer in &image.layers {
+        link_or_copy(&layer.path, &blob_file(&blobs, &layer.digests.digest))?;
+    }
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(INDEX_MEDIA_TYPE.to_owned()),
+        manifests: vec![Descriptor {
+            media_type: MANIFEST_MEDIA_TYPE.to_owned(),
+            digest: image.manifest_digest.clone(),
+            size: image.manifest.len() as u64,
+            annotations: [(REF_NAME.to_owned(), image.tag.clone())].into(),
+            platform: None,
+        }],
+    };
+    write_file(&root.join("index.json"), &image::to_blob(&index).0)?;
+
+    // Swap the finished layout in; an old layout is moved aside first and removed after.
+    let done = temp.keep();
+    if dir.exists() {
+        let old = parent.join(format!(
+            ".strata-old-{}",
+            dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        ));
+        let _ = fs::remove_dir_all(&old);
+        fs::rename(dir, &old).map_err(io_err("move aside", dir))?;
+        fs::rename(&done, dir).map_err(io_err("rename into", dir))?;
+        let _ = fs::remove_dir_all(&old);
+    } else if let Err(e) = fs::rename(&done, dir) {
+        let _ = fs::remove_dir_all(&done);
+        return Err(io_err("rename into", dir)(e));
+    }
+    Ok(())
+}
+
+/// Writes `image` as a docker-archive file at `path` (what `docker save` writes and
+/// `docker load` / `podman load` read), atomically.
+pub fn write_docker_archive_file(image: &BuiltImage, path: &Path) -> Result<(), OutputError> {
+    let parent = parent_of(path);
+    fs::create_dir_all(&parent).map_err(io_err("create", &parent))?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".strata-tmp-")
+        .tempfile_in(&parent)
+        .map_err(io_err("create a temporary file in", &parent))?;
+    {
+        let mut out = BufWriter::with_capacity(1 << 20, temp.as_file_mut());
+        write_docker_archive(image, &mut out)?;
+        out.flush().map_err(io_err("write", path))?;
+    }
+    temp.persist(path)
+        .map_err(|e| io_err("rename into", path)(e.error))?;
+    Ok(())
+}
+
+/// Streams `image` as a docker-archive to `out`. Layers are stored uncompressed, as the
+/// format expects (their digests are the config's `diff_ids`).
+pub fn write_docker_archive(image: &BuiltImage, out: &mut dyn Write) -> Result<(), OutputError> {
+    let stdout = Path::new("<output>");
+    let werr = |e| io_err("write", stdout)(e);
+    let config_name = format!("{}.json", hex_of(&image.config_digest));
+    append(out, &config_name, &image.config).map_err(werr)?;
+
+    let mut layer_names = Vec::new();
+    for layer in &image.layers {
+        let name = format!("{}/layer.tar", hex_of(&layer.digests.diff_id));
+        let dir = format!("{}/", hex_of(&layer.digests.diff_id));
+        out.write_all(&ustar_header(&dir, 0, b'5')).map_err(werr)?;
+        out.write_all(&ustar_header(&name, layer.digests.uncompressed_size, b'0'))
+            .map_err(werr)?;
+        let file = File::open(&layer.path).map_err(io_err("open", &layer.path))?;
+        let file = BufReader::with_capacity(1 << 20, file);
+        let mut reader: Box<dyn Read> = match layer.compression {
+            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(file)),
+            Compression::Zstd => {
+                Box::new(zstd::Decoder::with_buffer(file).map_err(io_err("read", &layer.path))?)
+            }
+            Compression::None => Box::new(file),
+        };
+        let copied = io::copy(&mut reader, out).map_err(io_err("decompress", &layer.path))?;
+        if copied != layer.digests.uncompressed_size {
+            return Err(io_err("decompress", &layer.path)(io::Error::other(format!(
+                "layer is {copied} bytes uncompressed, expected {}",
+                layer.digests.uncompressed_size
+            ))));
+        }
+        pad(out, copied).map_err(werr)?;
+        layer_names.push(name);
+    }
+
+    let manifest = serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": [image.reference()],
+        "Layers": layer_names,
+    }]);
+    append(out, "manifest.json", manifest.to_string().as_bytes()).map_err(werr)?;
+    let repositories = serde_json::json!({
+        image.name.clone(): { image.tag.clone(): layer_names.last().map(|n| n.trim_end_matches("/layer.tar")).unwrap_or_default() }
+    });
+    append(out, "repositories", repositories.to_string().as_bytes()).map_err(werr)?;
+    out.write_all(&[0u8; 1024]).map_err(werr)?;
+    Ok(())
+}
+
+fn append(out: &mut dyn Write, name: &str, bytes: &[u8]) -> io::Result<()> {
+    out.write_all(&ustar_header(name, bytes.len() as u64, b'0'))?;
+    out.write_all(bytes)?;
+    pad(out, bytes.len() as u64)
+}
+
+fn pad(out: &mut dyn Write, len: u64) -> io::Result<()> {
+    let rem = (len % 512) as usize;
+    if rem != 0 {
+        out.write_all(&[0u8; 512][..512 - rem])?;
+    }
+    Ok(())
+}
+
+/// A ustar header for the archive's own short-named members (mtime 0, root, mode 0644/0755).
+fn ustar_header(name: &str, size: u64, kind: u8) -> [u8; 512] {
+    let mut h = [0u8; 512];
+    h[..name.len().min(100)].copy_from_slice(&name.as_bytes()[..name.len().min(100)]);
+    let mode: &[u8] = if kind == b'5' { b"0000755\0" } else { b"0000644\0" };
+    h[100..108].copy_from_slice(mode);
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = kind;
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    h
+}
+
+fn hex_of(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").unwrap_or(digest)
+}
+
+fn blob_file(blobs: &Path, digest: &str) -> PathBuf {
+    blobs.join(hex_of(digest))
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
+    fs::write(path, bytes).map_err(io_err("write", path))
+}
+
+/// Hard-links a store blob into the layout (same file system, no copy), else copies it.
+fn link_or_copy(from: &Path, to: &Path) -> Result<(), OutputError> {
+    if to.exists() {
+        return Ok(());
+    }
+    if fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    fs::copy(from, to).map_err(io_err("copy", from))?;
+    Ok(())
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn is_empty_dir(dir: &Path) -> bool {
+    fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false)
+}
