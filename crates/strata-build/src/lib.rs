@@ -24,7 +24,9 @@ use strata_oci::image::{
 };
 use strata_oci::layer::{LayerDigests, LayerOptions, write_layer};
 use strata_oci::output::{BuiltImage, LayerBlob};
-use strata_source::{Resolution, Source, SourceContext, StoreObject, TreeInput, TreeSource, hash_parts};
+use strata_source::{
+    Resolution, Source, SourceContext, StoreObject, TreeInput, TreeSource, hash_parts,
+};
 use strata_spec::{Part, Spec};
 use strata_store::{BlobRef, ImageRecord, Store};
 
@@ -63,7 +65,9 @@ pub enum BuildError {
     #[error(transparent)]
     Source(#[from] strata_source::SourceError),
     /// A spec half uses a source this build of strata does not provide yet.
-    #[error("{spec}: {part}.{kind}: the `{kind}` source is not available in this version of strata")]
+    #[error(
+        "{spec}: {part}.{kind}: the `{kind}` source is not available in this version of strata"
+    )]
     Unsupported {
         /// The spec file.
         spec: String,
@@ -87,7 +91,9 @@ pub enum BuildError {
     #[error(transparent)]
     Store(#[from] strata_store::StoreError),
     /// `max_layers` leaves no room.
-    #[error("--max-layers must be at least 2 (one store layer and the customisation layer), got {0}")]
+    #[error(
+        "--max-layers must be at least 2 (one store layer and the customisation layer), got {0}"
+    )]
     TooFewLayers(usize),
 }
 
@@ -170,7 +176,11 @@ pub fn build(
         .into_iter()
         .map(|l| PlannedLayer {
             part: if l.group == 0 { "base" } else { "user" },
-            objects: l.objects.iter().filter_map(|id| objects.get(id).cloned()).collect(),
+            objects: l
+                .objects
+                .iter()
+                .filter_map(|id| objects.get(id).cloned())
+                .collect(),
         })
         .collect();
 
@@ -234,7 +244,11 @@ fn resolve_half(spec: &Spec, part: Part, store: &Store) -> Result<Resolution, Bu
         return Err(BuildError::Unsupported {
             spec: spec.path.display().to_string(),
             part: part_name,
-            kind: if half.debian.is_some() { "debian" } else { "nix" },
+            kind: if half.debian.is_some() {
+                "debian"
+            } else {
+                "nix"
+            },
         });
     }
     let inputs = half
@@ -409,7 +423,11 @@ fn assemble(
         os: "linux".into(),
         config: RunConfig {
             user: c.user.clone(),
-            exposed_ports: c.exposed_ports.iter().map(|p| (p.clone(), Default::default())).collect(),
+            exposed_ports: c
+                .exposed_ports
+                .iter()
+                .map(|p| (p.clone(), Default::default()))
+                .collect(),
             env: c.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
             entrypoint: c.entrypoint.clone(),
             cmd: c.cmd.clone(),

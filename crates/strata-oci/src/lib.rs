@@ -3,7 +3,8 @@
 //! docker-archive.
 
 pub mod compress;
-pub mod layer;
-pub mod tar;
 pub mod image;
+pub mod layer;
 pub mod output;
+pub mod read;
+pub mod tar;

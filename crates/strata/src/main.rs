@@ -1,1 +1,260 @@
-fn main() {}
+//! The `strata` command line. All the work happens in the library crates; this file parses
+//! arguments, draws progress, and prints results.
+
+mod progress;
+mod transport;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use strata_build::{BuildOptions, BuildOutcome};
+use strata_oci::compress::Compression;
+use strata_oci::output::{write_docker_archive, write_docker_archive_file, write_oci_layout};
+use strata_spec::Spec;
+use strata_store::Store;
+
+use crate::transport::Transport;
+
+/// Build reproducible, layered container images of developer workspaces, without a daemon.
+///
+/// A spec file (strata.toml) declares a workspace in two halves: [base], the shared environment
+/// that rarely changes, and [user], the per-user additions. The image's name is the hash of the
+/// base half and its tag the hash of the user half, so a configuration names its image, and the
+/// same spec always gives the same bytes.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, propagate_version = true)]
+struct Cli {
+    /// The local store (layer cache and blobs). Default: $XDG_CACHE_HOME/strata.
+    #[arg(long, global = true, env = "STRATA_STORE", value_name = "DIR")]
+    store: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build the image a spec describes and write it out.
+    ///
+    /// Prints NAME:TAG@sha256:DIGEST. Unchanged layers come from the store without being
+    /// written again.
+    ///
+    /// Examples:
+    ///   strata build examples/hello/strata.toml
+    ///   strata build strata.toml --output docker-archive:ws.tar --compression zstd
+    ///   strata build strata.toml --output - | docker load
+    #[command(verbatim_doc_comment)]
+    Build(BuildArgs),
+    /// Show an image's layers, their sizes, and the store objects in each.
+    ///
+    /// Examples:
+    ///   strata inspect oci:strata-out/strata/0f3a...
+    ///   strata inspect docker-archive:ws.tar --json
+    #[command(verbatim_doc_comment)]
+    Inspect(InspectArgs),
+    /// Remove from the store every blob that no built image uses.
+    Gc(GcArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BuildArgs {
+    /// The spec file.
+    #[arg(value_name = "SPEC")]
+    spec: PathBuf,
+    /// Where to write the image: oci:DIR (OCI image layout), docker-archive:FILE, or - (a
+    /// docker-archive on stdout). Default: oci:./strata-out/NAME.
+    #[arg(long, short, value_name = "DEST")]
+    output: Option<String>,
+    /// Layer compression.
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
+    compression: String,
+    /// Most layers the image may have (the last one is kept for customisation).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    max_layers: usize,
+    /// Worker threads. Default: one per core. The image bytes never depend on it.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Clamp every file time to this Unix time, which is also the image's creation time.
+    #[arg(
+        long,
+        env = "SOURCE_DATE_EPOCH",
+        default_value_t = 1,
+        value_name = "SECONDS"
+    )]
+    source_date_epoch: i64,
+    /// Print a JSON result object on stdout instead of the reference.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct InspectArgs {
+    /// oci:DIR[:TAG] or docker-archive:FILE.
+    #[arg(value_name = "IMAGE")]
+    image: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct GcArgs {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line: the failure and each cause after it.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let store_root = cli.store.clone().unwrap_or_else(Store::default_root);
+    match cli.command {
+        Command::Build(args) => build(&store_root, args),
+        Command::Inspect(args) => inspect(args),
+        Command::Gc(args) => {
+            let store = Store::open(&store_root)?;
+            let report = store.gc::<strata_build::LayerRecord>()?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "removed {} blobs ({} bytes) and {} stale layer records",
+                    report.blobs_removed, report.bytes_freed, report.records_removed
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn build(store_root: &std::path::Path, args: BuildArgs) -> Result<()> {
+    let spec = Spec::load(&args.spec)?;
+    let output = match &args.output {
+        Some(dest) => Some(Transport::parse(dest)?),
+        None => None,
+    };
+    if matches!(output, Some(Transport::Stdout)) && std::io::stdout().is_terminal() {
+        bail!(
+            "--output - writes a tar stream; redirect stdout to a file or pipe it to `docker load`"
+        );
+    }
+    let compression: Compression = args
+        .compression
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let opts = BuildOptions {
+        compression,
+        max_layers: args.max_layers,
+        threads: args.threads.unwrap_or(BuildOptions::default().threads),
+        source_date_epoch: args.source_date_epoch,
+    };
+    let store = Store::open(store_root)?;
+    let reporter = progress::Progress::new();
+    let outcome = strata_build::build(&spec, &store, &opts, &reporter)
+        .with_context(|| format!("building {}", args.spec.display()))?;
+    let output = output.unwrap_or_else(|| {
+        Transport::Oci(PathBuf::from("strata-out").join(&outcome.image.name), None)
+    });
+    reporter.phase(&format!("writing {output}"));
+    write_output(&outcome, &output)?;
+    reporter.finish();
+
+    let reference = format!(
+        "{}@{}",
+        outcome.image.reference(),
+        outcome.image.manifest_digest
+    );
+    if args.json {
+        let json = result_json(&outcome, &output);
+        if matches!(output, Transport::Stdout) {
+            eprintln!("{}", serde_json::to_string_pretty(&json)?);
+        } else {
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
+    } else if matches!(output, Transport::Stdout) {
+        eprintln!("{reference}");
+    } else {
+        println!("{reference}");
+    }
+    Ok(())
+}
+
+fn write_output(outcome: &BuildOutcome, output: &Transport) -> Result<()> {
+    match output {
+        Transport::Oci(dir, _) => write_oci_layout(&outcome.image, dir)
+            .with_context(|| format!("writing OCI layout {}", dir.display())),
+        Transport::DockerArchive(file) => write_docker_archive_file(&outcome.image, file)
+            .with_context(|| format!("writing docker-archive {}", file.display())),
+        Transport::Stdout => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            write_docker_archive(&outcome.image, &mut out).context("writing to stdout")?;
+            out.flush().context("writing to stdout")?;
+            Ok(())
+        }
+    }
+}
+
+fn result_json(outcome: &BuildOutcome, output: &Transport) -> serde_json::Value {
+    serde_json::json!({
+        "name": outcome.image.name,
+        "tag": outcome.image.tag,
+        "reference": outcome.image.reference(),
+        "digest": outcome.image.manifest_digest,
+        "config_digest": outcome.image.config_digest,
+        "output": output.to_string(),
+        "layers": outcome.layers,
+    })
+}
+
+fn inspect(args: InspectArgs) -> Result<()> {
+    let summary = match Transport::parse(&args.image)? {
+        Transport::Oci(dir, tag) => strata_oci::read::read_oci_layout(&dir, tag.as_deref())?,
+        Transport::DockerArchive(file) => strata_oci::read::read_docker_archive(&file)?,
+        Transport::Stdout => bail!("inspect reads oci:DIR or docker-archive:FILE, not -"),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    for r in &summary.references {
+        writeln!(out, "reference: {r}")?;
+    }
+    if let Some(d) = &summary.manifest_digest {
+        writeln!(out, "manifest:  {d}")?;
+    }
+    writeln!(out, "config:    {}", summary.config_digest)?;
+    writeln!(
+        out,
+        "platform:  {}/{}",
+        summary.config.os, summary.config.architecture
+    )?;
+    writeln!(out, "layers:    {}", summary.layers.len())?;
+    let total: u64 = summary.layers.iter().map(|l| l.size).sum();
+    for (i, l) in summary.layers.iter().enumerate() {
+        writeln!(
+            out,
+            "  {:>3}  {}  {:>10}  {}",
+            i + 1,
+            &l.digest[..l.digest.len().min(19)],
+            progress::human_bytes(l.size),
+            l.objects.join(" ")
+        )?;
+    }
+    writeln!(out, "total:     {}", progress::human_bytes(total))?;
+    Ok(())
+}

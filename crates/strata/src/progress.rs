@@ -1,0 +1,74 @@
+//! Progress on stderr: a bar while layers are written, nothing when stderr is not a terminal.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use strata_build::Reporter;
+
+/// Draws build progress.
+pub struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    /// A bar on stderr if it is a terminal, hidden otherwise.
+    pub fn new() -> Self {
+        let bar = if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Self { bar }
+    }
+
+    /// Shows a phase message.
+    pub fn phase(&self, what: &str) {
+        self.bar.set_message(what.to_owned());
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Reporter for Progress {
+    fn phase(&self, what: &str) {
+        Progress::phase(self, what);
+    }
+
+    fn layers_planned(&self, layers: usize, bytes: u64) {
+        self.bar.set_length(bytes);
+        self.bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        self.bar.set_message(format!("writing {layers} layers"));
+    }
+
+    fn layer_done(&self, _index: usize, bytes: u64, _cached: bool) {
+        self.bar.inc(bytes);
+    }
+}
+
+/// `1.2 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
