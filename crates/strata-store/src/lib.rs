@@ -111,7 +111,14 @@ impl Store {
     /// Opens (creating if needed) the store under `root`.
     pub fn open(root: &Path) -> Result<Self> {
         let root = root.join(LAYOUT);
-        for dir in ["blobs/sha256", "layers", "images", "sources", "tmp", "locks"] {
+        for dir in [
+            "blobs/sha256",
+            "layers",
+            "images",
+            "sources",
+            "tmp",
+            "locks",
+        ] {
             let d = root.join(dir);
             fs::create_dir_all(&d).map_err(io_err("create", &d))?;
         }
@@ -194,13 +201,14 @@ impl Store {
     /// vouches for the digest (it hashed the bytes while writing them).
     pub fn commit_blob(&self, temp: tempfile::NamedTempFile, digest: &str) -> Result<PathBuf> {
         let dest = self.blob_path(digest)?;
-        temp.as_file().sync_data().map_err(io_err("sync", temp.path()))?;
-        temp.persist(&dest)
-            .map_err(|e| StoreError::Io {
-                action: "rename into",
-                path: dest.clone(),
-                source: e.error,
-            })?;
+        temp.as_file()
+            .sync_data()
+            .map_err(io_err("sync", temp.path()))?;
+        temp.persist(&dest).map_err(|e| StoreError::Io {
+            action: "rename into",
+            path: dest.clone(),
+            source: e.error,
+        })?;
         Ok(dest)
     }
 
@@ -209,7 +217,8 @@ impl Store {
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
         if !self.has_blob(&digest)? {
             let mut temp = self.temp_file()?;
-            temp.write_all(bytes).map_err(io_err("write", temp.path()))?;
+            temp.write_all(bytes)
+                .map_err(io_err("write", temp.path()))?;
             self.commit_blob(temp, &digest)?;
         }
         Ok(digest)
@@ -325,7 +334,8 @@ impl Store {
             source,
         })?;
         let mut temp = self.temp_file()?;
-        temp.write_all(&bytes).map_err(io_err("write", temp.path()))?;
+        temp.write_all(&bytes)
+            .map_err(io_err("write", temp.path()))?;
         temp.persist(path).map_err(|e| StoreError::Io {
             action: "rename into",
             path: path.to_owned(),
@@ -343,12 +353,14 @@ pub trait BlobRef {
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| StoreError::Corrupt {
-                path: path.to_owned(),
-                source,
-            }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StoreError::Corrupt {
+                    path: path.to_owned(),
+                    source,
+                })
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err("read", path)(e)),
     }
@@ -385,7 +397,12 @@ mod tests {
         assert_eq!(store.put_blob(b"kept").expect("put again"), kept);
         store.verify_blob(&kept).expect("verify");
         store
-            .put_layer_record("k1", &Rec { digest: dropped.clone() })
+            .put_layer_record(
+                "k1",
+                &Rec {
+                    digest: dropped.clone(),
+                },
+            )
             .expect("record");
         store
             .record_image(&ImageRecord {
