@@ -220,8 +220,8 @@ pub(crate) fn mode_int(value: i64) -> Result<u32, Rejection> {
         )),
         _ => Err(reject(
             format!("mode {value:#o} is larger than 0o7777"),
-            "write permission bits only (at most 0o7777), as an octal literal like 0o755; \
-             a decimal literal like 755 means 0o1363",
+            "write permission bits only, as an octal literal such as 0o755 or a string such as \
+             \"0755\"",
         )),
     }
 }
@@ -409,6 +409,9 @@ pub(crate) fn no_nul(raw: &str) -> Result<String, Rejection> {
 pub(crate) fn config_user(raw: &str) -> Result<String, Rejection> {
     let hint = "write a user name or id, optionally with a group: \"dev\", \"1000\", \"dev:dev\" \
                 or \"1000:1000\"";
+    if raw.is_empty() {
+        return Err(reject("the user is empty", hint));
+    }
     let mut parts = raw.split(':');
     let ok = parts.clone().count() <= 2
         && parts.all(|p| {

@@ -580,22 +580,21 @@ impl<'t> Parser<'t> {
         if let Some(u) = t.take("updates") {
             d.updates = self.boolean(&u);
         }
-        if let Some(c) = t.take("components") {
-            if let Some(list) =
+        if let Some(c) = t.take("components")
+            && let Some(list) =
                 self.strings_with(&c, "[\"main\", \"contrib\"]", check::debian_component)
-            {
-                if list.is_empty() {
-                    self.checked::<()>(
-                        &c,
-                        Err((
-                            "the component list is empty".to_owned(),
-                            "list at least one component, e.g. [\"main\"], or remove the key"
-                                .to_owned(),
-                        )),
-                    );
-                } else {
-                    d.components = Some(list);
-                }
+        {
+            if list.is_empty() {
+                self.checked::<()>(
+                    &c,
+                    Err((
+                        "the component list is empty".to_owned(),
+                        "list at least one component, e.g. [\"main\"], or remove the key"
+                            .to_owned(),
+                    )),
+                );
+            } else {
+                d.components = Some(list);
             }
         }
         if let Some(k) = t.take("keyring") {

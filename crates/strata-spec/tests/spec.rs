@@ -1,0 +1,705 @@
+//! Tests of parsing, validation messages, inheritance and canonical forms.
+
+use std::path::{Path, PathBuf};
+
+use strata_spec::{Part, Spec, SpecError, host_architecture, sha256_hex};
+
+const FILE: &str = "examples/x/strata.toml";
+
+fn parse(text: &str) -> Spec {
+    match Spec::parse(text, Path::new(FILE)) {
+        Ok(spec) => spec,
+        Err(e) => panic!("spec should parse, got:\n{e}"),
+    }
+}
+
+/// The rendered error for an invalid spec.
+fn error(text: &str) -> String {
+    match Spec::parse(text, Path::new(FILE)) {
+        Ok(_) => panic!("spec should be rejected:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors: one test per kind, asserting the full rendered message.
+
+#[test]
+fn unknown_key_in_tree_entry() {
+    let text = "[base]\ntree = [\n  { src = \"a\", dest = \"/a\" },\n  { src = \"b\", dest = \"/b\", modee = 1 },\n]\n";
+    assert_eq!(
+        error(text),
+        "examples/x/strata.toml:4:29: base.tree[1].modee: unknown key (expected one of: src, dest, mode, uid, gid)"
+    );
+}
+
+#[test]
+fn unknown_keys_at_every_level() {
+    let text = "imagee = 1\n[base]\napt = {}\n[config]\nenvv = {}\n";
+    assert_eq!(
+        error(text),
+        "examples/x/strata.toml:1:1: imagee: unknown key (expected one of: image, base, user, config)\n\
+         examples/x/strata.toml:3:1: base.apt: unknown key (expected one of: tree, debian, nix)\n\
+         examples/x/strata.toml:5:1: config.envv: unknown key (expected one of: env, entrypoint, cmd, workdir, user, labels, exposed_ports)"
+    );
+    assert_eq!(
+        error("[base.debian]\npackage = [\"bash\"]\n"),
+        "examples/x/strata.toml:2:1: base.debian.package: unknown key (expected one of: packages, suite, mirror, security_mirror, updates, components, keyring, recommends, essential, configure)"
+    );
+    assert_eq!(
+        error("[user]\nnix = { installable = [] }\n"),
+        "examples/x/strata.toml:2:9: user.nix.installable: unknown key (expected one of: installables, paths, profile)"
+    );
+}
+
+#[test]
+fn wrong_types() {
+    assert_eq!(
+        error("[base]\ntree = [{ src = 1, dest = \"/a\" }]\n"),
+        "examples/x/strata.toml:2:17: base.tree[0].src: expected a string like \"files/hello.sh\", found an integer"
+    );
+    assert_eq!(
+        error("[config]\ncmd = \"bash\"\n"),
+        "examples/x/strata.toml:2:7: config.cmd: expected an array of strings like [\"/bin/bash\"], found a string"
+    );
+    assert_eq!(
+        error("[base]\ndebian = { updates = \"yes\" }\n"),
+        "examples/x/strata.toml:2:22: base.debian.updates: expected a boolean (true or false), found a string"
+    );
+    assert_eq!(
+        error("image = 3\n"),
+        "examples/x/strata.toml:1:9: image: expected a table like [image], found an integer"
+    );
+    assert_eq!(
+        error("[base]\ntree = [{ src = \"a\", dest = \"/a\", mode = true }]\n"),
+        "examples/x/strata.toml:2:42: base.tree[0].mode: expected an octal integer like 0o755 or a string of octal digits like \"0755\", found a boolean"
+    );
+}
+
+#[test]
+fn missing_keys() {
+    assert_eq!(
+        error("[base]\ntree = [{ dest = \"/a\" }]\n"),
+        "examples/x/strata.toml:2:9: base.tree[0].src: missing required key (add src = \"...\": the host file or directory to copy, relative to the spec file's directory)"
+    );
+    assert_eq!(
+        error("[[user.tree]]\nsrc = \"a\"\n"),
+        "examples/x/strata.toml:1:1: user.tree[0].dest: missing required key (add dest = \"/...\": the absolute path in the image to copy src to)"
+    );
+}
+
+#[test]
+fn mode_out_of_range() {
+    let hint = "(write permission bits only, as an octal literal such as 0o755 or a string such as \"0755\")";
+    assert_eq!(
+        error("[base]\ntree = [{ src = \"a\", dest = \"/a\", mode = 0o10000 }]\n"),
+        format!(
+            "examples/x/strata.toml:2:42: base.tree[0].mode: mode 0o10000 is larger than 0o7777 {hint}"
+        )
+    );
+    assert_eq!(
+        error("[base]\ntree = [{ src = \"a\", dest = \"/a\", mode = \"17777\" }]\n"),
+        "examples/x/strata.toml:2:42: base.tree[0].mode: mode `17777` is larger than 0o7777 (write octal digits such as \"0755\", or an octal literal such as 0o755)"
+    );
+    assert_eq!(
+        error("[base]\ntree = [{ src = \"a\", dest = \"/a\", mode = \"0758\" }]\n"),
+        "examples/x/strata.toml:2:42: base.tree[0].mode: `0758` is not an octal permission mode (write octal digits such as \"0755\", or an octal literal such as 0o755)"
+    );
+}
+
+#[test]
+fn relative_dest() {
+    assert_eq!(
+        error("[base]\ntree = [{ src = \"a\", dest = \"usr/bin/a\" }]\n"),
+        "examples/x/strata.toml:2:29: base.tree[0].dest: `usr/bin/a` is not an absolute path (write the full path in the image, starting with `/`, e.g. \"/usr/local/bin/hello\")"
+    );
+}
+
+#[test]
+fn escaping_dest() {
+    assert_eq!(
+        error("[base]\ntree = [{ src = \"a\", dest = \"/usr/../../etc\" }]\n"),
+        "examples/x/strata.toml:2:29: base.tree[0].dest: `/usr/../../etc` climbs above the image root with `..` (remove the `..` components)"
+    );
+    assert_eq!(
+        error("[base]\ntree = [{ src = \"a\", dest = \"/\" }]\n"),
+        "examples/x/strata.toml:2:29: base.tree[0].dest: `/` names the image root (name the file or directory to create, e.g. \"/usr/local/bin/hello\")"
+    );
+}
+
+#[test]
+fn absolute_src() {
+    assert_eq!(
+        error("[base]\ntree = [{ src = \"/etc/passwd\", dest = \"/a\" }]\n"),
+        "examples/x/strata.toml:2:17: base.tree[0].src: `/etc/passwd` is an absolute path (give a path relative to the directory holding the spec file, e.g. \"files/hello.sh\", so the spec builds the same on every machine)"
+    );
+}
+
+#[test]
+fn empty_package_name() {
+    assert_eq!(
+        error("[base]\ndebian = { packages = [\"bash\", \"\"] }\n"),
+        "examples/x/strata.toml:2:32: base.debian.packages[1]: the package name is empty (remove the empty string or write a package name such as \"bash\")"
+    );
+    assert_eq!(
+        error("[user.debian]\npackages = [\"vim=2:9.0\"]\n"),
+        "examples/x/strata.toml:2:13: user.debian.packages[0]: `vim=2:9.0` is not a plain package name (write only the name, e.g. \"bash\": versions are pinned by the lock file and the architecture comes from image.architecture)"
+    );
+}
+
+#[test]
+fn bad_debian_settings() {
+    assert_eq!(
+        error("[base.debian]\nmirror = \"deb.debian.org\"\n"),
+        "examples/x/strata.toml:2:10: base.debian.mirror: `deb.debian.org` is not a mirror URL (write an http://, https:// or file:// URL such as \"http://deb.debian.org/debian\")"
+    );
+    assert_eq!(
+        error("[base.debian]\ncomponents = []\n"),
+        "examples/x/strata.toml:2:14: base.debian.components: the component list is empty (list at least one component, e.g. [\"main\"], or remove the key)"
+    );
+}
+
+#[test]
+fn bad_nix_settings() {
+    assert_eq!(
+        error("[base.nix]\npaths = [\"/nix/store/hello\"]\n"),
+        "examples/x/strata.toml:2:10: base.nix.paths[0]: `/nix/store/hello` is not a Nix store path (write a store path such as \"/nix/store/<32-character hash>-hello-2.12.1\")"
+    );
+    assert_eq!(
+        error("[base.nix]\ninstallables = [\"\"]\n"),
+        "examples/x/strata.toml:2:17: base.nix.installables[0]: the installable is empty (write a flake reference such as \".#hello\" or \"nixpkgs#hello\", or a path such as \"./default.nix\")"
+    );
+}
+
+#[test]
+fn bad_port() {
+    let hint = "(write a port from 1 to 65535 with an optional protocol: \"8080\", \"8080/tcp\", \"53/udp\" or \"9/sctp\")";
+    assert_eq!(
+        error("[config]\nexposed_ports = [\"8080\", \"70000\", \"80/http\"]\n"),
+        format!(
+            "examples/x/strata.toml:2:26: config.exposed_ports[1]: port `70000` is out of range {hint}\n\
+             examples/x/strata.toml:2:35: config.exposed_ports[2]: `80/http` has an unknown protocol {hint}"
+        )
+    );
+}
+
+#[test]
+fn bad_repository_name() {
+    assert_eq!(
+        error("[image]\nname = \"My/Workspace\"\n"),
+        "examples/x/strata.toml:2:8: image.name: `My/Workspace` is not a valid repository name: it contains uppercase letters (use lowercase letters, digits and single `.`, `_`, `__` or `-` separators between `/`-separated components, e.g. \"strata\" or \"ghcr.io/acme/workspaces\")"
+    );
+    assert_eq!(
+        error("[image]\nname = \"a--b/-c\"\n"),
+        "examples/x/strata.toml:2:8: image.name: `a--b/-c` is not a valid repository name: bad component `-c` (use lowercase letters, digits and single `.`, `_`, `__` or `-` separators between `/`-separated components, e.g. \"strata\" or \"ghcr.io/acme/workspaces\")"
+    );
+}
+
+#[test]
+fn bad_architecture() {
+    assert_eq!(
+        error("[image]\narchitecture = \"aarch64\"\n"),
+        "examples/x/strata.toml:2:16: image.architecture: `aarch64` is not an OCI architecture (OCI calls this architecture `arm64`; write architecture = \"arm64\")"
+    );
+    let msg = error("[image]\narchitecture = \"vax\"\n");
+    assert!(
+        msg.starts_with("examples/x/strata.toml:2:16: image.architecture: `vax` is not an OCI architecture (use one of: 386, amd64, arm, arm64,"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_config_values() {
+    assert_eq!(
+        error("[config]\nworkdir = \"home/dev\"\nuser = \"dev user\"\nenv = { \"A=B\" = \"x\" }\n"),
+        "examples/x/strata.toml:2:11: config.workdir: `home/dev` is not an absolute path (write the full path in the image, starting with `/`, e.g. \"/home/dev\")\n\
+         examples/x/strata.toml:3:8: config.user: `dev user` is not a user specification (write a user name or id, optionally with a group: \"dev\", \"1000\", \"dev:dev\" or \"1000:1000\")\n\
+         examples/x/strata.toml:4:9: config.env.\"A=B\": `A=B` is not a usable environment variable name (use a non-empty name without `=`, such as PATH)"
+    );
+}
+
+#[test]
+fn bad_ids() {
+    assert_eq!(
+        error("[base]\ntree = [{ src = \"a\", dest = \"/a\", uid = -1, gid = 4294967296 }]\n"),
+        "examples/x/strata.toml:2:41: base.tree[0].uid: -1 is not a valid id (use a number from 0 to 4294967295)\n\
+         examples/x/strata.toml:2:51: base.tree[0].gid: 4294967296 is not a valid id (use a number from 0 to 4294967295)"
+    );
+}
+
+#[test]
+fn syntax_error() {
+    assert_eq!(
+        error("[base]\ntree = [\n"),
+        "examples/x/strata.toml:2:9: invalid TOML: unclosed array, expected `]` (fix the syntax; see https://toml.io)"
+    );
+}
+
+#[test]
+fn read_error() {
+    let err = Spec::load(Path::new("/nonexistent/strata.toml")).expect_err("no such file");
+    assert!(matches!(err, SpecError::Read { .. }));
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/strata.toml: cannot read the spec file: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn all_errors_are_collected_in_file_order() {
+    let text = "[config]\nuser = \"\"\n[base]\ntree = [{ src = \"\", dest = \"x\", mode = 0o77777 }]\n[image]\nname = \"UP\"\n";
+    let err = Spec::parse(text, Path::new(FILE)).expect_err("invalid");
+    let keys: Vec<(usize, &str)> = err
+        .diagnostics()
+        .iter()
+        .map(|d| (d.location.line, d.key.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (2, "config.user"),
+            (4, "base.tree[0].src"),
+            (4, "base.tree[0].dest"),
+            (4, "base.tree[0].mode"),
+            (6, "image.name"),
+        ]
+    );
+    assert_eq!(err.to_string().lines().count(), 5);
+}
+
+#[test]
+fn columns_count_characters() {
+    // "é" and "É" are two bytes each but one column.
+    assert_eq!(
+        error("[image]\ntitle = \"é\"; name = \"X\"\n")
+            .split(": ")
+            .next()
+            .map(str::to_owned),
+        Some("examples/x/strata.toml:2:12".to_owned())
+    );
+    assert_eq!(
+        error("[config]\nenv = { \"É\" = \"é\", B = 1 }\n"),
+        "examples/x/strata.toml:2:24: config.env.B: expected a string, found an integer"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Successful parses.
+
+#[test]
+fn defaults() {
+    let spec = Spec::parse("", Path::new("strata.toml")).expect("empty spec is valid");
+    assert_eq!(spec.dir, PathBuf::from("."));
+    assert_eq!(spec.image.name, "strata");
+    assert_eq!(spec.image.architecture, host_architecture());
+    assert!(spec.base.tree.is_empty() && spec.user.debian.is_none());
+    assert_eq!(spec.config, Default::default());
+    if std::env::consts::ARCH == "x86_64" {
+        assert_eq!(host_architecture(), "amd64");
+    }
+    if std::env::consts::ARCH == "aarch64" {
+        assert_eq!(host_architecture(), "arm64");
+    }
+}
+
+#[test]
+fn full_spec() {
+    let text = r#"
+[image]
+name = "ghcr.io/acme/ws"
+architecture = "arm64"
+title = "Workspace"
+revision = "abc123"
+
+[base]
+tree = [
+  { src = "./files/hello.sh", dest = "/usr/local/bin//hello", mode = 0o755, uid = 1000, gid = 100 },
+]
+debian = { packages = ["git", "bash"] }
+nix = { installables = [".#hello"], paths = ["/nix/store/0c0i1ynqbbwdjiqkml2dvdqi5vmc8qxp-hello-2.12.1"] }
+
+[[user.tree]]
+src = "dotfiles"
+dest = "/home/dev"
+mode = "0700"
+
+[config]
+env = { PATH = "/usr/bin:/bin" }
+entrypoint = ["/bin/bash"]
+cmd = []
+workdir = "/home/dev/"
+user = "1000:1000"
+labels = { "org.example.team" = "infra" }
+exposed_ports = ["8080", 53, "53/UDP"]
+"#;
+    let spec = parse(text);
+    assert_eq!(spec.dir, PathBuf::from("examples/x"));
+    assert_eq!(spec.image.name, "ghcr.io/acme/ws");
+    assert_eq!(spec.image.architecture, "arm64");
+    assert_eq!(
+        spec.image
+            .annotations
+            .get("org.opencontainers.image.title")
+            .map(String::as_str),
+        Some("Workspace")
+    );
+    assert_eq!(spec.image.annotations.len(), 2);
+
+    let e = &spec.base.tree[0];
+    assert_eq!(e.src, PathBuf::from("./files/hello.sh"));
+    assert_eq!(e.dest.as_str(), "usr/local/bin/hello");
+    assert_eq!((e.mode, e.uid, e.gid), (Some(0o755), Some(1000), Some(100)));
+    assert_eq!(e.key, "base.tree[0]");
+    assert_eq!(e.location.to_string(), "examples/x/strata.toml:10:3");
+    assert_eq!(
+        spec.source_path(e),
+        PathBuf::from("examples/x/./files/hello.sh")
+    );
+
+    let u = &spec.user.tree[0];
+    assert_eq!(u.mode, Some(0o700));
+    assert_eq!((u.uid, u.gid), (None, None));
+    assert_eq!(u.key, "user.tree[0]");
+    assert_eq!((u.location.line, u.location.column), (15, 1));
+
+    let nix = spec.base.nix.as_ref().expect("nix");
+    assert_eq!(nix.installables, [".#hello"]);
+    assert_eq!(
+        nix.effective_profile().absolute(),
+        "/nix/var/nix/profiles/default"
+    );
+    assert_eq!(nix.key, "base.nix");
+
+    let c = &spec.config;
+    assert_eq!(c.workdir.as_deref(), Some("/home/dev"));
+    assert_eq!(c.cmd.as_deref(), Some(&[][..]));
+    assert_eq!(
+        c.exposed_ports
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        ["53/tcp", "53/udp", "8080/tcp"]
+    );
+    assert_eq!(spec.half(Part::User).tree.len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Debian inheritance.
+
+#[test]
+fn user_debian_inherits_repository_settings() {
+    let text = r#"
+[base.debian]
+packages = ["bash"]
+suite = "trixie"
+mirror = "https://mirror.example/debian/"
+updates = false
+components = ["main", "contrib"]
+keyring = "./keys/../keys/archive.gpg"
+recommends = true
+essential = false
+
+[user.debian]
+packages = ["vim", "git", "vim"]
+components = ["main"]
+"#;
+    let spec = parse(text);
+    let base = spec.debian_settings(Part::Base).expect("base debian");
+    assert_eq!(base.suite, "trixie");
+    assert_eq!(base.mirror, "https://mirror.example/debian");
+    assert_eq!(
+        base.security_mirror,
+        "http://deb.debian.org/debian-security"
+    );
+    assert_eq!(base.components, ["contrib", "main"]);
+    assert_eq!(base.keyring, Some(PathBuf::from("keys/archive.gpg")));
+    assert!(base.recommends && !base.essential && !base.updates && base.configure);
+
+    let user = spec.debian_settings(Part::User).expect("user debian");
+    assert_eq!(user.packages, ["git", "vim"]);
+    assert_eq!(user.suite, "trixie", "inherited");
+    assert_eq!(user.mirror, "https://mirror.example/debian", "inherited");
+    assert!(!user.updates, "inherited");
+    assert_eq!(
+        user.keyring,
+        Some(PathBuf::from("keys/archive.gpg")),
+        "inherited"
+    );
+    assert_eq!(user.components, ["main"], "own setting wins");
+    assert!(
+        !user.recommends && user.essential,
+        "install options are not inherited"
+    );
+
+    // Without a base section, the defaults apply.
+    let spec = parse("[user]\ndebian = { packages = [\"vim\"] }\n");
+    assert!(spec.debian_settings(Part::Base).is_none());
+    let user = spec.debian_settings(Part::User).expect("user debian");
+    assert_eq!(user.suite, "bookworm");
+    assert_eq!(user.mirror, "http://deb.debian.org/debian");
+    assert_eq!(user.components, ["main"]);
+    assert!(user.updates && user.essential && user.configure && !user.recommends);
+    assert_eq!(user.keyring, None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Canonical forms.
+
+const PLAIN: &str = r#"
+[image]
+title = "ws"
+
+[base]
+tree = [
+  { src = "files/hello.sh", dest = "/usr/local/bin/hello", mode = 0o755 },
+  { src = "files/etc", dest = "/etc/app" },
+]
+debian = { packages = ["bash", "git"] }
+nix = { installables = [".#hello"] }
+
+[user]
+tree = [{ src = "dotfiles", dest = "/home/dev", uid = 1000, gid = 1000 }]
+debian = { packages = ["vim"] }
+
+[config]
+env = { A = "1", B = "2" }
+entrypoint = ["/bin/bash"]
+exposed_ports = ["8080"]
+"#;
+
+fn forms(spec: &Spec) -> [String; 3] {
+    [
+        spec.canonical(Part::Base),
+        spec.canonical(Part::User),
+        spec.canonical_image(),
+    ]
+}
+
+#[test]
+fn canonical_ignores_formatting_and_explicit_defaults() {
+    let arch = host_architecture();
+    let noisy = format!(
+        r#"
+# Same spec, written differently.
+[config]
+exposed_ports = [8080, "8080/tcp"]     # duplicates collapse
+entrypoint = [ "/bin/bash" ]
+env.B = "2"
+env.A = "1"
+
+[user]
+debian = {{ packages = ["vim"], suite = "bookworm" }}
+
+[[user.tree]]
+gid = 1000
+uid = 1000
+dest = "/home/dev/"
+src = "./dotfiles"
+
+[base]
+nix = {{ profile = "/nix/var/nix/profiles/default", installables = [".#hello"] }}
+
+[[base.tree]]
+src = "files/./hello.sh"
+dest = "/usr//local/bin/hello"
+mode = "0755"
+uid = 0
+
+[[base.tree]]
+src = "files/x/../etc"
+dest = "/etc/app"
+gid = 0
+
+[base.debian]
+packages = ["git", "bash", "git"]
+suite = "bookworm"
+mirror = "http://deb.debian.org/debian/"
+security_mirror = "http://deb.debian.org/debian-security"
+updates = true
+components = ["main"]
+recommends = false
+essential = true
+configure = true
+
+[image]
+architecture = "{arch}"
+name = "strata"
+title = "ws"
+"#
+    );
+    let a = parse(PLAIN);
+    let b = parse(&noisy);
+    assert_eq!(forms(&a), forms(&b));
+    // The same spec at another path hashes the same.
+    let c = Spec::parse(PLAIN, Path::new("/elsewhere/strata.toml")).expect("valid");
+    assert_eq!(forms(&a), forms(&c));
+}
+
+#[test]
+fn canonical_is_compact_sorted_json() {
+    let spec = parse(PLAIN);
+    for text in forms(&spec) {
+        assert!(!text.contains(' ') || text.contains("\"ws\""), "{text}");
+        assert!(!text.contains('\n'));
+        let value: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        assert!(value.is_object());
+        assert_eq!(serde_json::to_string(&value).expect("serialise"), text);
+    }
+    assert_eq!(
+        spec.canonical(Part::User),
+        r#"{"debian":{"components":["main"],"configure":true,"essential":true,"keyring":null,"mirror":"http://deb.debian.org/debian","packages":["vim"],"recommends":false,"security_mirror":"http://deb.debian.org/debian-security","suite":"bookworm","updates":true},"format":1,"nix":null,"part":"user","tree":[{"dest":"/home/dev","gid":1000,"mode":null,"src":"dotfiles","uid":1000}]}"#
+    );
+}
+
+/// Applies `edit` to [`PLAIN`] and reports which canonical forms changed.
+fn changed(from: &str, to: &str) -> [bool; 3] {
+    assert!(PLAIN.contains(from), "{from}");
+    let before = forms(&parse(PLAIN));
+    let after = forms(&parse(&PLAIN.replacen(from, to, 1)));
+    [0, 1, 2].map(|i| before[i] != after[i])
+}
+
+#[test]
+fn canonical_sees_every_semantic_change() {
+    const BASE: [bool; 3] = [true, false, false];
+    const USER: [bool; 3] = [false, true, false];
+    const IMAGE: [bool; 3] = [false, false, true];
+    let cases: &[(&str, &str, [bool; 3])] = &[
+        ("mode = 0o755", "mode = 0o750", BASE),
+        ("mode = 0o755", "mode = 0o755, uid = 1", BASE),
+        ("\"files/hello.sh\"", "\"files/hello2.sh\"", BASE),
+        ("\"/usr/local/bin/hello\"", "\"/usr/bin/hello\"", BASE),
+        (
+            "packages = [\"bash\", \"git\"]",
+            "packages = [\"bash\"]",
+            BASE,
+        ),
+        (
+            "packages = [\"bash\", \"git\"]",
+            "packages = [\"bash\", \"git\"], recommends = true",
+            BASE,
+        ),
+        (
+            "installables = [\".#hello\"]",
+            "installables = [\".#hello\", \".#git\"]",
+            BASE,
+        ),
+        (
+            "installables = [\".#hello\"]",
+            "installables = [\".#hello\"], profile = \"/p\"",
+            BASE,
+        ),
+        // Tree order decides which entry wins on overlap.
+        (
+            "  { src = \"files/hello.sh\", dest = \"/usr/local/bin/hello\", mode = 0o755 },\n  { src = \"files/etc\", dest = \"/etc/app\" },",
+            "  { src = \"files/etc\", dest = \"/etc/app\" },\n  { src = \"files/hello.sh\", dest = \"/usr/local/bin/hello\", mode = 0o755 },",
+            BASE,
+        ),
+        ("uid = 1000, gid = 1000", "uid = 1000, gid = 1001", USER),
+        ("dest = \"/home/dev\"", "dest = \"/home/dev2\"", USER),
+        (
+            "packages = [\"vim\"]",
+            "packages = [\"vim\", \"git\"]",
+            USER,
+        ),
+        (
+            "packages = [\"vim\"]",
+            "packages = [\"vim\"], suite = \"trixie\"",
+            USER,
+        ),
+        ("title = \"ws\"", "title = \"ws2\"", IMAGE),
+        ("title = \"ws\"", "title = \"ws\"\nname = \"other\"", IMAGE),
+        (
+            "title = \"ws\"",
+            "title = \"ws\"\narchitecture = \"s390x\"",
+            IMAGE,
+        ),
+        ("A = \"1\"", "A = \"0\"", IMAGE),
+        (
+            "entrypoint = [\"/bin/bash\"]",
+            "entrypoint = [\"/bin/sh\"]",
+            IMAGE,
+        ),
+        (
+            "entrypoint = [\"/bin/bash\"]",
+            "entrypoint = [\"/bin/bash\"]\ncmd = []",
+            IMAGE,
+        ),
+        (
+            "exposed_ports = [\"8080\"]",
+            "exposed_ports = [\"8080/udp\"]",
+            IMAGE,
+        ),
+        (
+            "exposed_ports = [\"8080\"]",
+            "exposed_ports = [\"8080\"]\nworkdir = \"/w\"",
+            IMAGE,
+        ),
+    ];
+    for (from, to, expected) in cases {
+        assert_eq!(changed(from, to), *expected, "{from} -> {to}");
+    }
+    // A base repository setting reaches the user half through inheritance.
+    assert_eq!(
+        changed(
+            "packages = [\"bash\", \"git\"]",
+            "packages = [\"bash\", \"git\"], suite = \"trixie\""
+        ),
+        [true, true, false]
+    );
+}
+
+#[test]
+fn sha256() {
+    assert_eq!(
+        sha256_hex(b""),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    assert_eq!(sha256_hex(b"abc").len(), 64);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shipped examples.
+
+fn example(name: &str) -> Spec {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name)
+        .join("strata.toml");
+    match Spec::load(&path) {
+        Ok(spec) => spec,
+        Err(e) => panic!("example {name} should load:\n{e}"),
+    }
+}
+
+fn assert_sources_exist(spec: &Spec) {
+    for part in [Part::Base, Part::User] {
+        for entry in &spec.half(part).tree {
+            let path = spec.source_path(entry);
+            assert!(path.exists(), "{}: {} missing", entry.key, path.display());
+        }
+    }
+}
+
+#[test]
+fn hello_example_loads() {
+    let spec = example("hello");
+    assert_eq!(spec.image.name, "strata-examples/hello");
+    assert_eq!(spec.base.tree.len(), 2);
+    assert!(spec.user.tree.is_empty());
+    assert_eq!(spec.base.tree[0].mode, Some(0o755));
+    assert_eq!(spec.base.tree[1].mode, Some(0o644));
+    assert_sources_exist(&spec);
+}
+
+#[test]
+fn layered_example_loads() {
+    let spec = example("layered");
+    assert_eq!(spec.base.tree.len(), 3);
+    assert_eq!(spec.user.tree.len(), 2);
+    assert!(spec.user.tree.iter().all(|e| e.uid == Some(1000)));
+    assert_eq!(spec.config.user.as_deref(), Some("1000:1000"));
+    assert_ne!(spec.canonical(Part::Base), spec.canonical(Part::User));
+    assert_sources_exist(&spec);
+}
