@@ -540,7 +540,6 @@ title = "ws"
 fn canonical_is_compact_sorted_json() {
     let spec = parse(PLAIN);
     for text in forms(&spec) {
-        assert!(!text.contains(' ') || text.contains("\"ws\""), "{text}");
         assert!(!text.contains('\n'));
         let value: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
         assert!(value.is_object());
