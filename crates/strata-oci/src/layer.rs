@@ -96,8 +96,8 @@ const CHANNEL_DEPTH: usize = 4;
 /// One streaming pass: tar -> sha256 (diff_id) -> compressor -> sha256 (digest) -> out.
 ///
 /// `entries` must be in image order. `out` receives the blob and is flushed at the end.
-pub fn write_layer<'a, W: Write + Send>(
-    entries: &[&'a Entry],
+pub fn write_layer<W: Write + Send>(
+    entries: &[&Entry],
     opts: &LayerOptions,
     out: W,
 ) -> Result<LayerDigests, LayerError> {
