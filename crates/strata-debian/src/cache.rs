@@ -1,0 +1,238 @@
+//! The download cache (content-addressed by SHA256, written atomically) and HTTP access.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::{DebianError, Reporter};
+
+/// Name of the versioned subdirectory of the cache this crate owns.
+pub(crate) const CACHE_DIR: &str = "debian-v1";
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The cache directory layout: `files/` holds verified downloads by SHA256, `content/` the
+/// extracted file bytes by SHA256, `trees/` extraction manifests by the `.deb`'s SHA256.
+#[derive(Debug, Clone)]
+pub(crate) struct Cache {
+    root: PathBuf,
+    agent: ureq::Agent,
+}
+
+fn io_err(path: &Path, e: io::Error) -> DebianError {
+    DebianError::Io {
+        path: path.to_owned(),
+        source: e,
+    }
+}
+
+/// Hex SHA256 of a byte slice.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
+/// reader never sees a partial file.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DebianError> {
+    let (tmp, mut f) = temp_file(path)?;
+    let res = f
+        .write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io_err(&tmp, e));
+    drop(f);
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io_err(path, e)
+    })
+}
+
+/// Creates a fresh temporary file next to `path` (creating its directory).
+pub(crate) fn temp_file(path: &Path) -> Result<(PathBuf, File), DebianError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = format!(
+        ".tmp-{}-{}-{}",
+        std::process::id(),
+        n,
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    );
+    let tmp = dir.join(name);
+    let f = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+    Ok((tmp, f))
+}
+
+impl Cache {
+    pub(crate) fn new(cache: &Path) -> Result<Self, DebianError> {
+        let root = cache.join(CACHE_DIR);
+        fs::create_dir_all(&root).map_err(|e| io_err(&root, e))?;
+        let config = ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_recv_body(Some(Duration::from_secs(600)))
+            .timeout_recv_response(Some(Duration::from_secs(60)))
+            .build();
+        Ok(Self {
+            root,
+            agent: config.into(),
+        })
+    }
+
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where a verified download with this SHA256 lives.
+    pub(crate) fn file_path(&self, sha256: &str) -> PathBuf {
+        self.root.join("files").join(&sha256[..2]).join(sha256)
+    }
+
+    /// Where extracted file bytes with this SHA256 live.
+    pub(crate) fn content_path(&self, sha256: &str) -> PathBuf {
+        self.root.join("content").join(&sha256[..2]).join(sha256)
+    }
+
+    /// Where the extraction manifest of the `.deb` with this SHA256 lives.
+    pub(crate) fn tree_path(&self, deb_sha256: &str) -> PathBuf {
+        self.root.join("trees").join(format!("{deb_sha256}.json"))
+    }
+
+    /// GETs a small document; `Ok(None)` on 404 / 410.
+    pub(crate) fn get(&self, url: &str) -> Result<Option<Vec<u8>>, DebianError> {
+        let resp = match self.agent.get(url).call() {
+            Ok(r) => r,
+            Err(ureq::Error::StatusCode(404 | 410)) => return Ok(None),
+            Err(e) => {
+                return Err(DebianError::Http {
+                    url: url.to_owned(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        let mut body = Vec::new();
+        resp.into_body()
+            .into_reader()
+            .read_to_end(&mut body)
+            .map_err(|e| DebianError::Http {
+                url: url.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(Some(body))
+    }
+
+    /// Returns the path of the verified file with this SHA256, downloading it from `url` when
+    /// it is missing from the cache or the cached copy is corrupt. `name` names the file in
+    /// errors. Size and hash are checked before the file is moved into place.
+    pub(crate) fn fetch_verified(
+        &self,
+        url: &str,
+        name: &str,
+        size: Option<u64>,
+        sha256: &str,
+        reporter: &dyn Reporter,
+    ) -> Result<PathBuf, DebianError> {
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(DebianError::Parse {
+                file: name.to_owned(),
+                message: format!("invalid SHA256 `{sha256}`"),
+            });
+        }
+        let sha256 = sha256.to_ascii_lowercase();
+        let path = self.file_path(&sha256);
+        if path.exists() {
+            match hash_file(&path) {
+                Ok((len, h)) if h == sha256 && size.is_none_or(|s| s == len) => return Ok(path),
+                _ => {
+                    reporter.message(&format!(
+                        "cached {name} is corrupt ({}); downloading it again",
+                        path.display()
+                    ));
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        let resp = self.agent.get(url).call().map_err(|e| DebianError::Http {
+            url: url.to_owned(),
+            message: e.to_string(),
+        })?;
+        let (tmp, mut f) = temp_file(&path)?;
+        let result = (|| {
+            let mut reader = resp.into_body().into_reader();
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut total = 0u64;
+            let expected = size.unwrap_or(0);
+            loop {
+                let n = reader.read(&mut buf).map_err(|e| DebianError::Http {
+                    url: url.to_owned(),
+                    message: e.to_string(),
+                })?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                f.write_all(&buf[..n]).map_err(|e| io_err(&tmp, e))?;
+                total += n as u64;
+                reporter.download(name, total, expected);
+                if let Some(s) = size
+                    && total > s
+                {
+                    break;
+                }
+            }
+            f.sync_all().map_err(|e| io_err(&tmp, e))?;
+            if let Some(s) = size
+                && total != s
+            {
+                return Err(DebianError::SizeMismatch {
+                    file: name.to_owned(),
+                    expected: s,
+                    actual: total,
+                });
+            }
+            let actual = hex::encode(hasher.finalize());
+            if actual != sha256 {
+                return Err(DebianError::HashMismatch {
+                    file: name.to_owned(),
+                    expected: sha256.clone(),
+                    actual,
+                });
+            }
+            Ok(())
+        })();
+        drop(f);
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        fs::rename(&tmp, &path).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            io_err(&path, e)
+        })?;
+        Ok(path)
+    }
+}
+
+/// Length and hex SHA256 of a file.
+pub(crate) fn hash_file(path: &Path) -> io::Result<(u64, String)> {
+    let mut f = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok((total, hex::encode(hasher.finalize())))
+}

@@ -1,0 +1,545 @@
+//! Debian and Ubuntu packages as a strata content source.
+//!
+//! [`resolve`] fetches the signed `InRelease` files of the requested suites, verifies them
+//! against a keyring (Debian's archive keys are built in), fetches the `Packages` indices they
+//! list (checked against the Release's SHA256) and resolves the request the way
+//! `apt-get install --no-install-recommends` does on an empty system, giving a [`Lock`].
+//! [`fetch`] downloads the locked `.deb` files (checked against the locked size and SHA256) and
+//! turns each into a [`Package`]: its files as a [`strata_fstree::Tree`] in the merged-/usr
+//! layout, and its control files.
+//!
+//! Everything downloaded is cached under the `cache` directory given to these functions, in a
+//! versioned subdirectory (`debian-v1/`), addressed by SHA256 and written atomically.
+
+mod cache;
+mod deb;
+pub mod deb822;
+mod release;
+mod resolve;
+pub mod trust;
+pub mod version;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+pub use deb::{ControlFiles, MERGED_DIRS, merged_usr};
+pub use trust::Keyring;
+pub use version::{Version, VersionError, compare_versions};
+
+/// Everything that can go wrong while resolving or fetching packages.
+#[derive(Debug, thiserror::Error)]
+pub enum DebianError {
+    /// A network request failed.
+    #[error("downloading {url}: {message}")]
+    Http {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The server has no such file.
+    #[error("{url}: not found on the server")]
+    NotFound {
+        /// The URL.
+        url: String,
+    },
+    /// A local file operation failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A keyring could not be read.
+    #[error("keyring {origin}: {message}")]
+    Keyring {
+        /// The keyring file or description.
+        origin: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A Release file is not signed by a trusted, valid key.
+    #[error("{file}: signature verification failed: {reason}")]
+    Signature {
+        /// The Release file's URL.
+        file: String,
+        /// Why.
+        reason: String,
+    },
+    /// A Release file is past its `Valid-Until` (or dated in the future).
+    #[error("{file}: refusing an expired Release: {detail}")]
+    Expired {
+        /// The Release file's URL.
+        file: String,
+        /// Which date is wrong.
+        detail: String,
+    },
+    /// A file's SHA256 differs from the one its signed parent lists.
+    #[error("{file}: SHA256 mismatch: expected {expected}, got {actual}")]
+    HashMismatch {
+        /// The file.
+        file: String,
+        /// The hash the Release or Packages index lists.
+        expected: String,
+        /// The hash of the bytes received.
+        actual: String,
+    },
+    /// A file's size differs from the one its signed parent lists.
+    #[error("{file}: size mismatch: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        /// The file.
+        file: String,
+        /// The listed size.
+        expected: u64,
+        /// The size received.
+        actual: u64,
+    },
+    /// A Release lists no index for a component / architecture.
+    #[error("{release}: no Packages index for {component}/binary-{architecture}")]
+    MissingIndex {
+        /// The Release URL.
+        release: String,
+        /// The component.
+        component: String,
+        /// The architecture.
+        architecture: String,
+    },
+    /// A control file or index could not be parsed.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A requested package does not exist in the indices.
+    #[error("no package named `{name}` in the configured repositories")]
+    UnknownPackage {
+        /// The requested name.
+        name: String,
+    },
+    /// The request cannot be satisfied.
+    #[error("cannot resolve {}: {message}", chain.join(" → "))]
+    Unsatisfiable {
+        /// The packages leading to the failure, from the requested one.
+        chain: Vec<String>,
+        /// What cannot be satisfied.
+        message: String,
+    },
+    /// A `.deb` is malformed.
+    #[error("{file}: {message}")]
+    BadArchive {
+        /// The package file.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A `.deb` entry would escape the image root.
+    #[error("{package}: refusing entry `{path}`, which leaves the root")]
+    UnsafePath {
+        /// The package file.
+        package: String,
+        /// The entry path.
+        path: String,
+    },
+    /// A lock file cannot be read or written.
+    #[error("lock file: {0}")]
+    Lock(String),
+}
+
+/// Progress reports; every method has an empty default.
+pub trait Reporter: Send + Sync {
+    /// A human-readable progress message.
+    fn message(&self, _msg: &str) {}
+    /// `bytes` of `total` (0 when unknown) of file `name` have been downloaded.
+    fn download(&self, _name: &str, _bytes: u64, _total: u64) {}
+}
+
+/// A [`Reporter`] that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoReporter;
+
+impl Reporter for NoReporter {}
+
+/// What to install and from where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Package names to install (a name may carry a constraint: `bash (>= 5)`).
+    pub packages: Vec<String>,
+    /// Suite or codename, e.g. `bookworm`.
+    pub suite: String,
+    /// Main mirror, e.g. `http://deb.debian.org/debian`.
+    pub mirror: String,
+    /// Security mirror, used with suite `<suite>-security`.
+    pub security_mirror: Option<String>,
+    /// Also use `<suite>-updates` from the main mirror.
+    pub updates: bool,
+    /// Components, e.g. `main`.
+    pub components: Vec<String>,
+    /// dpkg architecture, e.g. `amd64`.
+    pub architecture: String,
+    /// Keyring file or directory overriding the built-in Debian keys.
+    pub keyring: Option<PathBuf>,
+    /// Also install `Recommends`.
+    pub recommends: bool,
+    /// Also install every `Essential: yes` package.
+    pub essential: bool,
+}
+
+impl Default for Request {
+    /// Debian bookworm on amd64 with Debian's default sources (`-updates`, `-security`),
+    /// component `main`, the essential set, no recommends, no packages.
+    fn default() -> Self {
+        Self {
+            packages: Vec::new(),
+            suite: "bookworm".into(),
+            mirror: "http://deb.debian.org/debian".into(),
+            security_mirror: Some("http://deb.debian.org/debian-security".into()),
+            updates: true,
+            components: vec!["main".into()],
+            architecture: "amd64".into(),
+            keyring: None,
+            recommends: false,
+            essential: true,
+        }
+    }
+}
+
+impl Request {
+    /// The (mirror, suite) pairs this request reads, in priority order for equal versions.
+    pub fn sources(&self) -> Vec<(String, String)> {
+        let mirror = self.mirror.trim_end_matches('/').to_owned();
+        let mut v = vec![(mirror.clone(), self.suite.clone())];
+        if self.updates {
+            v.push((mirror, format!("{}-updates", self.suite)));
+        }
+        if let Some(sec) = &self.security_mirror {
+            v.push((
+                sec.trim_end_matches('/').to_owned(),
+                format!("{}-security", self.suite),
+            ));
+        }
+        v
+    }
+
+    /// A SHA256 over everything in the request that affects the resolution (not the keyring
+    /// path), so a lock can be checked against its spec.
+    pub fn digest(&self) -> String {
+        let mut pkgs = self.packages.clone();
+        pkgs.sort();
+        pkgs.dedup();
+        let canon = serde_json::json!({
+            "packages": pkgs,
+            "sources": self.sources(),
+            "components": self.components,
+            "architecture": self.architecture,
+            "recommends": self.recommends,
+            "essential": self.essential,
+        });
+        cache::sha256_hex(canon.to_string().as_bytes())
+    }
+}
+
+/// A Release a lock was resolved against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedRelease {
+    /// Repository base URI.
+    pub uri: String,
+    /// Suite.
+    pub suite: String,
+    /// The Release's `Date` field.
+    pub date: String,
+    /// SHA256 of the signed `InRelease` (or `Release`) file.
+    pub sha256: String,
+}
+
+/// One package of a lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedPackage {
+    /// Package name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Architecture (`amd64`, `all`).
+    pub architecture: String,
+    /// Path in the repository (`pool/main/b/bash/bash_5.2.15-2+b7_amd64.deb`).
+    pub filename: String,
+    /// Repository base URI the file is downloaded from.
+    pub mirror: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA256 of the `.deb`.
+    pub sha256: String,
+    /// Names of the locked packages satisfying its `Pre-Depends` and `Depends` (and
+    /// `Recommends` when requested), sorted.
+    #[serde(default)]
+    pub depends: Vec<String>,
+    /// Whether it is `Essential: yes`.
+    #[serde(default)]
+    pub essential: bool,
+}
+
+impl LockedPackage {
+    /// The download URL.
+    pub fn url(&self) -> String {
+        format!("{}/{}", self.mirror.trim_end_matches('/'), self.filename)
+    }
+}
+
+/// A resolved request: the exact packages to install. Serialised as TOML with
+/// [`Lock::to_toml`]; releases and packages are kept sorted so the text is deterministic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    /// Lock format version (currently 1).
+    pub version: u32,
+    /// [`Request::digest`] of the request this lock resolves.
+    pub request: String,
+    /// The Releases the packages came from.
+    pub releases: Vec<LockedRelease>,
+    /// The packages, sorted by name.
+    pub packages: Vec<LockedPackage>,
+}
+
+impl Lock {
+    /// The lock as TOML text.
+    pub fn to_toml(&self) -> Result<String, DebianError> {
+        let mut sorted = self.clone();
+        sorted.sort();
+        toml::to_string(&sorted).map_err(|e| DebianError::Lock(e.to_string()))
+    }
+
+    /// Parses a lock from TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, DebianError> {
+        let lock: Lock = toml::from_str(text).map_err(|e| DebianError::Lock(e.to_string()))?;
+        if lock.version != 1 {
+            return Err(DebianError::Lock(format!(
+                "unsupported lock version {}",
+                lock.version
+            )));
+        }
+        Ok(lock)
+    }
+
+    /// Whether this lock was made for `req`.
+    pub fn matches(&self, req: &Request) -> bool {
+        self.request == req.digest()
+    }
+
+    fn sort(&mut self) {
+        self.releases
+            .sort_by(|a, b| (&a.uri, &a.suite).cmp(&(&b.uri, &b.suite)));
+        self.packages.sort_by(|a, b| a.name.cmp(&b.name));
+        for p in &mut self.packages {
+            p.depends.sort();
+            p.depends.dedup();
+        }
+    }
+}
+
+/// A fetched and extracted package.
+#[derive(Debug, Clone)]
+pub struct Package {
+    /// The lock entry it was fetched for.
+    pub locked: LockedPackage,
+    /// Its files (`data.tar`), merged-/usr applied; file bytes live in the cache's content
+    /// store and are referenced with [`strata_fstree::Content::Host`].
+    pub tree: strata_fstree::Tree,
+    /// Its control archive (`control`, `md5sums`, `conffiles`, maintainer scripts).
+    pub control: ControlFiles,
+    /// The paths as dpkg would list them in `/var/lib/dpkg/info/PKG.list` (original,
+    /// pre-merge paths, `/.` first, in archive order).
+    pub paths: Vec<String>,
+}
+
+/// Fetches and verifies the indices of `req`'s sources and resolves the request.
+pub fn resolve(req: &Request, cache: &Path, reporter: &dyn Reporter) -> Result<Lock, DebianError> {
+    let keyring = match &req.keyring {
+        Some(p) => Keyring::load(p)?,
+        None => Keyring::debian()?,
+    };
+    resolve_with_keyring(req, cache, &keyring, reporter)
+}
+
+/// [`resolve`] with an explicit keyring (whatever `req.keyring` says).
+pub fn resolve_with_keyring(
+    req: &Request,
+    cache: &Path,
+    keyring: &Keyring,
+    reporter: &dyn Reporter,
+) -> Result<Lock, DebianError> {
+    let c = cache::Cache::new(cache)?;
+    let now = release::now_secs();
+    let sources = req.sources();
+    let mut universe = resolve::Universe::default();
+    let mut releases = Vec::new();
+    let mut mirrors = Vec::new();
+    for (i, (uri, suite)) in sources.iter().enumerate() {
+        let rel = release::fetch_release(&c, keyring, uri, suite, now, reporter)?;
+        for comp in &req.components {
+            let mut archs = vec![req.architecture.as_str()];
+            if !rel.no_all_packages {
+                archs.push("all");
+            }
+            let mut found = false;
+            for arch in archs {
+                if let Some(text) = rel.packages_index(&c, comp, arch, reporter)? {
+                    let name = format!("{uri}/dists/{suite}/{comp}/binary-{arch}/Packages");
+                    universe.add_index(&name, &text, i, &req.architecture)?;
+                    found = true;
+                }
+            }
+            if !found {
+                return Err(DebianError::MissingIndex {
+                    release: format!("{uri}/dists/{suite}"),
+                    component: comp.clone(),
+                    architecture: req.architecture.clone(),
+                });
+            }
+        }
+        mirrors.push(rel.uri.clone());
+        releases.push(LockedRelease {
+            uri: rel.uri,
+            suite: rel.suite,
+            date: rel.date,
+            sha256: rel.inrelease_sha256,
+        });
+    }
+    universe.finish();
+    reporter.message(&format!(
+        "resolving {} packages against {} candidates",
+        req.packages.len(),
+        universe.candidate_count()
+    ));
+    let res = resolve::resolve(
+        &universe,
+        &resolve::Goal {
+            packages: &req.packages,
+            recommends: req.recommends,
+            essential: req.essential,
+            native: &req.architecture,
+        },
+    )?;
+    let packages = resolve::locked_packages(&universe, &res, &mirrors);
+    let mut lock = Lock {
+        version: 1,
+        request: req.digest(),
+        releases,
+        packages,
+    };
+    lock.sort();
+    Ok(lock)
+}
+
+/// Number of parallel downloads / extractions in [`fetch`].
+const PARALLEL: usize = 8;
+
+/// Downloads (verified against the lock's size and SHA256) and extracts every locked
+/// package. Already-extracted packages are read back from the cache. The result is in the
+/// lock's order.
+pub fn fetch(
+    lock: &Lock,
+    cache: &Path,
+    reporter: &dyn Reporter,
+) -> Result<Vec<Package>, DebianError> {
+    let c = cache::Cache::new(cache)?;
+    let next = Mutex::new(0usize);
+    let results: Mutex<BTreeMap<usize, Result<Package, DebianError>>> = Mutex::new(BTreeMap::new());
+    let workers = PARALLEL.min(lock.packages.len()).max(1);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = {
+                        let Ok(mut n) = next.lock() else { return };
+                        let i = *n;
+                        *n += 1;
+                        i
+                    };
+                    let Some(p) = lock.packages.get(i) else {
+                        return;
+                    };
+                    let r = fetch_one(&c, p, reporter);
+                    let failed = r.is_err();
+                    if let Ok(mut m) = results.lock() {
+                        m.insert(i, r);
+                    }
+                    if failed {
+                        // Stop handing out work after the first failure.
+                        if let Ok(mut n) = next.lock() {
+                            *n = usize::MAX / 2;
+                        }
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let results = results
+        .into_inner()
+        .map_err(|_| DebianError::Lock("a download worker panicked".into()))?;
+    let mut out = Vec::with_capacity(lock.packages.len());
+    for (_, r) in results {
+        out.push(r?);
+    }
+    if out.len() != lock.packages.len() {
+        return Err(DebianError::Lock("not every package was fetched".into()));
+    }
+    Ok(out)
+}
+
+fn fetch_one(
+    c: &cache::Cache,
+    p: &LockedPackage,
+    reporter: &dyn Reporter,
+) -> Result<Package, DebianError> {
+    let sha = p.sha256.to_ascii_lowercase();
+    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(DebianError::Lock(format!(
+            "package {}: invalid SHA256 `{}`",
+            p.name, p.sha256
+        )));
+    }
+    let name = p.url();
+    let manifest = c.tree_path(&sha);
+    if let Ok(bytes) = std::fs::read(&manifest)
+        && let Ok(ex) = serde_json::from_slice::<deb::Extracted>(&bytes)
+        && ex.content_present(c)
+    {
+        return Ok(Package {
+            locked: p.clone(),
+            tree: ex.tree(c, &name)?,
+            control: ex.control,
+            paths: ex.paths,
+        });
+    }
+    reporter.message(&format!("fetching {} {}", p.name, p.version));
+    let path = c.fetch_verified(&name, &name, Some(p.size), &sha, reporter)?;
+    let mut warn = |m: String| reporter.message(&m);
+    let ex = deb::extract(c, &path, &name, &mut warn)?;
+    let json = serde_json::to_vec(&ex).map_err(|e| DebianError::Lock(e.to_string()))?;
+    cache::write_atomic(&manifest, &json)?;
+    Ok(Package {
+        locked: p.clone(),
+        tree: ex.tree(c, &name)?,
+        control: ex.control,
+        paths: ex.paths,
+    })
+}
+
+/// Extracts a local `.deb` file (no verification) into a [`Package`]-like triple: tree,
+/// control files and dpkg paths. File bytes are stored under `cache`.
+pub fn extract_deb(
+    deb: &Path,
+    cache: &Path,
+    reporter: &dyn Reporter,
+) -> Result<(strata_fstree::Tree, ControlFiles, Vec<String>), DebianError> {
+    let c = cache::Cache::new(cache)?;
+    let name = deb.display().to_string();
+    let mut warn = |m: String| reporter.message(&m);
+    let ex = deb::extract(&c, deb, &name, &mut warn)?;
+    Ok((ex.tree(&c, &name)?, ex.control, ex.paths))
+}
