@@ -180,7 +180,7 @@ pub(crate) fn relative_path(raw: &str, example: &str) -> Result<String, Rejectio
     if raw.contains('\0') {
         return Err(reject("the path contains a NUL character", "remove it"));
     }
-    if raw.starts_with('/') || raw.starts_with('\\') || raw.get(1..2) == Some(":") {
+    if raw.starts_with('/') {
         return Err(reject(
             format!("`{raw}` is an absolute path"),
             format!(
@@ -229,7 +229,7 @@ pub(crate) fn mode_int(value: i64) -> Result<u32, Rejection> {
 /// Permission bits from a string of octal digits such as `"0755"`.
 pub(crate) fn mode_str(raw: &str) -> Result<u32, Rejection> {
     let hint = "write octal digits such as \"0755\", or an octal literal such as 0o755";
-    let digits = raw.trim_start_matches("0o");
+    let digits = raw.strip_prefix("0o").unwrap_or(raw);
     if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
         return Err(reject(
             format!("`{raw}` is not an octal permission mode"),
@@ -483,6 +483,7 @@ mod tests {
         assert!(mode_str("10000").is_err());
         assert!(mode_str("0789").is_err());
         assert!(mode_str("").is_err());
+        assert!(mode_str("0o0o7").is_err());
         assert_eq!(mode_int(0o7777), Ok(0o7777));
         assert!(mode_int(0o10000).is_err());
         assert!(mode_int(-1).is_err());
