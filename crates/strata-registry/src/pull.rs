@@ -148,7 +148,7 @@ impl Client {
             _ => MEDIA_TYPE_OCI_MANIFEST.to_string(),
         };
         if json.get("schemaVersion").and_then(|v| v.as_u64()) == Some(1)
-            || media_type.contains("manifest.v1")
+            || media_type.starts_with("application/vnd.docker.distribution.manifest.v1")
         {
             return Err(RegistryError::InvalidManifest {
                 url: req.url.clone(),
