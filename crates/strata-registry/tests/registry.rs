@@ -465,7 +465,14 @@ fn podman_pulls_and_runs_what_strata_pushed() -> TestResult {
         "podman pull: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = podman(&["run", "--rm", "--network=none", "--ulimit=host", &name])?;
+    let out = podman(&[
+        "run",
+        "--rm",
+        "--network=none",
+        "--ulimit=nofile=1024:1024",
+        "--ulimit=nproc=1024:1024",
+        &name,
+    ])?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "podman run: {stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "strata-ok");
