@@ -168,7 +168,7 @@ pub(crate) fn image_dir(raw: &str) -> Result<String, Rejection> {
     image_path(raw, "/home/dev").map(|p| p.absolute())
 }
 
-/// A host path relative to the spec file's directory, normalised lexically (`.` removed, `a/..`
+/// A host path, absolute or relative to the spec file's directory, normalised lexically (`.` removed, `a/..`
 /// folded; leading `..` kept). Returns the normalised string.
 pub(crate) fn relative_path(raw: &str, example: &str) -> Result<String, Rejection> {
     if raw.is_empty() {
@@ -180,15 +180,6 @@ pub(crate) fn relative_path(raw: &str, example: &str) -> Result<String, Rejectio
     if raw.contains('\0') {
         return Err(reject("the path contains a NUL character", "remove it"));
     }
-    if raw.starts_with('/') {
-        return Err(reject(
-            format!("`{raw}` is an absolute path"),
-            format!(
-                "give a path relative to the directory holding the spec file, e.g. \"{example}\", \
-                 so the spec builds the same on every machine"
-            ),
-        ));
-    }
     let mut parts: Vec<&str> = Vec::new();
     for part in raw.split('/') {
         match part {
@@ -196,17 +187,24 @@ pub(crate) fn relative_path(raw: &str, example: &str) -> Result<String, Rejectio
             ".." => {
                 if parts.last().is_some_and(|p| *p != "..") {
                     parts.pop();
-                } else {
+                } else if !raw.starts_with('/') {
                     parts.push("..");
                 }
             }
             p => parts.push(p),
         }
     }
+    // Absolute host paths are allowed (a host tool, a system keyring); their content, not
+    // their location, is what the image hashes cover.
+    let lead = if raw.starts_with('/') { "/" } else { "" };
     if parts.is_empty() {
-        Ok(".".to_owned())
+        Ok(if lead.is_empty() {
+            ".".to_owned()
+        } else {
+            "/".to_owned()
+        })
     } else {
-        Ok(parts.join("/"))
+        Ok(format!("{lead}{}", parts.join("/")))
     }
 }
 
@@ -501,7 +499,11 @@ mod tests {
         );
         assert_eq!(relative_path("a/../..", "x").as_deref(), Ok(".."));
         assert_eq!(relative_path("./", "x").as_deref(), Ok("."));
-        assert!(relative_path("/etc/passwd", "x").is_err());
+        assert_eq!(
+            relative_path("/etc//x/../passwd", "x").as_deref(),
+            Ok("/etc/passwd")
+        );
+        assert_eq!(relative_path("/../bin", "x").as_deref(), Ok("/bin"));
         assert!(relative_path("", "x").is_err());
     }
 

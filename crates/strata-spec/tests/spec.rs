@@ -128,11 +128,14 @@ fn escaping_dest() {
 }
 
 #[test]
-fn absolute_src() {
-    assert_eq!(
-        error("[base]\ntree = [{ src = \"/etc/passwd\", dest = \"/a\" }]\n"),
-        "examples/x/strata.toml:2:17: base.tree[0].src: `/etc/passwd` is an absolute path (give a path relative to the directory holding the spec file, e.g. \"files/hello.sh\", so the spec builds the same on every machine)"
-    );
+fn absolute_src_is_allowed_and_normalised() {
+    let spec = Spec::parse(
+        "[base]\ntree = [{ src = \"/usr//bin/../bin/busybox\", dest = \"/bin/busybox\" }]\n",
+        Path::new("examples/x/strata.toml"),
+    )
+    .expect("absolute src parses");
+    assert!(spec.source_path(&spec.base.tree[0]).is_absolute());
+    assert!(spec.canonical(Part::Base).contains("\"/usr/bin/busybox\""));
 }
 
 #[test]
@@ -685,17 +688,17 @@ fn assert_sources_exist(spec: &Spec) {
 fn hello_example_loads() {
     let spec = example("hello");
     assert_eq!(spec.image.name, "strata-examples/hello");
-    assert_eq!(spec.base.tree.len(), 2);
+    assert_eq!(spec.base.tree.len(), 4);
     assert!(spec.user.tree.is_empty());
-    assert_eq!(spec.base.tree[0].mode, Some(0o755));
-    assert_eq!(spec.base.tree[1].mode, Some(0o644));
+    assert_eq!(spec.base.tree[2].mode, Some(0o755));
+    assert_eq!(spec.base.tree[3].mode, Some(0o644));
     assert_sources_exist(&spec);
 }
 
 #[test]
 fn layered_example_loads() {
     let spec = example("layered");
-    assert_eq!(spec.base.tree.len(), 3);
+    assert_eq!(spec.base.tree.len(), 5);
     assert_eq!(spec.user.tree.len(), 2);
     assert!(spec.user.tree.iter().all(|e| e.uid == Some(1000)));
     assert_eq!(spec.config.user.as_deref(), Some("1000:1000"));
