@@ -10,12 +10,12 @@ mod reporter;
 
 pub use reporter::{NoReporter, Reporter};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufWriter;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use strata_fstree::Tree;
+use strata_fstree::{Entry, EntryKind, ImagePath, Tree};
 use strata_layers::{Group, Node, plan};
 use strata_oci::compress::Compression;
 use strata_oci::image::{
@@ -143,6 +143,8 @@ pub struct BuildOutcome {
 struct PlannedLayer {
     part: &'static str,
     objects: Vec<StoreObject>,
+    /// Directories the layer does not hold but its entries live in (see [`add_parents`]).
+    parents: Vec<Entry>,
 }
 
 /// Builds the image of `spec` into `store`.
@@ -181,8 +183,11 @@ pub fn build(
                 .iter()
                 .filter_map(|id| objects.get(id).cloned())
                 .collect(),
+            parents: Vec::new(),
         })
         .collect();
+    let mut planned = planned;
+    add_parents(&mut planned);
 
     let total_bytes: u64 = planned
         .iter()
@@ -316,7 +321,8 @@ fn build_layer(
             sde.as_bytes(),
         ]
         .into_iter()
-        .chain(layer.objects.iter().map(|o| o.cache_key.as_bytes())),
+        .chain(layer.objects.iter().map(|o| o.cache_key.as_bytes()))
+        .chain([parents_key(&layer.parents).as_bytes()]),
     );
     let bytes: u64 = layer.objects.iter().map(StoreObject::size).sum();
     let lookup = |store: &Store| -> Result<Option<LayerRecord>, BuildError> {
@@ -336,7 +342,14 @@ fn build_layer(
         return Ok((rec, true));
     }
 
-    let tree = Tree::merge(layer.objects.iter().map(|o| &o.tree));
+    let tree = Tree::from_entries(
+        layer.parents.iter().cloned().chain(
+            layer
+                .objects
+                .iter()
+                .flat_map(|o| o.tree.entries().iter().cloned()),
+        ),
+    );
     let entries: Vec<_> = tree.entries().iter().collect();
     let layer_err = |source| BuildError::Layer {
         index,
@@ -361,6 +374,59 @@ fn build_layer(
     store.put_layer_record(&key, &record)?;
     reporter.layer_done(index, bytes, false);
     Ok((record, false))
+}
+
+/// Gives every layer explicit entries for the directories its files live in.
+///
+/// Without them, a runtime that unpacks each layer on its own (Docker's overlay2 driver does)
+/// invents missing parents as root-owned 0755 directories with the current time, and those
+/// shadow the real directory of a lower layer: `/home/dev` owned by the user would turn into
+/// root's. Each parent gets the metadata the directory has in the image so far (the highest
+/// layer up to this one that holds it), or root 0755 if no layer does.
+fn add_parents(layers: &mut [PlannedLayer]) {
+    let mut known: BTreeMap<ImagePath, Entry> = BTreeMap::new();
+    for layer in layers.iter_mut() {
+        let own: BTreeSet<&ImagePath> = layer
+            .objects
+            .iter()
+            .flat_map(|o| o.tree.entries().iter().map(|e| &e.path))
+            .collect();
+        for obj in &layer.objects {
+            for e in obj.tree.entries() {
+                if matches!(e.kind, EntryKind::Directory) {
+                    known.insert(e.path.clone(), e.clone());
+                }
+            }
+        }
+        let mut parents: BTreeMap<ImagePath, Entry> = BTreeMap::new();
+        for path in &own {
+            let mut parent = path.parent();
+            while let Some(p) = parent {
+                if own.contains(&p) || parents.contains_key(&p) {
+                    break;
+                }
+                parent = p.parent();
+                let entry = known
+                    .get(&p)
+                    .cloned()
+                    .unwrap_or_else(|| Entry::directory(p.clone(), 0o755));
+                parents.insert(p, entry);
+            }
+        }
+        layer.parents = parents.into_values().collect();
+    }
+}
+
+/// What the added parent directories contribute to a layer's bytes, for its cache key.
+fn parents_key(parents: &[Entry]) -> String {
+    let mut s = String::new();
+    for p in parents {
+        s.push_str(&format!(
+            "{} {:o} {} {} {} {:?}\n",
+            p.path, p.mode, p.uid, p.gid, p.mtime, p.xattrs
+        ));
+    }
+    s
 }
 
 fn describe(objects: &[StoreObject]) -> String {
@@ -497,4 +563,67 @@ fn assemble(
         name,
         tag,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(id: &str, entries: Vec<Entry>) -> StoreObject {
+        StoreObject {
+            id: id.into(),
+            tree: Tree::from_entries(entries),
+            references: Vec::new(),
+            cache_key: id.into(),
+        }
+    }
+
+    fn path(p: &str) -> ImagePath {
+        ImagePath::new(p).expect("path")
+    }
+
+    #[test]
+    fn upper_layers_carry_their_parents_with_the_lower_layers_metadata() {
+        let mut home = Entry::directory(path("home/dev"), 0o700);
+        home.uid = 1000;
+        let lower = object(
+            "lower",
+            vec![
+                home,
+                Entry::inline_file(path("home/dev/a"), 0o644, b"a".to_vec()),
+            ],
+        );
+        let upper = object(
+            "upper",
+            vec![Entry::inline_file(path("home/dev/b"), 0o644, b"b".to_vec())],
+        );
+        let mut layers = vec![
+            PlannedLayer {
+                part: "base",
+                objects: vec![lower],
+                parents: Vec::new(),
+            },
+            PlannedLayer {
+                part: "user",
+                objects: vec![upper],
+                parents: Vec::new(),
+            },
+        ];
+        add_parents(&mut layers);
+        let lower_parents: Vec<(&str, u32, u32)> = layers[0]
+            .parents
+            .iter()
+            .map(|e| (e.path.as_str(), e.mode, e.uid))
+            .collect();
+        assert_eq!(lower_parents, [("home", 0o755, 0)]);
+        let upper_parents: Vec<(&str, u32, u32)> = layers[1]
+            .parents
+            .iter()
+            .map(|e| (e.path.as_str(), e.mode, e.uid))
+            .collect();
+        assert_eq!(
+            upper_parents,
+            [("home", 0o755, 0), ("home/dev", 0o700, 1000)]
+        );
+    }
 }
