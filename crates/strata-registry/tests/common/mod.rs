@@ -73,6 +73,14 @@ impl Registry {
     /// Starts a registry on a free port with fresh storage, or `None` if the
     /// binary is missing.
     pub fn start(auth: RegistryAuth) -> Result<Option<Registry>, Box<dyn std::error::Error>> {
+        Self::start_with(auth, None)
+    }
+
+    /// Like [`Registry::start`], serving HTTPS with `(certificate, key)` if given.
+    pub fn start_with(
+        auth: RegistryAuth,
+        tls: Option<(PathBuf, PathBuf)>,
+    ) -> Result<Option<Registry>, Box<dyn std::error::Error>> {
         let Some(binary) = registry_binary() else {
             return Ok(None);
         };
@@ -94,11 +102,19 @@ impl Registry {
                 root_cert.display()
             ),
         };
+        let tls_yaml = match tls {
+            Some((cert, key)) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
         let config = format!(
             "version: 0.1\n\
              log:\n  level: info\n  accesslog:\n    disabled: false\n\
              storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
-             http:\n  addr: 127.0.0.1:{port}\n  secret: strata-test-secret\n\
+             http:\n  addr: 127.0.0.1:{port}\n  secret: strata-test-secret\n{tls_yaml}\
              {auth_yaml}",
             storage = dir.path().join("storage").display(),
         );
