@@ -206,10 +206,9 @@ fn read_xattrs(
     };
     for name in names {
         let Some(name) = name.to_str() else { continue };
-        if name == "security.capability" || name.starts_with("user.") {
-            if let Some(value) = xattr::get(path, name)? {
-                out.insert(name.to_owned(), value);
-            }
+        let wanted = name == "security.capability" || name.starts_with("user.");
+        if wanted && let Some(value) = xattr::get(path, name)? {
+            out.insert(name.to_owned(), value);
         }
     }
     Ok(out)

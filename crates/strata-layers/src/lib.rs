@@ -93,10 +93,10 @@ fn closure(nodes: &[Node], roots: &[String]) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
     let mut todo: Vec<&str> = roots.iter().map(String::as_str).collect();
     while let Some(id) = todo.pop() {
-        if seen.insert(id.to_owned()) {
-            if let Some(children) = refs.get(id) {
-                todo.extend(children.iter().map(String::as_str));
-            }
+        if seen.insert(id.to_owned())
+            && let Some(children) = refs.get(id)
+        {
+            todo.extend(children.iter().map(String::as_str));
         }
     }
     seen
