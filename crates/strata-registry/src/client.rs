@@ -322,12 +322,18 @@ impl Client {
             Some(v) => !v,
             None => is_loopback(host),
         };
-        // (base URL, whether to retry): HTTPS first; for insecure registries
-        // fall back to plain HTTP when HTTPS cannot even be spoken.
-        let mut candidates = vec![format!("https://{host}")];
-        if insecure {
-            candidates.push(format!("http://{host}"));
-        }
+        // HTTPS first; insecure registries fall back to plain HTTP when
+        // HTTPS cannot even be spoken. Loopback registries, which Docker
+        // treats as insecure, are tried with plain HTTP first: the same two
+        // transports, but a local registry is reached without a failed TLS
+        // handshake (an HTTPS server answers plain HTTP with a 400, which
+        // moves on to HTTPS).
+        let loopback_first = self.opts.tls_verify.is_none() && insecure;
+        let candidates = match (insecure, loopback_first) {
+            (false, _) => vec![format!("https://{host}")],
+            (true, false) => vec![format!("https://{host}"), format!("http://{host}")],
+            (true, true) => vec![format!("http://{host}"), format!("https://{host}")],
+        };
         let mut last_err = None;
         let count = candidates.len();
         for (i, base) in candidates.into_iter().enumerate() {
@@ -356,6 +362,11 @@ impl Client {
                 }
             };
             let status = resp.status().as_u16();
+            if status == 400 && !is_last && base.starts_with("http://") {
+                // Most likely an HTTPS server refusing plain HTTP.
+                last_err = Some(self.status_error(&req, &mut resp, registry));
+                continue;
+            }
             let challenge = if status == 401 {
                 let header = resp
                     .headers()
