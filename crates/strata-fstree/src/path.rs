@@ -116,12 +116,15 @@ mod tests {
         assert_eq!(p("/usr//bin/./env").as_str(), "usr/bin/env");
         assert_eq!(p("a/b/../c").as_str(), "a/c");
         assert_eq!(ImagePath::new("/"), Err(PathError::Root("/".into())));
-        assert_eq!(ImagePath::new("a/../.."), Err(PathError::Escapes("a/../..".into())));
+        assert_eq!(
+            ImagePath::new("a/../.."),
+            Err(PathError::Escapes("a/../..".into()))
+        );
     }
 
     #[test]
     fn directory_sorts_before_its_contents() {
-        let mut v = vec![p("a-b"), p("a/b"), p("a"), p("a/b/c"), p("a.x")];
+        let mut v = [p("a-b"), p("a/b"), p("a"), p("a/b/c"), p("a.x")];
         v.sort();
         let got: Vec<&str> = v.iter().map(ImagePath::as_str).collect();
         assert_eq!(got, ["a", "a/b", "a/b/c", "a-b", "a.x"]);

@@ -35,7 +35,9 @@ pub enum WalkError {
     #[error("file name of `{0}` is not UTF-8")]
     NotUtf8(PathBuf),
     /// A device node, FIFO or socket, which image trees cannot carry.
-    #[error("`{0}` is a device, FIFO or socket; only files, directories and symlinks can go into an image")]
+    #[error(
+        "`{0}` is a device, FIFO or socket; only files, directories and symlinks can go into an image"
+    )]
     Unsupported(PathBuf),
     /// The destination is not a usable image path.
     #[error(transparent)]
@@ -51,7 +53,15 @@ pub fn walk(src: &Path, dest: &ImagePath, opts: &WalkOptions) -> Result<(Tree, S
     let mut entries = Vec::new();
     let mut fingerprint = Sha256::new();
     let meta = lstat(src)?;
-    visit(src, dest.clone(), &meta, opts, true, &mut entries, &mut fingerprint)?;
+    visit(
+        src,
+        dest.clone(),
+        &meta,
+        opts,
+        true,
+        &mut entries,
+        &mut fingerprint,
+    )?;
     entries.sort_by(|a: &(Entry, Option<(u64, u64)>), b| a.0.path.cmp(&b.0.path));
 
     // Within one tree a file with several names becomes one file and hard links to it; the
@@ -73,10 +83,7 @@ pub fn walk(src: &Path, dest: &ImagePath, opts: &WalkOptions) -> Result<(Tree, S
         }
         out.push(entry);
     }
-    Ok((
-        Tree::from_entries(out),
-        hex::encode(fingerprint.finalize()),
-    ))
+    Ok((Tree::from_entries(out), hex::encode(fingerprint.finalize())))
 }
 
 fn lstat(path: &Path) -> Result<fs::Metadata, WalkError> {
@@ -183,7 +190,15 @@ fn visit(
             let child_host = host.join(&name);
             let child_meta = lstat(&child_host)?;
             let child_dest = dest.join(&name)?;
-            visit(&child_host, child_dest, &child_meta, opts, false, out, fingerprint)?;
+            visit(
+                &child_host,
+                child_dest,
+                &child_meta,
+                opts,
+                false,
+                out,
+                fingerprint,
+            )?;
         }
     }
     Ok(())
@@ -242,7 +257,17 @@ mod tests {
         };
         let (tree, fp1) = walk(root, &dest, &opts).expect("walk");
         let paths: Vec<&str> = tree.entries().iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["opt/x", "opt/x/a", "opt/x/b", "opt/x/b/z", "opt/x/c", "opt/x/d"]);
+        assert_eq!(
+            paths,
+            [
+                "opt/x",
+                "opt/x/a",
+                "opt/x/b",
+                "opt/x/b/z",
+                "opt/x/c",
+                "opt/x/d"
+            ]
+        );
         let e = &tree.entries();
         assert_eq!(e[0].mode, 0o700, "top entry takes the mode override");
         assert_eq!(e[3].mode, 0o4755, "setuid kept");

@@ -109,6 +109,9 @@ mod tests {
             .resolve(&ctx)
             .expect_err("missing file");
         let msg = err.to_string();
-        assert!(msg.starts_with("strata.toml:3:1: base.tree[nope]: cannot read `"), "{msg}");
+        assert!(
+            msg.starts_with("strata.toml:3:1: base.tree[nope]: cannot read `"),
+            "{msg}"
+        );
     }
 }
