@@ -161,8 +161,13 @@ pub fn build(
 
     reporter.phase("resolving sources");
     let mut halves = Vec::new();
+    let mut customisation = Vec::new();
+    let mut source_env = Vec::new();
     for part in [Part::Base, Part::User] {
-        halves.push(resolve_half(spec, part, store)?);
+        let mut half = resolve_half(spec, part, store)?;
+        customisation.append(&mut half.customisation);
+        source_env.append(&mut half.env);
+        halves.push(half);
     }
     let (objects, groups) = merge_halves(halves);
 
@@ -187,6 +192,9 @@ pub fn build(
         })
         .collect();
     let mut planned = planned;
+    if !customisation.is_empty() {
+        planned.push(customisation_layer(customisation));
+    }
     add_parents(&mut planned);
 
     let total_bytes: u64 = planned
@@ -229,7 +237,7 @@ pub fn build(
     }
 
     reporter.phase("writing image configuration");
-    let image = assemble(spec, store, opts, &layers)?;
+    let image = assemble(spec, store, opts, &layers, &source_env)?;
     store.record_image(&ImageRecord {
         reference: image.reference(),
         manifest: image.manifest_digest.clone(),
@@ -241,26 +249,29 @@ pub fn build(
     Ok(BuildOutcome { image, layers })
 }
 
-/// Resolves every source of one half.
-fn resolve_half(spec: &Spec, part: Part, store: &Store) -> Result<Resolution, BuildError> {
+/// The sources of one half, in the order their content is layered.
+fn sources_for(spec: &Spec, part: Part) -> Result<Vec<Box<dyn Source>>, BuildError> {
     let half = spec.half(part);
-    let part_name = part_name(part);
-    if half.debian.is_some() || half.nix.is_some() {
+    let mut sources: Vec<Box<dyn Source>> = Vec::new();
+    if let Some(debian) = &half.debian {
         return Err(BuildError::Unsupported {
-            spec: spec.path.display().to_string(),
-            part: part_name,
-            kind: if half.debian.is_some() {
-                "debian"
-            } else {
-                "nix"
-            },
+            spec: format!("{}", debian.location),
+            part: part_name(part),
+            kind: "debian",
         });
     }
-    let inputs = half
+    if let Some(nix) = &half.nix {
+        return Err(BuildError::Unsupported {
+            spec: format!("{}", nix.location),
+            part: part_name(part),
+            kind: "nix",
+        });
+    }
+    let inputs: Vec<TreeInput> = half
         .tree
         .iter()
         .map(|t| TreeInput {
-            src: spec.dir.join(&t.src),
+            src: spec.source_path(t),
             dest: t.dest.clone(),
             mode: t.mode,
             uid: t.uid,
@@ -268,12 +279,24 @@ fn resolve_half(spec: &Spec, part: Part, store: &Store) -> Result<Resolution, Bu
             context: format!("{}: {}", t.location, t.key),
         })
         .collect();
-    let cache_dir = store.source_dir("tree")?;
-    let ctx = SourceContext {
-        cache_dir: &cache_dir,
-        architecture: &spec.image.architecture,
-    };
-    Ok(TreeSource::new(inputs).resolve(&ctx)?)
+    if !inputs.is_empty() {
+        sources.push(Box::new(TreeSource::new(inputs)));
+    }
+    Ok(sources)
+}
+
+/// Resolves every source of one half.
+fn resolve_half(spec: &Spec, part: Part, store: &Store) -> Result<Resolution, BuildError> {
+    let mut out = Resolution::default();
+    for source in sources_for(spec, part)? {
+        let cache_dir = store.source_dir(source.kind())?;
+        let ctx = SourceContext {
+            cache_dir: &cache_dir,
+            architecture: &spec.image.architecture,
+        };
+        out.extend(source.resolve(&ctx)?);
+    }
+    Ok(out)
 }
 
 /// Puts both halves' objects in one map. An object both halves produce identically is kept
@@ -376,6 +399,51 @@ fn build_layer(
     Ok((record, false))
 }
 
+/// The last layer: what the sources generated to tie their content together.
+fn customisation_layer(entries: Vec<Entry>) -> PlannedLayer {
+    let tree = Tree::from_entries(entries);
+    // Generated entries are small and held in memory, so their description is their content.
+    let key = hash_parts([
+        b"customisation-v1".as_slice(),
+        format!("{tree:?}").as_bytes(),
+    ]);
+    PlannedLayer {
+        part: "customisation",
+        objects: vec![StoreObject {
+            id: "customisation".into(),
+            tree,
+            references: Vec::new(),
+            cache_key: key,
+        }],
+        parents: Vec::new(),
+    }
+}
+
+/// The image environment: what the sources need, then the spec's `[config] env` on top.
+/// `PATH` entries from several sources are joined in order, without repeats.
+fn image_env(source_env: &[(String, String)], spec_env: &BTreeMap<String, String>) -> Vec<String> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in source_env {
+        match env.get_mut(k) {
+            Some(old) if k == "PATH" => {
+                for dir in v.split(':') {
+                    if !old.split(':').any(|d| d == dir) {
+                        old.push(':');
+                        old.push_str(dir);
+                    }
+                }
+            }
+            _ => {
+                env.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    for (k, v) in spec_env {
+        env.insert(k.clone(), v.clone());
+    }
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
 /// Gives every layer explicit entries for the directories its files live in.
 ///
 /// Without them, a runtime that unpacks each layer on its own (Docker's overlay2 driver does)
@@ -467,6 +535,7 @@ pub fn name_and_tag(spec: &Spec, layers: &[LayerReport]) -> (String, String) {
         spec.canonical(Part::User).as_bytes(),
         spec.canonical_image().as_bytes(),
         &diff_ids("user"),
+        &diff_ids("customisation"),
     ]);
     (
         format!("{}/{}", spec.image.name, &base[..32]),
@@ -480,6 +549,7 @@ fn assemble(
     store: &Store,
     opts: &BuildOptions,
     layers: &[LayerReport],
+    source_env: &[(String, String)],
 ) -> Result<BuiltImage, BuildError> {
     let created = image::rfc3339(opts.source_date_epoch);
     let c = &spec.config;
@@ -494,7 +564,7 @@ fn assemble(
                 .iter()
                 .map(|p| (p.clone(), Default::default()))
                 .collect(),
-            env: c.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            env: image_env(source_env, &c.env),
             entrypoint: c.entrypoint.clone(),
             cmd: c.cmd.clone(),
             working_dir: c.workdir.clone(),

@@ -42,6 +42,22 @@ pub struct Resolution {
     pub objects: Vec<StoreObject>,
     /// The objects the spec asked for directly (roots of the popularity contest).
     pub roots: Vec<String>,
+    /// Small generated files that tie the objects together (profile links, `/bin/sh`,
+    /// `/etc/passwd`, ...). They go into the image's last layer, the customisation layer.
+    pub customisation: Vec<strata_fstree::Entry>,
+    /// Environment the content needs (`PATH`, `SSL_CERT_FILE`); the spec's `[config] env`
+    /// overrides it. A `PATH` from several sources is joined in order.
+    pub env: Vec<(String, String)>,
+}
+
+impl Resolution {
+    /// Appends another resolution of the same half.
+    pub fn extend(&mut self, other: Resolution) {
+        self.objects.extend(other.objects);
+        self.roots.extend(other.roots);
+        self.customisation.extend(other.customisation);
+        self.env.extend(other.env);
+    }
 }
 
 /// Where a source may keep downloads and what it builds for.
