@@ -479,3 +479,155 @@ fn podman_pulls_and_runs_what_strata_pushed() -> TestResult {
     let _ = podman(&["rmi", "-a", "-f"]);
     Ok(())
 }
+
+/// Kills the registry once, mid-upload, and starts it again shortly after.
+struct RestartingReporter<'a> {
+    reg: &'a Registry,
+    big: String,
+    kill_after: u64,
+    killed: AtomicBool,
+    replacement: Mutex<Option<std::process::Child>>,
+}
+
+impl Reporter for RestartingReporter<'_> {
+    fn blob_progress(&self, digest: &str, bytes: u64) {
+        if digest != self.big || bytes < self.kill_after || self.killed.swap(true, Ordering::SeqCst)
+        {
+            return;
+        }
+        if let Some(pid) = self.reg.pid() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok(child) = self.reg.spawn_untracked()
+            && let Ok(mut slot) = self.replacement.lock()
+        {
+            *slot = Some(child);
+        }
+    }
+}
+
+#[test]
+fn interrupted_upload_is_restarted_within_the_same_push() -> TestResult {
+    let Some(mut reg) = Registry::start(RegistryAuth::None)? else {
+        return Ok(());
+    };
+    let work = tempfile::tempdir()?;
+    let image = make_image(work.path(), &[noise(24 << 20, 9)], serde_json::json!({}))?;
+    let r = reference(&reg, "restart/app:v1")?;
+    let client = Client::new(ClientOptions {
+        retries: 5,
+        backoff: Duration::from_millis(200),
+        parallel: 1,
+        ..ClientOptions::default()
+    })?;
+    let reporter = RestartingReporter {
+        reg: &reg,
+        big: image.layers[0].digest.clone(),
+        kill_after: 8 << 20,
+        killed: AtomicBool::new(false),
+        replacement: Mutex::new(None),
+    };
+    let result = client.push(&r, &image, &reporter);
+    let replacement = reporter
+        .replacement
+        .lock()
+        .map(|mut c| c.take())
+        .ok()
+        .flatten();
+    assert!(
+        reporter.killed.load(Ordering::SeqCst),
+        "the registry was never killed"
+    );
+    reg.reap();
+    let mut replacement = replacement.ok_or("the registry was not restarted")?;
+    let checked = (|| -> TestResult {
+        let report = result?;
+        assert_eq!(report.blobs[1].outcome, BlobOutcome::Uploaded);
+        // Two upload sessions at least: the killed one and the complete one.
+        let sessions = reg
+            .requests_since(0)
+            .iter()
+            .filter(|l| l.starts_with("POST /v2/restart/app/blobs/uploads/"))
+            .count();
+        assert!(sessions >= 2, "upload sessions opened: {sessions}");
+        pull_and_compare(&client, &r, &image)
+    })();
+    let _ = replacement.kill();
+    let _ = replacement.wait();
+    checked
+}
+
+#[test]
+fn docker_media_types_and_manifest_list_pull_selects_platform() -> TestResult {
+    let Some(reg) = Registry::start(RegistryAuth::None)? else {
+        return Ok(());
+    };
+    let work = tempfile::tempdir()?;
+    let mut image = small_image(work.path(), 11)?;
+    // Re-label as a Docker v2 schema 2 image.
+    image.config.media_type = "application/vnd.docker.container.image.v1+json".into();
+    for l in &mut image.layers {
+        l.media_type = "application/vnd.docker.image.rootfs.diff.tar".into();
+    }
+    let descriptor = |b: &strata_registry::Blob| serde_json::json!({"mediaType": b.media_type, "digest": b.digest, "size": b.size});
+    image.manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": strata_registry::MEDIA_TYPE_DOCKER_MANIFEST,
+        "config": descriptor(&image.config),
+        "layers": image.layers.iter().map(descriptor).collect::<Vec<_>>(),
+    }))?;
+    image.manifest_media_type = strata_registry::MEDIA_TYPE_DOCKER_MANIFEST.into();
+    let client = new_client()?;
+    let by_digest = reference(&reg, "multi/app")?;
+    let report = client.push(&by_digest, &image, &NoProgress)?;
+    assert_eq!(report.manifest_digest, sha256(&image.manifest));
+
+    let list = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": strata_registry::MEDIA_TYPE_DOCKER_MANIFEST_LIST,
+        "manifests": [{
+            "mediaType": strata_registry::MEDIA_TYPE_DOCKER_MANIFEST,
+            "digest": report.manifest_digest,
+            "size": image.manifest.len(),
+            "platform": {"os": "linux", "architecture": "amd64"},
+        }],
+    }))?;
+    let tagged = reference(&reg, "multi/app:latest")?;
+    let list_digest = client.put_manifest(
+        &tagged,
+        &list,
+        strata_registry::MEDIA_TYPE_DOCKER_MANIFEST_LIST,
+    )?;
+
+    let out = tempfile::tempdir()?;
+    let pulled = client.pull(&tagged, &Platform::new("linux", "amd64", None), out.path())?;
+    assert_eq!(pulled.manifest, image.manifest);
+    assert_eq!(
+        pulled.manifest_media_type,
+        strata_registry::MEDIA_TYPE_DOCKER_MANIFEST
+    );
+    let index = pulled.index.as_ref().ok_or("no index recorded")?;
+    assert_eq!(index.digest, list_digest);
+    assert_eq!(index.bytes, list);
+    assert!(
+        out.path()
+            .join("blobs/sha256")
+            .join(list_digest.trim_start_matches("sha256:"))
+            .is_file()
+    );
+    pull_and_compare(&client, &tagged, &image)?;
+
+    let err = client
+        .pull(&tagged, &Platform::new("linux", "arm64", None), out.path())
+        .err()
+        .ok_or("arm64 was found")?;
+    assert!(
+        matches!(err, RegistryError::PlatformNotFound { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("linux/amd64"), "{err}");
+    Ok(())
+}

@@ -167,6 +167,26 @@ impl Registry {
         Ok(())
     }
 
+    /// Starts another registry process on the same port, storage and logs,
+    /// not tracked by this struct (for restarts from another thread).
+    pub fn spawn_untracked(&self) -> std::io::Result<Child> {
+        let access = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("access.log"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("registry.log"))?;
+        Command::new(&self.binary)
+            .arg("serve")
+            .arg(self.dir.path().join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(access)
+            .stderr(log)
+            .spawn()
+    }
+
     /// Kills the process (SIGKILL) and waits for it.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
