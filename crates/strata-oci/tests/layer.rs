@@ -524,3 +524,51 @@ fn gnu_tar_agrees() {
     assert_eq!(tmp.permissions().mode() & 0o7777, 0o1777);
     assert_eq!(tmp.mtime(), SDE);
 }
+
+/// An output that accepts `room` bytes and then fails.
+struct FailingWriter {
+    room: usize,
+}
+
+impl std::io::Write for FailingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.room == 0 {
+            return Err(std::io::Error::other("disk full"));
+        }
+        let n = buf.len().min(self.room);
+        self.room -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn errors_stop_the_pipeline() {
+    let big = Entry::inline_file(p("big"), 0o644, pseudo_text(6 << 20, 9));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("gone");
+    let mut gone = Entry::inline_file(p("zz-gone"), 0o644, &b""[..]);
+    gone.kind = EntryKind::File {
+        content: Content::Host(missing.clone()),
+        size: 4,
+    };
+    for c in Compression::ALL {
+        let opts = LayerOptions {
+            compression: c,
+            threads: 2,
+            source_date_epoch: SDE,
+        };
+        // The output fails: the tar thread must not stay blocked on a full channel.
+        let err = write_layer(&[&big], &opts, FailingWriter { room: 1000 }).expect_err("full");
+        assert!(matches!(err, LayerError::Write(_)), "{c}: {err:?}");
+        // The input fails after a few blocks went through: its error is the one reported.
+        let err = write_layer(&[&big, &gone], &opts, std::io::sink()).expect_err("missing");
+        assert!(
+            matches!(err, LayerError::Read { ref path, .. } if *path == missing),
+            "{c}: {err:?}"
+        );
+    }
+}
