@@ -86,14 +86,17 @@ pub fn write_oci_layout(image: &BuiltImage, dir: &Path) -> Result<(), OutputErro
     let parent = parent_of(dir);
     fs::create_dir_all(&parent).map_err(io_err("create", &parent))?;
     let temp = tempfile::Builder::new()
-        .prefix(".strata-tmp-")
+        .prefix(&temp_prefix())
         .tempdir_in(&parent)
         .map_err(io_err("create a temporary directory in", &parent))?;
     let root = temp.path();
     let blobs = root.join("blobs/sha256");
     fs::create_dir_all(&blobs).map_err(io_err("create", &blobs))?;
 
-    write_file(&root.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    write_file(
+        &root.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
     write_file(&blob_file(&blobs, &image.config_digest), &image.config)?;
     write_file(&blob_file(&blobs, &image.manifest_digest), &image.manifest)?;
     for layer in &image.layers {
@@ -117,7 +120,9 @@ pub fn write_oci_layout(image: &BuiltImage, dir: &Path) -> Result<(), OutputErro
     if dir.exists() {
         let old = parent.join(format!(
             ".strata-old-{}",
-            dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+            dir.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
         ));
         let _ = fs::remove_dir_all(&old);
         fs::rename(dir, &old).map_err(io_err("move aside", dir))?;
@@ -136,7 +141,7 @@ pub fn write_docker_archive_file(image: &BuiltImage, path: &Path) -> Result<(), 
     let parent = parent_of(path);
     fs::create_dir_all(&parent).map_err(io_err("create", &parent))?;
     let mut temp = tempfile::Builder::new()
-        .prefix(".strata-tmp-")
+        .prefix(&temp_prefix())
         .tempfile_in(&parent)
         .map_err(io_err("create a temporary file in", &parent))?;
     {
@@ -175,10 +180,12 @@ pub fn write_docker_archive(image: &BuiltImage, out: &mut dyn Write) -> Result<(
         };
         let copied = io::copy(&mut reader, out).map_err(io_err("decompress", &layer.path))?;
         if copied != layer.digests.uncompressed_size {
-            return Err(io_err("decompress", &layer.path)(io::Error::other(format!(
-                "layer is {copied} bytes uncompressed, expected {}",
-                layer.digests.uncompressed_size
-            ))));
+            return Err(io_err("decompress", &layer.path)(io::Error::other(
+                format!(
+                    "layer is {copied} bytes uncompressed, expected {}",
+                    layer.digests.uncompressed_size
+                ),
+            )));
         }
         pad(out, copied).map_err(werr)?;
         layer_names.push(name);
@@ -216,7 +223,11 @@ fn pad(out: &mut dyn Write, len: u64) -> io::Result<()> {
 fn ustar_header(name: &str, size: u64, kind: u8) -> [u8; 512] {
     let mut h = [0u8; 512];
     h[..name.len().min(100)].copy_from_slice(&name.as_bytes()[..name.len().min(100)]);
-    let mode: &[u8] = if kind == b'5' { b"0000755\0" } else { b"0000644\0" };
+    let mode: &[u8] = if kind == b'5' {
+        b"0000755\0"
+    } else {
+        b"0000644\0"
+    };
     h[100..108].copy_from_slice(mode);
     h[108..116].copy_from_slice(b"0000000\0");
     h[116..124].copy_from_slice(b"0000000\0");
@@ -229,6 +240,12 @@ fn ustar_header(name: &str, size: u64, kind: u8) -> [u8; 512] {
     let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
     h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
     h
+}
+
+/// Prefix of this process's temporary files next to an output, so an interrupted build can
+/// find and remove exactly its own.
+pub fn temp_prefix() -> String {
+    format!(".strata-tmp-{}-", std::process::id())
 }
 
 fn hex_of(digest: &str) -> &str {
@@ -263,5 +280,7 @@ fn parent_of(path: &Path) -> PathBuf {
 }
 
 fn is_empty_dir(dir: &Path) -> bool {
-    fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false)
+    fs::read_dir(dir)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(false)
 }

@@ -169,6 +169,7 @@ fn build(store_root: &std::path::Path, args: BuildArgs) -> Result<()> {
         Transport::Oci(PathBuf::from("strata-out").join(&outcome.image.name), None)
     });
     reporter.phase(&format!("writing {output}"));
+    clean_up_on_interrupt(&output);
     write_output(&outcome, &output)?;
     reporter.finish();
 
@@ -206,6 +207,34 @@ fn write_output(outcome: &BuildOutcome, output: &Transport) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// On Ctrl-C or SIGTERM while the output is written, removes this process's temporary files
+/// beside the output, so nothing half-written is left behind, and exits 130.
+fn clean_up_on_interrupt(output: &Transport) {
+    let target = match output {
+        Transport::Oci(dir, _) => dir.clone(),
+        Transport::DockerArchive(file) => file.clone(),
+        Transport::Stdout => return,
+    };
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let prefix = strata_oci::output::temp_prefix();
+    // Failing to install the handler only loses the clean-up, never the build.
+    let _ = ctrlc::set_handler(move || {
+        if let Ok(entries) = std::fs::read_dir(&parent) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                    let path = entry.path();
+                    let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+                }
+            }
+        }
+        eprintln!("interrupted: removed partial output");
+        std::process::exit(130);
+    });
 }
 
 fn result_json(outcome: &BuildOutcome, output: &Transport) -> serde_json::Value {
