@@ -256,3 +256,28 @@ pub struct PulledImage {
     /// The layer descriptors, in manifest order.
     pub layers: Vec<Descriptor>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_is_shareable_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Client>();
+        assert_send_sync::<RegistryError>();
+    }
+
+    #[test]
+    fn options_debug_hides_password() {
+        let opts = ClientOptions {
+            creds: Some(Credentials::new("bob", "s3cr3t-pw")),
+            ..ClientOptions::default()
+        };
+        let text = format!("{opts:?}");
+        assert!(
+            text.contains("bob") && !text.contains("s3cr3t-pw"),
+            "{text}"
+        );
+    }
+}
