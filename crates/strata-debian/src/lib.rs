@@ -381,7 +381,7 @@ pub fn resolve_with_keyring(
         let rel = release::fetch_release(&c, keyring, uri, suite, now, reporter)?;
         for comp in &req.components {
             let mut archs = vec![req.architecture.as_str()];
-            if !rel.no_all_packages {
+            if !rel.no_all_packages && rel.architectures.iter().any(|a| a == "all") {
                 archs.push("all");
             }
             let mut found = false;

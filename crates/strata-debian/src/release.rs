@@ -17,6 +17,8 @@ pub(crate) struct Release {
     pub inrelease_sha256: String,
     pub by_hash: bool,
     pub no_all_packages: bool,
+    /// The `Architectures` field.
+    pub architectures: Vec<String>,
     /// Index path → (size, sha256).
     pub sha256: BTreeMap<String, (u64, String)>,
 }
@@ -204,6 +206,12 @@ pub(crate) fn parse_release(
         no_all_packages: para
             .get("No-Support-for-Architecture-all")
             .is_some_and(|v| v.split_whitespace().any(|w| w == "Packages")),
+        architectures: para
+            .get("Architectures")
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
         sha256,
     })
 }
@@ -236,7 +244,17 @@ impl Release {
                 format!("{base}/{rel}")
             };
             let name = format!("{base}/{rel}");
-            let path = cache.fetch_verified(&url, &name, Some(*size), sha, reporter)?;
+            let path = match cache.fetch_verified(&url, &name, Some(*size), sha, reporter) {
+                // A mirror may lag behind on by-hash files: fall back to the plain path.
+                Err(DebianError::Http { .. }) if self.by_hash => cache.fetch_verified(
+                    &format!("{base}/{rel}"),
+                    &name,
+                    Some(*size),
+                    sha,
+                    reporter,
+                )?,
+                other => other?,
+            };
             let file = std::fs::File::open(&path).map_err(|e| DebianError::Io {
                 path: path.clone(),
                 source: e,
