@@ -1,0 +1,314 @@
+//! The Nix source: layered images from Nix store closures.
+//!
+//! [`NixSource`] drives the real `nix` command line: it builds the spec's installables
+//! (`nix-build --no-out-link` for expression files, `nix build --no-link --json` for flake
+//! references and the like), adds the given store paths as they are, and asks
+//! `nix path-info --json --recursive` for the closure with references and NAR hashes. Every
+//! store path becomes one [`StoreObject`] whose id is the store path, so the layer planner sees
+//! Nix's own dependency graph and two images sharing store paths share layer blobs.
+//!
+//! Files are read straight from the store directory, wherever the configured store keeps them
+//! (see [`StoreLocation`]). The customisation entries make the closure a usable container: a
+//! profile (a symlink forest of the requested outputs) with `PATH` set to its `bin`, `/bin/sh`
+//! and `/usr/bin/env` into the closure, `/tmp` and `/var/tmp`, minimal account files, the CA
+//! bundle with `SSL_CERT_FILE`, and, when the closure has a glibc, the FHS dynamic loader plus
+//! links to its libraries, so programs copied in from other distributions run.
+
+mod cli;
+mod custom;
+mod location;
+
+pub use cli::PathInfo;
+pub use custom::CA_BUNDLE;
+pub use location::StoreLocation;
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::PathBuf;
+
+use rayon::prelude::*;
+use strata_fstree::{ImagePath, WalkError, WalkOptions, walk};
+use strata_source::{Resolution, Source, SourceContext, SourceError, StoreObject, hash_parts};
+
+use cli::{Installable, Nix};
+
+/// A failure of the `nix` commands or of reading the store.
+#[derive(Debug, thiserror::Error)]
+pub enum NixError {
+    /// The program is not installed.
+    #[error(
+        "cannot run `{program}`: Nix is not installed or not on PATH (on Debian: apt-get install nix-bin)"
+    )]
+    NotInstalled {
+        /// `nix` or `nix-build`.
+        program: String,
+        /// The failure to start it.
+        #[source]
+        source: io::Error,
+    },
+    /// The program could not be started for another reason.
+    #[error("cannot run `{command}`")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A command failed; `stderr` is Nix's own message.
+    #[error("`{command}` failed ({status}):\n{stderr}")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// How it exited.
+        status: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// A command printed something strata does not understand.
+    #[error("unexpected output from `{command}`: {message}")]
+    Output {
+        /// The command line.
+        command: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A store path is not in the store.
+    #[error("`{0}` is not a valid path in the Nix store")]
+    NotInStore(String),
+    /// The store is not one whose files strata can read.
+    #[error("Nix store `{uri}` is not supported: {why}")]
+    UnsupportedStore {
+        /// The store URI.
+        uri: String,
+        /// Why.
+        why: String,
+    },
+    /// A path Nix reported is not a store path strata can place in an image.
+    #[error("`{0}` is not an absolute store path")]
+    BadPath(String),
+    /// Reading a store path's files failed.
+    #[error("cannot read store path `{path}` at `{}`", physical.display())]
+    Read {
+        /// The store path.
+        path: String,
+        /// Where its files were expected.
+        physical: PathBuf,
+        /// The cause.
+        #[source]
+        source: WalkError,
+    },
+}
+
+impl NixError {
+    /// What strata was doing when this happened, as a short phrase for messages.
+    pub fn stage(&self) -> &'static str {
+        match self {
+            NixError::NotInstalled { .. } | NixError::Spawn { .. } => "cannot run Nix",
+            NixError::Failed { .. } | NixError::Output { .. } => "Nix failed",
+            NixError::NotInStore(_) | NixError::BadPath(_) => "cannot use a store path",
+            NixError::UnsupportedStore { .. } | NixError::Read { .. } => {
+                "cannot read the Nix store"
+            }
+        }
+    }
+}
+
+/// The Nix part of one half of a spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NixInput {
+    /// Installables as the `nix` command takes them, in order.
+    pub installables: Vec<String>,
+    /// Store paths taken as they are, in order.
+    pub paths: Vec<String>,
+    /// Where the profile (the symlink forest of the requested outputs) goes in the image.
+    pub profile: ImagePath,
+    /// Directory that relative installables are relative to (the spec's directory); the `nix`
+    /// commands run in it.
+    pub dir: PathBuf,
+    /// A store URI passed to every command as `--store`; `None` uses Nix's configured store
+    /// (`NIX_REMOTE`, `NIX_CONFIG`, `nix.conf`).
+    pub store: Option<String>,
+    /// Whether to generate the global files: `/bin/sh`, `/usr/bin/env`, `/etc/passwd`,
+    /// `/etc/group`, `/etc/shadow`, `/etc/nsswitch.conf`, the CA bundle link and the FHS
+    /// loader. An image whose other half is a distribution that has them turns this off.
+    pub system_files: bool,
+    /// Image paths other content provides; nothing is generated at them.
+    pub provided: BTreeSet<ImagePath>,
+    /// Where the section is in the spec, for messages (`strata.toml:9:1: user.nix`).
+    pub context: String,
+}
+
+impl NixInput {
+    /// An input with the defaults: Nix's configured store, global files generated, nothing
+    /// provided by other content.
+    pub fn new(
+        installables: Vec<String>,
+        paths: Vec<String>,
+        profile: ImagePath,
+        dir: PathBuf,
+        context: String,
+    ) -> Self {
+        Self {
+            installables,
+            paths,
+            profile,
+            dir,
+            store: None,
+            system_files: true,
+            provided: BTreeSet::new(),
+            context,
+        }
+    }
+}
+
+/// The Nix source.
+#[derive(Debug, Clone)]
+pub struct NixSource {
+    input: NixInput,
+}
+
+impl NixSource {
+    /// A source for one spec half's `nix` section.
+    pub fn new(input: NixInput) -> Self {
+        Self { input }
+    }
+
+    /// Builds the installables and returns the requested output paths (installables' outputs,
+    /// then the given paths), in order and without repeats.
+    pub fn realise(&self) -> Result<Vec<String>, NixError> {
+        let nix = self.nix();
+        let mut roots = Vec::new();
+        let mut cli_batch: Vec<String> = Vec::new();
+        // Consecutive `nix build` installables go in one call; order is kept.
+        let flush = |batch: &mut Vec<String>, roots: &mut Vec<String>| {
+            if batch.is_empty() {
+                return Ok(());
+            }
+            roots.extend(nix.build(batch)?);
+            batch.clear();
+            Ok::<(), NixError>(())
+        };
+        for raw in &self.input.installables {
+            match Installable::classify(raw, &self.input.dir) {
+                Installable::Cli(s) => cli_batch.push(s),
+                Installable::File(file) => {
+                    flush(&mut cli_batch, &mut roots)?;
+                    roots.extend(nix.build_file(&file)?);
+                }
+            }
+        }
+        flush(&mut cli_batch, &mut roots)?;
+        roots.extend(
+            self.input
+                .paths
+                .iter()
+                .map(|p| p.trim_end_matches('/').to_owned()),
+        );
+        let mut seen = BTreeSet::new();
+        roots.retain(|r| seen.insert(r.clone()));
+        Ok(roots)
+    }
+
+    /// Where the store keeps its files.
+    pub fn location(&self) -> Result<StoreLocation, NixError> {
+        let uri = match &self.input.store {
+            Some(uri) => uri.clone(),
+            None => self.nix().configured_store()?,
+        };
+        StoreLocation::from_uri(&uri, &self.input.dir)
+    }
+
+    /// The closure of `roots`, one store object per store path, sorted by path.
+    pub fn objects(
+        &self,
+        roots: &[String],
+        location: &StoreLocation,
+    ) -> Result<Vec<StoreObject>, NixError> {
+        if roots.is_empty() {
+            return Ok(Vec::new());
+        }
+        let infos = self.nix().closure(roots)?;
+        infos
+            .par_iter()
+            .map(|info| store_object(info, location))
+            .collect()
+    }
+
+    fn nix(&self) -> Nix<'_> {
+        Nix {
+            store: self.input.store.as_deref(),
+            dir: &self.input.dir,
+        }
+    }
+
+    fn resolve_inner(&self, ctx: &SourceContext<'_>) -> Result<Resolution, NixError> {
+        let roots = self.realise()?;
+        let location = self.location()?;
+        let objects = self.objects(&roots, &location)?;
+        let (customisation, env) = custom::generate(&custom::Inputs {
+            objects: &objects,
+            roots: &roots,
+            profile: &self.input.profile,
+            architecture: ctx.architecture,
+            system_files: self.input.system_files,
+            provided: &self.input.provided,
+        });
+        Ok(Resolution {
+            objects,
+            roots,
+            customisation,
+            env,
+        })
+    }
+}
+
+/// One store path as a store object: its files read from where the store keeps them.
+fn store_object(info: &PathInfo, location: &StoreLocation) -> Result<StoreObject, NixError> {
+    let dest = ImagePath::new(&info.path)
+        .ok()
+        .filter(|_| info.path.starts_with('/'))
+        .ok_or_else(|| NixError::BadPath(info.path.clone()))?;
+    let physical = location.physical(&info.path);
+    let (tree, _fingerprint) =
+        walk(&physical, &dest, &WalkOptions::default()).map_err(|source| NixError::Read {
+            path: info.path.clone(),
+            physical: physical.clone(),
+            source,
+        })?;
+    let mut references: Vec<String> = info
+        .references
+        .iter()
+        .filter(|r| **r != info.path)
+        .cloned()
+        .collect();
+    references.sort();
+    references.dedup();
+    // Store paths are immutable: the path and its NAR hash determine every byte.
+    let cache_key = hash_parts([
+        b"nix-v1".as_slice(),
+        info.path.as_bytes(),
+        info.nar_hash.as_bytes(),
+    ]);
+    Ok(StoreObject {
+        id: info.path.clone(),
+        tree,
+        references,
+        cache_key,
+    })
+}
+
+impl Source for NixSource {
+    fn kind(&self) -> &'static str {
+        "nix"
+    }
+
+    fn resolve(&self, ctx: &SourceContext<'_>) -> Result<Resolution, SourceError> {
+        // The error's own text follows the message when the chain is printed.
+        self.resolve_inner(ctx).map_err(|e| SourceError::Entry {
+            context: self.input.context.clone(),
+            message: e.stage().to_owned(),
+            source: Some(Box::new(e)),
+        })
+    }
+}
