@@ -103,7 +103,10 @@ impl Apt {
         let mut args = vec!["-s", "-q", "install", "--no-install-recommends"];
         args.extend(pkgs.iter().map(String::as_str));
         let out = self.run(&args);
-        let _ = std::fs::write(self.root().join("last-simulation.txt"), format!("{args:?}\n{out}"));
+        let _ = std::fs::write(
+            self.root().join("last-simulation.txt"),
+            format!("{args:?}\n{out}"),
+        );
         out.lines()
             .filter_map(|l| l.strip_prefix("Inst "))
             .filter_map(|l| {
@@ -133,14 +136,21 @@ fn parity_with_apt() {
     let apt = Apt::new();
     let t = Instant::now();
     apt.run(&["-q", "update"]);
-    eprintln!("apt-get update in {:?} ({})", t.elapsed(), apt.root().display());
+    eprintln!(
+        "apt-get update in {:?} ({})",
+        t.elapsed(),
+        apt.root().display()
+    );
     // (set, with the essential set)
     let sets: &[(&[&str], bool)] = &[
         (&["bash", "coreutils"], true),
         (&["git", "curl", "ca-certificates", "sudo", "python3"], true),
         (&["build-essential"], true),
         (&["openssh-server"], true),
-        (&["git", "curl", "ca-certificates", "sudo", "python3"], false),
+        (
+            &["git", "curl", "ca-certificates", "sudo", "python3"],
+            false,
+        ),
         (&["openssh-server", "vim", "locales", "man-db"], false),
     ];
     let mut failures = Vec::new();

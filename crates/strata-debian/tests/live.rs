@@ -21,8 +21,8 @@ fn request(pkgs: &[&str]) -> Request {
 #[test]
 fn resolve_and_fetch_bash_coreutils() {
     let t = Instant::now();
-    let lock = resolve(&request(&["bash", "coreutils"]), &cache_dir(), &NoReporter)
-        .expect("resolve");
+    let lock =
+        resolve(&request(&["bash", "coreutils"]), &cache_dir(), &NoReporter).expect("resolve");
     eprintln!(
         "resolved {} packages in {:?}",
         lock.packages.len(),
@@ -30,7 +30,14 @@ fn resolve_and_fetch_bash_coreutils() {
     );
     assert_eq!(lock.releases.len(), 3);
     let names: Vec<&str> = lock.packages.iter().map(|p| p.name.as_str()).collect();
-    for n in ["bash", "coreutils", "libc6", "dpkg", "base-files", "usr-is-merged"] {
+    for n in [
+        "bash",
+        "coreutils",
+        "libc6",
+        "dpkg",
+        "base-files",
+        "usr-is-merged",
+    ] {
         assert!(names.contains(&n), "{n} missing from {names:?}");
     }
     assert!(!names.contains(&"usrmerge"));
@@ -38,9 +45,18 @@ fn resolve_and_fetch_bash_coreutils() {
     let pkgs = fetch(&lock, &cache_dir(), &NoReporter).expect("fetch");
     eprintln!("fetched {} packages in {:?}", pkgs.len(), t.elapsed());
     let bash = pkgs.iter().find(|p| p.locked.name == "bash").expect("bash");
-    let paths: Vec<&str> = bash.tree.entries().iter().map(|e| e.path.as_str()).collect();
+    let paths: Vec<&str> = bash
+        .tree
+        .entries()
+        .iter()
+        .map(|e| e.path.as_str())
+        .collect();
     assert!(paths.contains(&"usr/bin/bash"), "{paths:?}");
     assert!(!paths.iter().any(|p| p.starts_with("bin/")));
     assert!(bash.paths.contains(&"/bin/bash".to_string()));
-    assert!(bash.control.control().is_some_and(|c| c.contains("Package: bash")));
+    assert!(
+        bash.control
+            .control()
+            .is_some_and(|c| c.contains("Package: bash"))
+    );
 }
