@@ -258,6 +258,48 @@ pub(crate) fn id(value: i64) -> Result<u32, Rejection> {
     })
 }
 
+/// A user or group name for `[account]`: what Debian's `adduser` accepts by default (a
+/// lowercase letter, then lowercase letters, digits, `_` and `-`), at most 32 characters.
+pub(crate) fn account_name(raw: &str) -> Result<String, Rejection> {
+    let hint = "start with a lowercase letter, then use lowercase letters, digits, `_` and `-`, \
+                at most 32 characters, e.g. \"coder\"";
+    let b = raw.as_bytes();
+    if raw.is_empty() {
+        return Err(reject("the name is empty", hint));
+    }
+    if b.len() > 32
+        || !b[0].is_ascii_lowercase()
+        || !b
+            .iter()
+            .all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || matches!(x, b'_' | b'-'))
+    {
+        return Err(reject(format!("`{raw}` is not a valid account name"), hint));
+    }
+    Ok(raw.to_owned())
+}
+
+/// The user id of the workspace account: any id but root's.
+pub(crate) fn account_id(value: i64) -> Result<u32, Rejection> {
+    match id(value)? {
+        0 => Err(reject(
+            "uid 0 is root",
+            "the workspace account must not be root; use an id such as 1000",
+        )),
+        n => Ok(n),
+    }
+}
+
+/// The comment (GECOS) field of a passwd entry: no `:` and no line breaks.
+pub(crate) fn gecos(raw: &str) -> Result<String, Rejection> {
+    if raw.chars().any(|c| c == ':' || c.is_control()) {
+        return Err(reject(
+            "the comment contains `:` or a control character",
+            "remove them: /etc/passwd separates its fields with `:`",
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
 /// A Debian package name (Debian Policy 5.6.1), without version or architecture qualifiers.
 pub(crate) fn debian_package(raw: &str) -> Result<String, Rejection> {
     if raw.is_empty() {

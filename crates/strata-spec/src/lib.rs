@@ -87,6 +87,11 @@ pub struct Spec {
     pub user: Half,
     /// `[config]`: how containers of the image run.
     pub config: ConfigSection,
+    /// `[account]`: the workspace account, as written. See [`Spec::account`] for the
+    /// effective account.
+    pub account: Option<AccountSection>,
+    /// `[coder]`: the image is a Coder workspace (implies an account with the defaults).
+    pub coder: Option<CoderSection>,
 }
 
 /// `[image]`, with defaults filled in.
@@ -275,7 +280,108 @@ pub struct ConfigSection {
     pub exposed_ports: BTreeSet<String>,
 }
 
+/// The account name used when `account.name` is absent.
+pub const DEFAULT_ACCOUNT_NAME: &str = "coder";
+/// The user and group id used when `account.uid` / `account.gid` are absent.
+pub const DEFAULT_ACCOUNT_ID: u32 = 1000;
+
+/// `[account]` as written: absent keys are `None`. Use [`Spec::account`] for the effective
+/// account with the defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountSection {
+    /// Login name.
+    pub name: Option<String>,
+    /// User id (never 0).
+    pub uid: Option<u32>,
+    /// Primary group id.
+    pub gid: Option<u32>,
+    /// Home directory, absolute and normalised.
+    pub home: Option<String>,
+    /// Login shell, absolute and normalised.
+    pub shell: Option<String>,
+    /// Passwordless sudo; `None` means "when sudo is in the image".
+    pub sudo: Option<bool>,
+    /// Supplementary groups, in the order written.
+    pub groups: Vec<String>,
+    /// The comment (GECOS) field.
+    pub gecos: Option<String>,
+    /// Where the section is written in the spec file.
+    pub location: Location,
+    /// The key path of the section: `account`.
+    pub key: String,
+}
+
+/// `[coder]`: marks the image as a Coder workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoderSection {
+    /// Whether generated templates offer a code-server app (default `false`; code-server must
+    /// be in the image).
+    pub code_server: Option<bool>,
+    /// Extra shell commands for the agent's startup script in generated templates.
+    pub startup_script: Option<String>,
+    /// Where the section is written in the spec file.
+    pub location: Location,
+    /// The key path of the section: `coder`.
+    pub key: String,
+}
+
+/// The workspace account with defaults applied; what the builder writes into `/etc/passwd`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Login name (default `coder`).
+    pub name: String,
+    /// User id (default 1000).
+    pub uid: u32,
+    /// Primary group id (default 1000); the group is named like the account.
+    pub gid: u32,
+    /// Home directory (default `/home/<name>`).
+    pub home: String,
+    /// Login shell; `None` means `/bin/bash` when bash is in the image, else `/bin/sh`.
+    pub shell: Option<String>,
+    /// Passwordless sudo; `None` means "when sudo is in the image".
+    pub sudo: Option<bool>,
+    /// Supplementary groups, sorted, without duplicates.
+    pub groups: Vec<String>,
+    /// The comment (GECOS) field (default empty).
+    pub gecos: String,
+}
+
 impl Spec {
+    /// The effective workspace account: `[account]` with its defaults, or the default account
+    /// when only `[coder]` is present; `None` when the spec has neither.
+    pub fn account(&self) -> Option<Account> {
+        let a = match (&self.account, &self.coder) {
+            (Some(a), _) => a.clone(),
+            (None, Some(c)) => AccountSection {
+                name: None,
+                uid: None,
+                gid: None,
+                home: None,
+                shell: None,
+                sudo: None,
+                groups: Vec::new(),
+                gecos: None,
+                location: c.location.clone(),
+                key: "account".to_owned(),
+            },
+            (None, None) => return None,
+        };
+        let name = a.name.unwrap_or_else(|| DEFAULT_ACCOUNT_NAME.to_owned());
+        let mut groups = a.groups;
+        groups.sort();
+        groups.dedup();
+        Some(Account {
+            home: a.home.unwrap_or_else(|| format!("/home/{name}")),
+            uid: a.uid.unwrap_or(DEFAULT_ACCOUNT_ID),
+            gid: a.gid.unwrap_or(DEFAULT_ACCOUNT_ID),
+            shell: a.shell,
+            sudo: a.sudo,
+            groups,
+            gecos: a.gecos.unwrap_or_default(),
+            name,
+        })
+    }
+
     /// Reads, parses and validates the spec file at `path`.
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
         let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
@@ -391,11 +497,38 @@ impl Spec {
             ("labels", Json::map(&c.labels)),
             ("exposed_ports", Json::strs(c.exposed_ports.iter().cloned())),
         ]);
-        Json::obj([
+        let mut form = Json::obj([
             ("format", Json::Int(CANONICAL_FORMAT)),
             ("image", image),
             ("config", config),
-        ])
-        .render()
+        ]);
+        // The account and Coder keys appear only when used, so specs without them keep the
+        // hashes they had before these sections existed.
+        if let Json::Obj(fields) = &mut form {
+            if let Some(a) = self.account() {
+                let account = Json::obj([
+                    ("name", Json::Str(a.name)),
+                    ("uid", Json::Int(a.uid.into())),
+                    ("gid", Json::Int(a.gid.into())),
+                    ("home", Json::Str(a.home)),
+                    ("shell", Json::opt(a.shell, Json::Str)),
+                    ("sudo", Json::opt(a.sudo, Json::Bool)),
+                    ("groups", Json::strs(a.groups)),
+                    ("gecos", Json::Str(a.gecos)),
+                ]);
+                fields.insert("account".to_owned(), account);
+            }
+            if let Some(c) = &self.coder {
+                let coder = Json::obj([
+                    ("code_server", Json::Bool(c.code_server.unwrap_or(false))),
+                    (
+                        "startup_script",
+                        Json::opt(c.startup_script.as_ref(), Json::str),
+                    ),
+                ]);
+                fields.insert("coder".to_owned(), coder);
+            }
+        }
+        form.render()
     }
 }

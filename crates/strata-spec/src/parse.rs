@@ -10,10 +10,15 @@ use toml_edit::{Item, Table, TableLike, Value};
 use crate::check::{self, Rejection};
 use crate::error::{Diagnostic, Location, Problem, SpecError};
 use crate::{
-    ConfigSection, DEFAULT_NAME, DebianSection, Half, ImageSection, NixSection, Spec, TreeEntry,
+    AccountSection, CoderSection, ConfigSection, DEFAULT_NAME, DebianSection, Half, ImageSection,
+    NixSection, Spec, TreeEntry,
 };
 
-const ROOT_KEYS: &[&str] = &["image", "base", "user", "config"];
+const ROOT_KEYS: &[&str] = &["image", "base", "user", "config", "account", "coder"];
+const ACCOUNT_KEYS: &[&str] = &[
+    "name", "uid", "gid", "home", "shell", "sudo", "groups", "gecos",
+];
+const CODER_KEYS: &[&str] = &["code_server", "startup_script"];
 const ANNOTATION_KEYS: &[&str] = &[
     "title",
     "description",
@@ -697,6 +702,70 @@ impl<'t> Parser<'t> {
         c
     }
 
+    fn account(&mut self, f: &Field<'_>) -> Option<AccountSection> {
+        let mut t = self.table(f, "a table like [account]", ACCOUNT_KEYS)?;
+        let mut a = AccountSection {
+            name: None,
+            uid: None,
+            gid: None,
+            home: None,
+            shell: None,
+            sudo: None,
+            groups: Vec::new(),
+            gecos: None,
+            location: f.loc.clone(),
+            key: f.path.clone(),
+        };
+        if let Some(n) = t.take("name") {
+            a.name = self.string_with(&n, "a string like \"coder\"", check::account_name);
+        }
+        if let Some(u) = t.take("uid") {
+            a.uid = self.integer_with(&u, "an integer user id like 1000", check::account_id);
+        }
+        if let Some(g) = t.take("gid") {
+            a.gid = self.integer_with(&g, "an integer group id like 1000", check::id);
+        }
+        if let Some(h) = t.take("home") {
+            a.home = self.string_with(&h, "a string like \"/home/coder\"", |s| {
+                check::image_path(s, "/home/coder").map(|p| p.absolute())
+            });
+        }
+        if let Some(s) = t.take("shell") {
+            a.shell = self.string_with(&s, "a string like \"/bin/bash\"", |s| {
+                check::image_path(s, "/bin/bash").map(|p| p.absolute())
+            });
+        }
+        if let Some(s) = t.take("sudo") {
+            a.sudo = self.boolean(&s);
+        }
+        if let Some(g) = t.take("groups") {
+            a.groups = self
+                .strings_with(&g, "[\"docker\", \"users\"]", check::account_name)
+                .unwrap_or_default();
+        }
+        if let Some(g) = t.take("gecos") {
+            a.gecos = self.string_with(&g, "a string like \"Coder user\"", check::gecos);
+        }
+        Some(a)
+    }
+
+    fn coder(&mut self, f: &Field<'_>) -> Option<CoderSection> {
+        let mut t = self.table(f, "a table like [coder]", CODER_KEYS)?;
+        let mut c = CoderSection {
+            code_server: None,
+            startup_script: None,
+            location: f.loc.clone(),
+            key: f.path.clone(),
+        };
+        if let Some(b) = t.take("code_server") {
+            c.code_server = self.boolean(&b);
+        }
+        if let Some(s) = t.take("startup_script") {
+            c.startup_script = self.string_with(&s, "a string of shell commands", check::no_nul);
+        }
+        Some(c)
+    }
+
     fn ports(&mut self, f: &Field<'_>) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         let Some(elements) = self.array(f, "an array like [\"8080\", \"53/udp\"]") else {
@@ -752,6 +821,9 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
     let base = p.half(base);
     let user = p.half(user);
     let config = p.config(config);
+    let (account, coder) = (take("account"), take("coder"));
+    let account = account.and_then(|f| p.account(&f));
+    let coder = coder.and_then(|f| p.coder(&f));
 
     if !p.errors.is_empty() {
         let mut errors = p.errors;
@@ -771,5 +843,7 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
         base,
         user,
         config,
+        account,
+        coder,
     })
 }

@@ -38,7 +38,7 @@ fn unknown_keys_at_every_level() {
     let text = "imagee = 1\n[base]\napt = {}\n[config]\nenvv = {}\n";
     assert_eq!(
         error(text),
-        "examples/x/strata.toml:1:1: imagee: unknown key (expected one of: image, base, user, config)\n\
+        "examples/x/strata.toml:1:1: imagee: unknown key (expected one of: image, base, user, config, account, coder)\n\
          examples/x/strata.toml:3:1: base.apt: unknown key (expected one of: tree, debian, nix)\n\
          examples/x/strata.toml:5:1: config.envv: unknown key (expected one of: env, entrypoint, cmd, workdir, user, labels, exposed_ports)"
     );
@@ -704,4 +704,82 @@ fn layered_example_loads() {
     assert_eq!(spec.config.user.as_deref(), Some("1000:1000"));
     assert_ne!(spec.canonical(Part::Base), spec.canonical(Part::User));
     assert_sources_exist(&spec);
+}
+
+// ---------------------------------------------------------------------------------------------
+// [account] and [coder].
+
+#[test]
+fn coder_alone_implies_the_default_account() {
+    let spec = parse("[coder]\n");
+    let a = spec.account().expect("an account");
+    assert_eq!(
+        (a.name.as_str(), a.uid, a.gid, a.home.as_str()),
+        ("coder", 1000, 1000, "/home/coder")
+    );
+    assert_eq!((a.shell, a.sudo), (None, None));
+    assert!(parse("").account().is_none());
+}
+
+#[test]
+fn account_keys_and_defaults() {
+    let spec = parse(
+        "[account]\nname = \"dev\"\nuid = 1001\ngroups = [\"sudo\", \"docker\", \"sudo\"]\nshell = \"/usr/bin//fish\"\nsudo = false\ngecos = \"Dev\"\n",
+    );
+    let a = spec.account().expect("account");
+    assert_eq!(a.name, "dev");
+    assert_eq!((a.uid, a.gid), (1001, 1000));
+    assert_eq!(a.home, "/home/dev");
+    assert_eq!(a.shell.as_deref(), Some("/usr/bin/fish"));
+    assert_eq!(a.sudo, Some(false));
+    assert_eq!(a.groups, ["docker", "sudo"]);
+    assert_eq!(a.gecos, "Dev");
+}
+
+#[test]
+fn account_errors_are_located() {
+    assert_eq!(
+        error("[account]\nuid = 0\n"),
+        "examples/x/strata.toml:2:7: account.uid: uid 0 is root (the workspace account must not be root; use an id such as 1000)"
+    );
+    assert_eq!(
+        error("[account]\nname = \"Coder\"\n"),
+        "examples/x/strata.toml:2:8: account.name: `Coder` is not a valid account name (start with a lowercase letter, then use lowercase letters, digits, `_` and `-`, at most 32 characters, e.g. \"coder\")"
+    );
+    assert_eq!(
+        error("[account]\nhome = \"home\"\n"),
+        "examples/x/strata.toml:2:8: account.home: `home` is not an absolute path (write the full path in the image, starting with `/`, e.g. \"/home/coder\")"
+    );
+    assert_eq!(
+        error("[account]\ngecos = \"a:b\"\n"),
+        "examples/x/strata.toml:2:9: account.gecos: the comment contains `:` or a control character (remove them: /etc/passwd separates its fields with `:`)"
+    );
+    assert_eq!(
+        error("[coder]\ncode-server = true\n"),
+        "examples/x/strata.toml:2:1: coder.code-server: unknown key (expected one of: code_server, startup_script)"
+    );
+}
+
+#[test]
+fn account_and_coder_only_change_the_image_form_when_present() {
+    let plain = parse("[config]\nuser = \"1000\"\n");
+    let with_coder = parse("[config]\nuser = \"1000\"\n[coder]\n");
+    assert!(!plain.canonical_image().contains("account"));
+    assert_ne!(plain.canonical_image(), with_coder.canonical_image());
+    // Writing the defaults out gives the same form as leaving them implicit.
+    let explicit = parse(
+        "[config]\nuser = \"1000\"\n[coder]\ncode_server = false\n[account]\nname = \"coder\"\nuid = 1000\ngid = 1000\nhome = \"/home/coder/\"\n",
+    );
+    assert_eq!(with_coder.canonical_image(), explicit.canonical_image());
+    let other = parse("[config]\nuser = \"1000\"\n[coder]\n[account]\nuid = 1001\n");
+    assert_ne!(with_coder.canonical_image(), other.canonical_image());
+    // The halves never change.
+    assert_eq!(
+        plain.canonical(Part::Base),
+        with_coder.canonical(Part::Base)
+    );
+    assert_eq!(
+        plain.canonical(Part::User),
+        with_coder.canonical(Part::User)
+    );
 }

@@ -1,0 +1,219 @@
+//! Opening an image's files without a container engine: an OCI image layout, a docker-archive,
+//! or an image strata just built.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use strata_oci::image::ImageConfig;
+use strata_oci::output::BuiltImage;
+
+use crate::index::{FileIndex, IndexError};
+
+/// An image's configuration and the file index of its root file system.
+#[derive(Debug, Clone)]
+pub struct ImageFiles {
+    /// The image configuration (user, environment, architecture).
+    pub config: ImageConfig,
+    /// Every path of the root file system the layers make.
+    pub files: FileIndex,
+}
+
+/// An image that cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The OCI layout or docker-archive is unreadable or malformed.
+    #[error(transparent)]
+    Read(#[from] strata_oci::read::ReadError),
+    /// A layer is unreadable.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// A file could not be read.
+    #[error("cannot read `{path}`")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A JSON document in the image is malformed.
+    #[error("`{path}`: {what} is not valid")]
+    Json {
+        /// The file holding it.
+        path: PathBuf,
+        /// Which document.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The archive lacks something it must have.
+    #[error("`{path}`: {message}")]
+    Missing {
+        /// The archive.
+        path: PathBuf,
+        /// What is missing.
+        message: String,
+    },
+}
+
+/// Reads the image named `tag` (or the only image) of the OCI layout at `dir`.
+pub fn open_oci_layout(dir: &Path, tag: Option<&str>) -> Result<ImageFiles, OpenError> {
+    let summary = strata_oci::read::read_oci_layout(dir, tag)?;
+    let mut files = FileIndex::new();
+    for layer in &summary.layers {
+        let hex = layer
+            .digest
+            .strip_prefix("sha256:")
+            .unwrap_or(&layer.digest);
+        files.apply_layer_file(&dir.join("blobs/sha256").join(hex))?;
+    }
+    Ok(ImageFiles {
+        config: summary.config,
+        files,
+    })
+}
+
+/// Reads an image strata has just built (its blobs in the store).
+pub fn open_built(image: &BuiltImage) -> Result<ImageFiles, OpenError> {
+    let config: ImageConfig =
+        serde_json::from_slice(&image.config).map_err(|source| OpenError::Json {
+            path: PathBuf::from(image.reference()),
+            what: "the image configuration",
+            source,
+        })?;
+    let mut files = FileIndex::new();
+    for layer in &image.layers {
+        files.apply_layer_file(&layer.path)?;
+    }
+    Ok(ImageFiles { config, files })
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ArchiveManifest {
+    config: String,
+    layers: Vec<String>,
+}
+
+fn member_name(entry: &tar::Entry<'_, impl Read>) -> io::Result<String> {
+    Ok(entry
+        .path()?
+        .to_string_lossy()
+        .trim_start_matches("./")
+        .to_owned())
+}
+
+/// Reads the first image of a docker-archive (`docker save` output). Layers may be stored in
+/// any order and compressed or not; out-of-order layers are spilled to temporary files.
+pub fn open_docker_archive(path: &Path) -> Result<ImageFiles, OpenError> {
+    let io_err = |source| OpenError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let open = || -> Result<tar::Archive<BufReader<File>>, OpenError> {
+        let file = File::open(path).map_err(io_err)?;
+        Ok(tar::Archive::new(BufReader::with_capacity(1 << 20, file)))
+    };
+
+    // Pass 1: the small JSON members.
+    let mut json_members: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut archive = open()?;
+    for entry in archive.entries().map_err(io_err)? {
+        let mut entry = entry.map_err(io_err)?;
+        let name = member_name(&entry).map_err(io_err)?;
+        if name.ends_with(".json") && entry.size() < (64 << 20) {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).map_err(io_err)?;
+            json_members.insert(name, bytes);
+        }
+    }
+    let json = |name: &str, what: &'static str| -> Result<&Vec<u8>, OpenError> {
+        json_members.get(name).ok_or_else(|| OpenError::Missing {
+            path: path.to_owned(),
+            message: format!("no {what} (`{name}`)"),
+        })
+    };
+    let manifests: Vec<ArchiveManifest> =
+        serde_json::from_slice(json("manifest.json", "manifest")?).map_err(|source| {
+            OpenError::Json {
+                path: path.to_owned(),
+                what: "manifest.json",
+                source,
+            }
+        })?;
+    let manifest = manifests
+        .into_iter()
+        .next()
+        .ok_or_else(|| OpenError::Missing {
+            path: path.to_owned(),
+            message: "the archive holds no image".to_owned(),
+        })?;
+    let config: ImageConfig =
+        serde_json::from_slice(json(&manifest.config, "image configuration")?).map_err(
+            |source| OpenError::Json {
+                path: path.to_owned(),
+                what: "the image configuration",
+                source,
+            },
+        )?;
+
+    // Pass 2: the layers, applied in manifest order.
+    let spill_dir = tempfile::Builder::new()
+        .prefix("strata-check-")
+        .tempdir()
+        .map_err(io_err)?;
+    let mut spilled: BTreeMap<usize, PathBuf> = BTreeMap::new();
+    let mut next = 0usize;
+    let mut files = FileIndex::new();
+    let layer_err = |source| {
+        OpenError::Index(IndexError::Layer {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let mut archive = open()?;
+    for entry in archive.entries().map_err(io_err)? {
+        let mut entry = entry.map_err(io_err)?;
+        let name = member_name(&entry).map_err(io_err)?;
+        let positions: Vec<usize> = manifest
+            .layers
+            .iter()
+            .enumerate()
+            .filter(|(i, l)| **l == name && *i >= next)
+            .map(|(i, _)| i)
+            .collect();
+        let Some(&first) = positions.first() else {
+            continue;
+        };
+        if first == next && positions.len() == 1 {
+            files
+                .apply_layer_stream(BufReader::with_capacity(1 << 20, &mut entry))
+                .map_err(layer_err)?;
+            next += 1;
+        } else {
+            let spill = spill_dir.path().join(format!("layer-{first}"));
+            let mut out = File::create(&spill).map_err(io_err)?;
+            io::copy(&mut entry, &mut out).map_err(io_err)?;
+            for p in positions {
+                spilled.insert(p, spill.clone());
+            }
+        }
+        while let Some(p) = spilled.remove(&next) {
+            files.apply_layer_file(&p)?;
+            next += 1;
+        }
+    }
+    if next != manifest.layers.len() {
+        return Err(OpenError::Missing {
+            path: path.to_owned(),
+            message: format!(
+                "layer `{}` named in manifest.json is not in the archive",
+                manifest.layers[next]
+            ),
+        });
+    }
+    Ok(ImageFiles { config, files })
+}
