@@ -192,6 +192,7 @@ pub fn build(
         })
         .collect();
     let mut planned = planned;
+    let account = account_customisation(spec, &planned, &mut customisation, &mut source_env)?;
     if !customisation.is_empty() {
         planned.push(customisation_layer(customisation));
     }
@@ -237,7 +238,7 @@ pub fn build(
     }
 
     reporter.phase("writing image configuration");
-    let image = assemble(spec, store, opts, &layers, &source_env)?;
+    let image = assemble(spec, store, opts, &layers, &source_env, account.as_ref())?;
     store.record_image(&ImageRecord {
         reference: image.reference(),
         manifest: image.manifest_digest.clone(),
@@ -550,6 +551,7 @@ fn assemble(
     opts: &BuildOptions,
     layers: &[LayerReport],
     source_env: &[(String, String)],
+    account: Option<&strata_coder::AccountFiles>,
 ) -> Result<BuiltImage, BuildError> {
     let created = image::rfc3339(opts.source_date_epoch);
     let c = &spec.config;
@@ -558,7 +560,7 @@ fn assemble(
         architecture: spec.image.architecture.clone(),
         os: "linux".into(),
         config: RunConfig {
-            user: c.user.clone(),
+            user: c.user.clone().or_else(|| account.map(|a| a.user.clone())),
             exposed_ports: c
                 .exposed_ports
                 .iter()
@@ -567,7 +569,10 @@ fn assemble(
             env: image_env(source_env, &c.env),
             entrypoint: c.entrypoint.clone(),
             cmd: c.cmd.clone(),
-            working_dir: c.workdir.clone(),
+            working_dir: c
+                .workdir
+                .clone()
+                .or_else(|| account.map(|a| a.workdir.clone())),
             labels: c.labels.clone(),
         },
         rootfs: RootFs {
@@ -633,6 +638,49 @@ fn assemble(
         name,
         tag,
     })
+}
+
+/// Adds the workspace account of `[account]` / `[coder]` (see [`strata_coder::account`]) to the
+/// customisation entries: `/etc/passwd`, `/etc/group` and `/etc/shadow` merged with what the
+/// layers below and the sources' own customisation hold (the highest provider of a file wins),
+/// the home directory, the sudoers drop-in. Its environment defaults (`LANG`) go below the
+/// sources' environment; the returned files carry the `User` and `WorkingDir` defaults.
+fn account_customisation(
+    spec: &Spec,
+    planned: &[PlannedLayer],
+    customisation: &mut Vec<Entry>,
+    source_env: &mut Vec<(String, String)>,
+) -> Result<Option<strata_coder::AccountFiles>, BuildError> {
+    let Some(account) = spec.account() else {
+        return Ok(None);
+    };
+    let files = strata_coder::FileIndex::from_entries(
+        planned
+            .iter()
+            .flat_map(|l| &l.objects)
+            .flat_map(|o| o.tree.entries())
+            .chain(customisation.iter()),
+    );
+    let path_env = image_env(source_env, &spec.config.env)
+        .into_iter()
+        .find_map(|kv| kv.strip_prefix("PATH=").map(str::to_owned));
+    let generated =
+        strata_coder::account_files(&account, &files, path_env.as_deref(), spec.coder.is_some())
+            .map_err(|e| {
+                let at = match (&spec.account, &spec.coder) {
+                    (Some(a), _) => format!("{}: {}", a.location, a.key),
+                    (None, Some(c)) => format!("{}: {}", c.location, c.key),
+                    (None, None) => spec.path.display().to_string(),
+                };
+                BuildError::Source(strata_source::SourceError::Entry {
+                    context: at,
+                    message: e.to_string(),
+                    source: None,
+                })
+            })?;
+    customisation.extend(generated.entries.iter().cloned());
+    source_env.splice(0..0, generated.env.iter().cloned());
+    Ok(Some(generated))
 }
 
 #[cfg(test)]
