@@ -262,11 +262,20 @@ fn sources_for(spec: &Spec, part: Part) -> Result<Vec<Box<dyn Source>>, BuildErr
         });
     }
     if let Some(nix) = &half.nix {
-        return Err(BuildError::Unsupported {
-            spec: format!("{}", nix.location),
-            part: part_name(part),
-            kind: "nix",
-        });
+        let mut input = strata_nix::NixInput::new(
+            nix.installables.clone(),
+            nix.paths.clone(),
+            nix.effective_profile(),
+            spec.dir.clone(),
+            format!("{}: {}", nix.location, nix.key),
+        );
+        // A Debian half brings its own /bin/sh, /etc files and loader; tree entries win too.
+        input.system_files = spec.base.debian.is_none() && spec.user.debian.is_none();
+        input.provided = [&spec.base, &spec.user]
+            .iter()
+            .flat_map(|h| h.tree.iter().map(|t| t.dest.clone()))
+            .collect();
+        sources.push(Box::new(strata_nix::NixSource::new(input)));
     }
     let inputs: Vec<TreeInput> = half
         .tree

@@ -61,7 +61,7 @@ impl Installable {
         if !pathlike {
             return cli();
         }
-        let path = dir.join(raw);
+        let path = dir.join(raw.strip_prefix("./").unwrap_or(raw));
         // A directory holding only a flake is a flake reference; `nix-build` cannot build it.
         if path.is_dir() && path.join("flake.nix").exists() && !path.join("default.nix").exists() {
             return cli();
@@ -249,7 +249,7 @@ mod tests {
         std::fs::write(d.join("expr/default.nix"), "{}").expect("write");
         assert_eq!(
             Installable::classify("./default.nix", d),
-            Installable::File(d.join("./default.nix"))
+            Installable::File(d.join("default.nix"))
         );
         assert_eq!(
             Installable::classify("pkgs.nix", d),
@@ -257,7 +257,7 @@ mod tests {
         );
         assert_eq!(
             Installable::classify("./expr", d),
-            Installable::File(d.join("./expr"))
+            Installable::File(d.join("expr"))
         );
         for cli in [
             ".#hello",

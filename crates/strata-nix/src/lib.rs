@@ -243,8 +243,9 @@ impl NixSource {
     }
 
     fn resolve_inner(&self, ctx: &SourceContext<'_>) -> Result<Resolution, NixError> {
-        let roots = self.realise()?;
+        // The store first: a store strata cannot read fails before anything is built.
         let location = self.location()?;
+        let roots = self.realise()?;
         let objects = self.objects(&roots, &location)?;
         let (customisation, env) = custom::generate(&custom::Inputs {
             objects: &objects,
