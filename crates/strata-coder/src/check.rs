@@ -158,7 +158,7 @@ pub fn check_coder(image: &ImageFiles) -> CheckReport {
                 id,
                 tool_title(id),
                 false,
-                format!("no `{tool}` on {path_note} (recommended: {why})"),
+                format!("no `{tool}` on {path_note}; it {why}"),
             ),
         });
     }

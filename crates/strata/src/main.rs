@@ -1,6 +1,7 @@
 //! The `strata` command line. All the work happens in the library crates; this file parses
 //! arguments, draws progress, and prints results.
 
+mod coder;
 mod progress;
 mod transport;
 
@@ -57,6 +58,19 @@ enum Command {
     Inspect(InspectArgs),
     /// Remove from the store every blob that no built image uses.
     Gc(GcArgs),
+    /// Check an image against a platform's requirements, without a container engine.
+    ///
+    /// --coder checks Coder's workspace-image minimums and prints a checklist; the exit
+    /// status is non-zero when a required item fails.
+    ///
+    /// Examples:
+    ///   strata check oci:strata-out/strata/0f3a... --coder
+    ///   strata check strata.toml --coder --json
+    #[command(verbatim_doc_comment)]
+    Check(coder::CheckArgs),
+    /// Coder workspaces: templates that run a spec's image.
+    #[command(subcommand)]
+    Coder(coder::CoderCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -88,6 +102,9 @@ struct BuildArgs {
     /// Print a JSON result object on stdout instead of the reference.
     #[arg(long)]
     json: bool,
+    /// Write the image even when a spec with [coder] fails `strata check --coder`.
+    #[arg(long)]
+    no_check: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -123,6 +140,8 @@ fn run(cli: Cli) -> Result<()> {
     let store_root = cli.store.clone().unwrap_or_else(Store::default_root);
     match cli.command {
         Command::Build(args) => build(&store_root, args),
+        Command::Check(args) => coder::check(&store_root, args),
+        Command::Coder(cmd) => coder::run(&store_root, cmd),
         Command::Inspect(args) => inspect(args),
         Command::Gc(args) => {
             let store = Store::open(&store_root)?;
@@ -165,6 +184,9 @@ fn build(store_root: &std::path::Path, args: BuildArgs) -> Result<()> {
     let reporter = progress::Progress::new();
     let outcome = strata_build::build(&spec, &store, &opts, &reporter)
         .with_context(|| format!("building {}", args.spec.display()))?;
+    if spec.coder.is_some() && !args.no_check {
+        coder::gate(&outcome)?;
+    }
     let output = output.unwrap_or_else(|| {
         Transport::Oci(PathBuf::from("strata-out").join(&outcome.image.name), None)
     });
