@@ -636,10 +636,12 @@ fn assemble(
             path: store.blob_path(&l.digest)?,
             digests: rec_digests,
             compression: opts.compression,
+            media_type: opts.compression.media_type().to_owned(),
         });
     }
     Ok(BuiltImage {
         manifest: manifest_bytes,
+        manifest_media_type: MANIFEST_MEDIA_TYPE.to_owned(),
         manifest_digest,
         config: config_bytes,
         config_digest,

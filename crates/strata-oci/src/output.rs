@@ -8,7 +8,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::compress::Compression;
-use crate::image::{self, Descriptor, INDEX_MEDIA_TYPE, Index, MANIFEST_MEDIA_TYPE, REF_NAME};
+use crate::image::{self, Descriptor, INDEX_MEDIA_TYPE, Index, REF_NAME};
 use crate::layer::LayerDigests;
 
 /// A layer blob on disk.
@@ -20,6 +20,8 @@ pub struct LayerBlob {
     pub digests: LayerDigests,
     /// How it is compressed.
     pub compression: Compression,
+    /// Media type, as the manifest names it.
+    pub media_type: String,
 }
 
 /// A complete image, ready to be written out.
@@ -27,6 +29,8 @@ pub struct LayerBlob {
 pub struct BuiltImage {
     /// Manifest bytes.
     pub manifest: Vec<u8>,
+    /// Media type of the manifest (OCI, or Docker schema 2 for pulled images).
+    pub manifest_media_type: String,
     /// Their digest.
     pub manifest_digest: String,
     /// Configuration bytes.
@@ -106,7 +110,7 @@ pub fn write_oci_layout(image: &BuiltImage, dir: &Path) -> Result<(), OutputErro
         schema_version: 2,
         media_type: Some(INDEX_MEDIA_TYPE.to_owned()),
         manifests: vec![Descriptor {
-            media_type: MANIFEST_MEDIA_TYPE.to_owned(),
+            media_type: image.manifest_media_type.clone(),
             digest: image.manifest_digest.clone(),
             size: image.manifest.len() as u64,
             annotations: [(REF_NAME.to_owned(), image.tag.clone())].into(),
@@ -164,20 +168,20 @@ pub fn write_docker_archive(image: &BuiltImage, out: &mut dyn Write) -> Result<(
 
     let mut layer_names = Vec::new();
     for layer in &image.layers {
+        // A pulled layer's uncompressed size is unknown until it is decompressed once.
+        let mut layer = layer.clone();
+        if layer.digests.uncompressed_size == 0 && layer.compression != Compression::None {
+            let mut reader = decompressor(&layer)?;
+            layer.digests.uncompressed_size = io::copy(&mut reader, &mut io::sink())
+                .map_err(io_err("decompress", &layer.path))?;
+        }
+        let layer = &layer;
         let name = format!("{}/layer.tar", hex_of(&layer.digests.diff_id));
         let dir = format!("{}/", hex_of(&layer.digests.diff_id));
         out.write_all(&ustar_header(&dir, 0, b'5')).map_err(werr)?;
         out.write_all(&ustar_header(&name, layer.digests.uncompressed_size, b'0'))
             .map_err(werr)?;
-        let file = File::open(&layer.path).map_err(io_err("open", &layer.path))?;
-        let file = BufReader::with_capacity(1 << 20, file);
-        let mut reader: Box<dyn Read> = match layer.compression {
-            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(file)),
-            Compression::Zstd => {
-                Box::new(zstd::Decoder::with_buffer(file).map_err(io_err("read", &layer.path))?)
-            }
-            Compression::None => Box::new(file),
-        };
+        let mut reader = decompressor(layer)?;
         let copied = io::copy(&mut reader, out).map_err(io_err("decompress", &layer.path))?;
         if copied != layer.digests.uncompressed_size {
             return Err(io_err("decompress", &layer.path)(io::Error::other(
@@ -203,6 +207,19 @@ pub fn write_docker_archive(image: &BuiltImage, out: &mut dyn Write) -> Result<(
     append(out, "repositories", repositories.to_string().as_bytes()).map_err(werr)?;
     out.write_all(&[0u8; 1024]).map_err(werr)?;
     Ok(())
+}
+
+/// A reader of the layer's uncompressed tar.
+fn decompressor(layer: &LayerBlob) -> Result<Box<dyn Read>, OutputError> {
+    let file = File::open(&layer.path).map_err(io_err("open", &layer.path))?;
+    let file = BufReader::with_capacity(1 << 20, file);
+    Ok(match layer.compression {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        Compression::Zstd => {
+            Box::new(zstd::Decoder::with_buffer(file).map_err(io_err("read", &layer.path))?)
+        }
+        Compression::None => Box::new(file),
+    })
 }
 
 fn append(out: &mut dyn Write, name: &str, bytes: &[u8]) -> io::Result<()> {

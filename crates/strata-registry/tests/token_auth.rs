@@ -250,10 +250,7 @@ fn bearer_token_auth_over_self_signed_https() -> TestResult {
     if registry_binary().is_none() {
         return Ok(());
     }
-    if !have("openssl") {
-        eprintln!("!!! SKIPPING token auth test: `openssl` is not installed");
-        return Ok(());
-    }
+    assert!(have("openssl"), "openssl is not installed: run ./scripts/test");
     let keys = tempfile::tempdir()?;
     openssl(
         &[

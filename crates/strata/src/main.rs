@@ -3,7 +3,7 @@
 
 mod coder;
 mod progress;
-mod transport;
+mod registry;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -13,11 +13,12 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use strata_build::{BuildOptions, BuildOutcome};
 use strata_oci::compress::Compression;
-use strata_oci::output::{write_docker_archive, write_docker_archive_file, write_oci_layout};
 use strata_spec::Spec;
 use strata_store::Store;
 
-use crate::transport::Transport;
+use strata_transport::Transport;
+
+use crate::registry::RegistryFlags;
 
 /// Build reproducible, layered container images of developer workspaces, without a daemon.
 ///
@@ -31,6 +32,9 @@ struct Cli {
     /// The local store (layer cache and blobs). Default: $XDG_CACHE_HOME/strata.
     #[arg(long, global = true, env = "STRATA_STORE", value_name = "DIR")]
     store: Option<PathBuf>,
+
+    #[command(flatten)]
+    registry: RegistryFlags,
 
     #[command(subcommand)]
     command: Command,
@@ -71,6 +75,27 @@ enum Command {
     /// Coder workspaces: templates that run a spec's image.
     #[command(subcommand)]
     Coder(coder::CoderCommand),
+    /// Push a local image to a registry (blobs it already has are skipped).
+    ///
+    /// Examples:
+    ///   strata push oci:strata-out/strata/0f3a... docker://registry.example:5000/ws
+    ///   strata push docker-archive:ws.tar docker://127.0.0.1:5000/team/ws:v1
+    #[command(verbatim_doc_comment)]
+    Push(PushArgs),
+    /// Pull an image from a registry into a local layout or archive.
+    ///
+    /// Example:
+    ///   strata pull docker://127.0.0.1:5000/team/ws:v1 --output oci:./ws
+    #[command(verbatim_doc_comment)]
+    Pull(PullArgs),
+    /// Copy an image between oci:, docker-archive: and docker:// locations.
+    Copy(CopyArgs),
+    /// Store credentials for a registry, as `docker login` does.
+    ///
+    /// Example:
+    ///   echo "$PASS" | strata login registry.example --username me --password-stdin
+    #[command(verbatim_doc_comment)]
+    Login(LoginArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -118,10 +143,81 @@ struct InspectArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct PushArgs {
+    /// oci:DIR[:TAG] or docker-archive:FILE.
+    #[arg(value_name = "SOURCE")]
+    source: String,
+    /// docker://HOST[:PORT]/REPO[:TAG]; without a tag, the image's own tag.
+    #[arg(value_name = "DEST")]
+    dest: String,
+    /// Print JSON (per-blob outcomes).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct PullArgs {
+    /// docker://HOST[:PORT]/REPO[:TAG|@DIGEST].
+    #[arg(value_name = "SOURCE")]
+    source: String,
+    /// oci:DIR[:TAG], docker-archive:FILE or -.
+    #[arg(long, short, value_name = "DEST")]
+    output: String,
+    /// OS/ARCH[/VARIANT] to select from a multi-platform image. Default: this machine's.
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct CopyArgs {
+    /// oci:DIR[:TAG], docker-archive:FILE or docker://REF.
+    #[arg(value_name = "SOURCE")]
+    source: String,
+    /// oci:DIR[:TAG], docker-archive:FILE, docker://REF or -.
+    #[arg(value_name = "DEST")]
+    dest: String,
+    /// OS/ARCH[/VARIANT] to select from a multi-platform image. Default: this machine's.
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct LoginArgs {
+    /// The registry, HOST[:PORT].
+    #[arg(value_name = "HOST")]
+    host: String,
+    /// User name.
+    #[arg(long, short)]
+    username: Option<String>,
+    /// Read the password from stdin.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+#[derive(Debug, clap::Args)]
 struct GcArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// `println!` that treats a closed stdout (`strata ... | head`) as the reader's choice, not a
+/// failure of strata.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let mut stdout = std::io::stdout().lock();
+        if let Err(e) = writeln!(stdout, $($arg)*) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                return Err(e.into());
+            }
+        }
+    }};
 }
 
 fn main() -> ExitCode {
@@ -138,20 +234,68 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let store_root = cli.store.clone().unwrap_or_else(Store::default_root);
+    let flags = &cli.registry;
     match cli.command {
-        Command::Build(args) => build(&store_root, args),
+        Command::Build(args) => build(&store_root, args, flags),
         Command::Check(args) => coder::check(&store_root, args),
         Command::Coder(cmd) => coder::run(&store_root, cmd),
+        Command::Push(args) => {
+            let src = Transport::parse(&args.source)?;
+            if matches!(src, Transport::Registry(_) | Transport::Stdout) {
+                bail!(
+                    "push reads oci:DIR or docker-archive:FILE; use `strata copy` between registries"
+                );
+            }
+            let dest = Transport::parse(&args.dest)?;
+            if !matches!(dest, Transport::Registry(_)) {
+                bail!(
+                    "push writes to docker://HOST/REPO[:TAG]; use `strata copy` for local outputs"
+                );
+            }
+            copy_command(&src, &dest, flags, &store_root, None, args.json)
+        }
+        Command::Pull(args) => {
+            let src = Transport::parse(&args.source)?;
+            if !matches!(src, Transport::Registry(_)) {
+                bail!("pull reads docker://HOST/REPO[:TAG]; use `strata copy` for local sources");
+            }
+            let dest = Transport::parse(&args.output)?;
+            copy_command(
+                &src,
+                &dest,
+                flags,
+                &store_root,
+                args.platform.as_deref(),
+                args.json,
+            )
+        }
+        Command::Copy(args) => {
+            let src = Transport::parse(&args.source)?;
+            let dest = Transport::parse(&args.dest)?;
+            copy_command(
+                &src,
+                &dest,
+                flags,
+                &store_root,
+                args.platform.as_deref(),
+                args.json,
+            )
+        }
+        Command::Login(args) => {
+            registry::login(&args.host, args.username, args.password_stdin, flags)
+        }
         Command::Inspect(args) => inspect(args),
         Command::Gc(args) => {
             let store = Store::open(&store_root)?;
             let report = store.gc::<strata_build::LayerRecord>()?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                out!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!(
+                out!(
                     "removed {} blobs ({} bytes) and {} stale layer records",
-                    report.blobs_removed, report.bytes_freed, report.records_removed
+                    report.blobs_removed,
+                    report.bytes_freed,
+                    report.records_removed
                 );
             }
             Ok(())
@@ -159,7 +303,33 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn build(store_root: &std::path::Path, args: BuildArgs) -> Result<()> {
+fn copy_command(
+    src: &Transport,
+    dest: &Transport,
+    flags: &RegistryFlags,
+    store_root: &std::path::Path,
+    platform: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    Store::open(store_root)?;
+    let outcome = registry::copy(src, dest, flags, store_root, platform)?;
+    let line = format!("{}@{}", outcome.reference, outcome.digest);
+    if json {
+        let text = serde_json::to_string_pretty(&outcome.json(dest))?;
+        if matches!(dest, Transport::Stdout) {
+            eprintln!("{text}")
+        } else {
+            out!("{text}")
+        }
+    } else if matches!(dest, Transport::Stdout) {
+        eprintln!("{line}");
+    } else {
+        out!("{line}");
+    }
+    Ok(())
+}
+
+fn build(store_root: &std::path::Path, args: BuildArgs, flags: &RegistryFlags) -> Result<()> {
     let spec = Spec::load(&args.spec)?;
     let output = match &args.output {
         Some(dest) => Some(Transport::parse(dest)?),
@@ -192,7 +362,19 @@ fn build(store_root: &std::path::Path, args: BuildArgs) -> Result<()> {
     });
     reporter.phase(&format!("writing {output}"));
     clean_up_on_interrupt(&output);
-    write_output(&outcome, &output)?;
+    let client = match output {
+        Transport::Registry(_) => Some(flags.client()?),
+        _ => None,
+    };
+    // A push sends the manifest bytes as built, so the digest printed below is the registry's.
+    strata_transport::write(
+        &outcome.image,
+        &output,
+        client.as_ref(),
+        &reporter,
+        &store.root().join("tmp"),
+    )
+    .with_context(|| format!("writing {output}"))?;
     reporter.finish();
 
     let reference = format!(
@@ -205,30 +387,14 @@ fn build(store_root: &std::path::Path, args: BuildArgs) -> Result<()> {
         if matches!(output, Transport::Stdout) {
             eprintln!("{}", serde_json::to_string_pretty(&json)?);
         } else {
-            println!("{}", serde_json::to_string_pretty(&json)?);
+            out!("{}", serde_json::to_string_pretty(&json)?);
         }
     } else if matches!(output, Transport::Stdout) {
         eprintln!("{reference}");
     } else {
-        println!("{reference}");
+        out!("{reference}");
     }
     Ok(())
-}
-
-fn write_output(outcome: &BuildOutcome, output: &Transport) -> Result<()> {
-    match output {
-        Transport::Oci(dir, _) => write_oci_layout(&outcome.image, dir)
-            .with_context(|| format!("writing OCI layout {}", dir.display())),
-        Transport::DockerArchive(file) => write_docker_archive_file(&outcome.image, file)
-            .with_context(|| format!("writing docker-archive {}", file.display())),
-        Transport::Stdout => {
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            write_docker_archive(&outcome.image, &mut out).context("writing to stdout")?;
-            out.flush().context("writing to stdout")?;
-            Ok(())
-        }
-    }
 }
 
 /// On Ctrl-C or SIGTERM while the output is written, removes this process's temporary files
@@ -237,7 +403,7 @@ fn clean_up_on_interrupt(output: &Transport) {
     let target = match output {
         Transport::Oci(dir, _) => dir.clone(),
         Transport::DockerArchive(file) => file.clone(),
-        Transport::Stdout => return,
+        Transport::Stdout | Transport::Registry(_) => return,
     };
     let parent = match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -275,10 +441,14 @@ fn inspect(args: InspectArgs) -> Result<()> {
     let summary = match Transport::parse(&args.image)? {
         Transport::Oci(dir, tag) => strata_oci::read::read_oci_layout(&dir, tag.as_deref())?,
         Transport::DockerArchive(file) => strata_oci::read::read_docker_archive(&file)?,
-        Transport::Stdout => bail!("inspect reads oci:DIR or docker-archive:FILE, not -"),
+        Transport::Stdout | Transport::Registry(_) => {
+            bail!(
+                "inspect reads oci:DIR[:TAG] or docker-archive:FILE (pull a registry image first)"
+            )
+        }
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        out!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(());
     }
     let mut out = std::io::stdout().lock();

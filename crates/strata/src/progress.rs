@@ -9,6 +9,8 @@ use strata_build::Reporter;
 /// Draws build progress.
 pub struct Progress {
     bar: ProgressBar,
+    /// Bytes already counted per blob, as a push reports running totals.
+    seen: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Progress {
@@ -21,7 +23,10 @@ impl Progress {
         } else {
             ProgressBar::hidden()
         };
-        Self { bar }
+        Self {
+            bar,
+            seen: Default::default(),
+        }
     }
 
     /// Shows a phase message.
@@ -70,5 +75,22 @@ pub fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+impl strata_registry::Reporter for Progress {
+    fn blob_started(&self, _digest: &str, size: u64) {
+        self.bar.inc_length(size);
+    }
+
+    fn blob_progress(&self, digest: &str, bytes: u64) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let last = seen.insert(digest.to_owned(), bytes).unwrap_or(0);
+        self.bar.inc(bytes.saturating_sub(last));
+    }
+
+    fn blob_done(&self, digest: &str, _outcome: strata_registry::BlobOutcome) {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = seen.get(digest);
     }
 }

@@ -18,21 +18,18 @@ pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 /// The layer media type used by the test images.
 pub const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
-/// The registry binary, or `None` (with a loud message) if it is missing.
+/// The registry binary; panics if it is missing (the test script installs it).
 pub fn registry_binary() -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join("docker-registry"))
             .find(|p| p.is_file())
     });
-    if found.is_none() {
-        eprintln!(
-            "\n\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-             !!! SKIPPING registry test: `docker-registry` is not installed.       !!!\n\
-             !!! Install it with `apt-get install docker-registry`.                !!!\n\
-             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-        );
-    }
+    // scripts/test installs it; a missing registry must fail the suite, not skip silently.
+    assert!(
+        found.is_some(),
+        "`docker-registry` is not installed: run ./scripts/test, or apt-get install docker-registry"
+    );
     found
 }
 
