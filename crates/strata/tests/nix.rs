@@ -506,7 +506,11 @@ fn most_popular_store_path_gets_its_own_layer_and_images_share_it() {
     let layers = inspected["layers"].as_array().expect("inspect layers");
     let got: Vec<Vec<String>> = layers.iter().map(objects).collect();
     assert_eq!(got.len(), 3, "{got:#?}");
-    assert_eq!(got[0], [graph.busybox.clone()], "most popular first");
+    assert_eq!(
+        got[0],
+        std::slice::from_ref(&graph.busybox),
+        "most popular first"
+    );
     assert_eq!(
         got[1][0], graph.shared,
         "the next most popular leads the rest: {got:?}"
