@@ -62,7 +62,7 @@ pub struct Inputs<'a> {
     pub architecture: &'a str,
     /// Whether to generate the global files (`/bin/sh`, `/usr/bin/env`, `/etc/*`, the loader).
     pub system_files: bool,
-    /// Paths other content of the image provides; nothing is generated there.
+    /// Paths other content of the image provides; nothing is generated at or beneath them.
     pub provided: &'a BTreeSet<ImagePath>,
 }
 
@@ -138,7 +138,9 @@ pub fn generate(inputs: &Inputs<'_>) -> (Vec<Entry>, Vec<(String, String)>) {
         }
     }
     if let Some(ca) = ca {
-        let file = if inputs.system_files && !inputs.provided.contains(&image_path(CA_BUNDLE)) {
+        let bundle = image_path(CA_BUNDLE);
+        let linked = !inputs.provided.iter().any(|p| bundle.starts_with(p));
+        let file = if inputs.system_files && linked {
             CA_BUNDLE.to_owned()
         } else {
             ca
@@ -146,7 +148,9 @@ pub fn generate(inputs: &Inputs<'_>) -> (Vec<Entry>, Vec<(String, String)>) {
         env.push(("SSL_CERT_FILE".to_owned(), file));
     }
 
-    entries.retain(|e| !inputs.provided.contains(&e.path));
+    // What other content provides wins, and so does everything beneath it (a tree at `/etc`
+    // brings its own `/etc/passwd`; one at `/bin` its own `/bin/sh`).
+    entries.retain(|e| !inputs.provided.iter().any(|p| e.path.starts_with(p)));
     (entries, env)
 }
 
@@ -417,7 +421,7 @@ mod tests {
         let objects = closure();
         let roots = vec![HELLO.to_owned()];
         let profile = p("/home/dev/.nix-profile");
-        let provided: BTreeSet<ImagePath> = [p("var/tmp")].into();
+        let provided: BTreeSet<ImagePath> = [p("var/tmp"), p("home/dev/.nix-profile/share")].into();
         let (entries, env) = generate(&Inputs {
             objects: &objects,
             roots: &roots,
@@ -432,7 +436,6 @@ mod tests {
             [
                 "/home/dev/.nix-profile",
                 "/home/dev/.nix-profile/bin",
-                "/home/dev/.nix-profile/share",
                 "/tmp"
             ]
         );

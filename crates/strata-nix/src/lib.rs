@@ -133,7 +133,7 @@ pub struct NixInput {
     /// `/etc/group`, `/etc/shadow`, `/etc/nsswitch.conf`, the CA bundle link and the FHS
     /// loader. An image whose other half is a distribution that has them turns this off.
     pub system_files: bool,
-    /// Image paths other content provides; nothing is generated at them.
+    /// Image paths other content provides; nothing is generated at or beneath them.
     pub provided: BTreeSet<ImagePath>,
     /// Where the section is in the spec, for messages (`strata.toml:9:1: user.nix`).
     pub context: String,
@@ -170,7 +170,11 @@ pub struct NixSource {
 
 impl NixSource {
     /// A source for one spec half's `nix` section.
-    pub fn new(input: NixInput) -> Self {
+    pub fn new(mut input: NixInput) -> Self {
+        // The commands run in `dir`, so paths handed to them must not be relative to it again.
+        if let Ok(abs) = std::path::absolute(&input.dir) {
+            input.dir = abs;
+        }
         Self { input }
     }
 
@@ -311,5 +315,23 @@ impl Source for NixSource {
             message: e.stage().to_owned(),
             source: Some(Box::new(e)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_spec_directory_is_made_absolute() {
+        let profile = ImagePath::new("/p").expect("path");
+        let input = NixInput::new(vec![], vec![], profile, PathBuf::from("spec"), "x".into());
+        let source = NixSource::new(input);
+        assert!(source.input.dir.is_absolute());
+        assert!(source.input.dir.ends_with("spec"));
+        assert_eq!(
+            source.realise().expect("nothing to build"),
+            Vec::<String>::new()
+        );
     }
 }
