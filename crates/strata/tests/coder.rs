@@ -631,3 +631,77 @@ fn strata_arch() -> &'static str {
         other => other,
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A Nix image: the account merges with the Nix source's own /etc/passwd.
+
+#[test]
+fn nix_image_gets_the_account_merged_and_passes_the_check() {
+    require_tool("nix-store");
+    require_tool("umoci");
+    let work = Work::new();
+    let bb = fs::read("/bin/busybox").expect("/bin/busybox (busybox-static)");
+    work.file("busybox/bin/busybox", bb, 0o555);
+    work.symlink("busybox/bin/sh", "busybox");
+    work.file(
+        "cacert/etc/ssl/certs/ca-bundle.crt",
+        "-----BEGIN CERTIFICATE-----\n",
+        0o444,
+    );
+    let nix_root = work.root().join("nix");
+    let nix_env = |cmd: &mut Command| {
+        cmd.env("NIX_REMOTE", &nix_root)
+            .env("NIX_CONFIG", "substituters =\nsandbox = false\n");
+    };
+    let add = |rel: &str| {
+        let mut cmd = Command::new("nix-store");
+        nix_env(&mut cmd);
+        cmd.current_dir(work.spec_dir()).arg("--add").arg(rel);
+        stdout(&run_ok(&mut cmd)).trim().to_owned()
+    };
+    let (busybox, cacert) = (add("busybox"), add("cacert"));
+    work.write_spec(&format!(
+        "[image]\nname = \"strata-e2e/coder-nix\"\n\n[base]\nnix = {{ paths = [\"{busybox}\", \"{cacert}\"] }}\n\n[coder]\n"
+    ));
+    let oci = work.out("oci");
+    let mut cmd = work.strata();
+    nix_env(&mut cmd);
+    let out = run_ok(
+        cmd.args(["build", work.spec().to_str().unwrap(), "--json", "--output"])
+            .arg(format!("oci:{}", oci.display())),
+    );
+    let build: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tag = build["tag"].as_str().unwrap();
+
+    let (report, ok) = check_json(&work, &format!("oci:{}", oci.display()));
+    assert!(ok, "the Nix image passes: {report:#}");
+
+    let bundle = work.out("bundle");
+    let mut cmd = Command::new("umoci");
+    cmd.arg("unpack");
+    if !is_root() {
+        cmd.arg("--rootless");
+    }
+    run_ok(
+        cmd.arg("--image")
+            .arg(format!("{}:{tag}", oci.display()))
+            .arg(&bundle),
+    );
+    let snap = snapshot(&bundle.join("rootfs"));
+    let passwd = text_of(&snap, "etc/passwd");
+    let lines: Vec<&str> = passwd.lines().collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with("root:x:0:0:")),
+        "{passwd}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("nobody:")),
+        "the Nix source's accounts stay: {passwd}"
+    );
+    assert_eq!(
+        lines.last().copied(),
+        Some("coder:x:1000:1000::/home/coder:/bin/sh"),
+        "{passwd}"
+    );
+    assert!(text_of(&snap, "etc/shadow").contains("coder:*::0:99999:7:::"));
+}
