@@ -92,7 +92,7 @@ pub enum BuildError {
     Store(#[from] strata_store::StoreError),
     /// `max_layers` leaves no room.
     #[error(
-        "--max-layers must be at least 2 (one store layer and the customisation layer), got {0}"
+        "--max-layers must be at least 3 (a base layer, a user layer and the customisation layer), got {0}"
     )]
     TooFewLayers(usize),
 }
@@ -154,7 +154,7 @@ pub fn build(
     opts: &BuildOptions,
     reporter: &dyn Reporter,
 ) -> Result<BuildOutcome, BuildError> {
-    if opts.max_layers < 2 {
+    if opts.max_layers < 3 {
         return Err(BuildError::TooFewLayers(opts.max_layers));
     }
     let _shared = store.lock_store(false)?;

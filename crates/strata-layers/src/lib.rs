@@ -110,12 +110,11 @@ fn closure(nodes: &[Node], roots: &[String]) -> BTreeSet<String> {
 /// last layer holds all the remaining ones. Each group gets a share of the budget in proportion
 /// to its number of objects. The result depends only on the graph, never on input order.
 pub fn plan(nodes: &[Node], groups: &[Group], budget: usize) -> Vec<PlannedLayer> {
-    let all_roots: Vec<String> = groups.iter().flat_map(|g| g.roots.clone()).collect();
-    let scores = popularity(nodes, &all_roots);
-
     let mut taken: BTreeSet<String> = BTreeSet::new();
     let mut members: Vec<Vec<String>> = Vec::new();
     for group in groups {
+        // Scored from this group's own roots: what a later group holds never reorders it.
+        let scores = popularity(nodes, &group.roots);
         let mut mine: Vec<String> = closure(nodes, &group.roots)
             .into_iter()
             .filter(|id| !taken.contains(id))
@@ -155,47 +154,20 @@ pub fn plan(nodes: &[Node], groups: &[Group], budget: usize) -> Vec<PlannedLayer
     layers
 }
 
-/// Splits `budget` layers between groups of the given sizes: every non-empty group gets at
-/// least one, no group gets more than it has objects, and the rest is shared in proportion.
+/// Splits `budget` layers between groups of the given sizes so that no group's share depends
+/// on the groups after it: each later group has a reserve of a fifth of the budget (at least one
+/// layer) that earlier groups may not use, and takes what earlier groups left, up to its size.
+/// So the base half's layers, and the image name, never change because of the user half.
 fn share_budget(sizes: &[usize], budget: usize) -> Vec<usize> {
-    let non_empty = sizes.iter().filter(|&&n| n > 0).count();
-    let budget = budget.max(non_empty);
-    let total: usize = sizes.iter().sum();
-    if total <= budget {
-        return sizes.to_vec();
-    }
-    let mut shares: Vec<usize> = sizes
-        .iter()
-        .map(|&n| {
-            if n == 0 {
-                0
-            } else {
-                (n * budget / total).clamp(1, n)
-            }
-        })
-        .collect();
-    // Hand out what rounding left, to the groups that can still use it, in order.
-    let mut left = budget.saturating_sub(shares.iter().sum());
-    while left > 0 {
-        let mut gave = false;
-        for (share, &n) in shares.iter_mut().zip(sizes) {
-            if left > 0 && *share < n {
-                *share += 1;
-                left -= 1;
-                gave = true;
-            }
-        }
-        if !gave {
-            break;
-        }
-    }
-    // Rounding up to one per group may overshoot; take back from the largest shares.
-    while shares.iter().sum::<usize>() > budget {
-        if let Some(max) = shares.iter_mut().filter(|s| **s > 1).max() {
-            *max -= 1;
-        } else {
-            break;
-        }
+    let reserve = (budget / 5).max(1);
+    let mut left = budget;
+    let mut shares = Vec::with_capacity(sizes.len());
+    for (i, &n) in sizes.iter().enumerate() {
+        let later = sizes.len() - i - 1;
+        let cap = left.saturating_sub(reserve * later).max(1);
+        let share = n.min(cap);
+        shares.push(share);
+        left = left.saturating_sub(share);
     }
     shares
 }
@@ -308,14 +280,57 @@ mod tests {
 
     #[test]
     fn budget_is_shared_and_respected() {
-        assert_eq!(share_budget(&[300, 10], 99), vec![96, 3]);
-        assert_eq!(share_budget(&[300, 1], 99), vec![98, 1]);
-        assert_eq!(share_budget(&[5, 5], 4), vec![2, 2]);
-        assert_eq!(share_budget(&[5, 0], 1), vec![1, 0]);
+        assert_eq!(share_budget(&[300, 10], 99), vec![80, 10]);
+        assert_eq!(share_budget(&[300, 40], 99), vec![80, 19]);
+        assert_eq!(share_budget(&[5, 40], 99), vec![5, 40]);
+        assert_eq!(share_budget(&[300, 0], 99), vec![80, 0]);
+        assert_eq!(share_budget(&[5, 5], 4), vec![3, 1]);
         assert_eq!(
-            share_budget(&[3, 3], 1),
+            share_budget(&[3, 3], 2),
             vec![1, 1],
             "one layer per group at least"
         );
+    }
+
+    #[test]
+    fn the_user_group_never_changes_the_base_layers() {
+        let base: Vec<(&str, &[&str])> = vec![
+            ("b1", &["lib"]),
+            ("b2", &["lib"]),
+            ("b3", &[]),
+            ("lib", &[]),
+        ];
+        let mut small = base.clone();
+        small.push(("u1", &["b3"]));
+        let mut large = base.clone();
+        for u in ["u1", "u2", "u3", "u4", "u5", "u6"] {
+            large.push((u, &["b3", "b3"]));
+        }
+        let groups = |users: &[&str]| {
+            [
+                Group {
+                    roots: vec!["b1".into(), "b2".into(), "b3".into()],
+                },
+                Group {
+                    roots: users.iter().map(|u| (*u).to_owned()).collect(),
+                },
+            ]
+        };
+        for budget in [2, 3, 5, 10] {
+            let a = plan(&graph(&small), &groups(&["u1"]), budget);
+            let b = plan(
+                &graph(&large),
+                &groups(&["u1", "u2", "u3", "u4", "u5", "u6"]),
+                budget,
+            );
+            let base_of = |p: &[PlannedLayer]| -> Vec<Vec<String>> {
+                p.iter()
+                    .filter(|l| l.group == 0)
+                    .map(|l| l.objects.clone())
+                    .collect()
+            };
+            assert_eq!(base_of(&a), base_of(&b), "budget {budget}");
+            assert!(b.len() <= budget, "budget {budget}: {} layers", b.len());
+        }
     }
 }
