@@ -685,6 +685,7 @@ fn basic_auth_creds_login_authfile_and_wrong_password() {
         let out = strata_fails(&mut cmd);
         assert_no_secret(&out, WRONG, "push with a wrong password");
         let err = stderr(&out);
+        eprintln!("wrong password (--json: {json}): {err}");
         assert!(
             err.contains("401")
                 || err.to_lowercase().contains("password")
@@ -869,6 +870,7 @@ tree = [ { src = "small", dest = "/small" } ]
         std::thread::sleep(Duration::from_millis(50));
     };
     let err = fs::read_to_string(work.root().join("push-1.err")).unwrap();
+    eprintln!("killed after {seen} of {big} bytes; strata said: {err}");
     assert!(
         !status.success(),
         "the push cannot succeed with the registry dead; stderr: {err}"
