@@ -194,6 +194,7 @@ pub fn build(
     let mut planned = planned;
     let account = account_customisation(spec, &planned, &mut customisation, &mut source_env)?;
     if !customisation.is_empty() {
+        let customisation = through_lower_symlinks(&planned, customisation);
         planned.push(customisation_layer(customisation));
     }
     add_parents(&mut planned);
@@ -410,6 +411,70 @@ fn build_layer(
 }
 
 /// The last layer: what the sources generated to tie their content together.
+/// Moves generated entries whose parent directory is a symlink in a lower layer to where the
+/// symlink leads, as writing the file in the running image would. Without this, `/bin/sh` on
+/// a merged-/usr Debian base (where `/bin` links to `usr/bin`) would bring a `/bin` directory
+/// that hides the link and everything behind it.
+fn through_lower_symlinks(lower: &[PlannedLayer], entries: Vec<Entry>) -> Vec<Entry> {
+    let mut links: BTreeMap<&str, &str> = BTreeMap::new();
+    for layer in lower {
+        for obj in &layer.objects {
+            for e in obj.tree.entries() {
+                if let EntryKind::Symlink { target } = &e.kind {
+                    links.insert(e.path.as_str(), target.as_str());
+                }
+            }
+        }
+    }
+    if links.is_empty() {
+        return entries;
+    }
+    entries
+        .into_iter()
+        .map(|mut e| {
+            if let Some(parent) = e.path.parent()
+                && let Some(resolved) = resolve_dir(parent.as_str(), &links)
+                && let Ok(moved) = ImagePath::new(&format!("{resolved}/{}", e.path.file_name()))
+            {
+                e.path = moved;
+            }
+            e
+        })
+        .collect()
+}
+
+/// Resolves a directory path through image symlinks (relative or absolute targets, at most 40
+/// hops, never above the root). `None` when nothing on the way is a symlink.
+fn resolve_dir(path: &str, links: &BTreeMap<&str, &str>) -> Option<String> {
+    let mut todo: Vec<String> = path.split('/').rev().map(str::to_owned).collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(part) = todo.pop() {
+        match part.as_str() {
+            "" | "." => continue,
+            ".." => {
+                done.pop();
+                continue;
+            }
+            _ => {}
+        }
+        done.push(part);
+        let here = done.join("/");
+        if let Some(target) = links.get(here.as_str()) {
+            hops += 1;
+            if hops > 40 {
+                return None;
+            }
+            done.pop();
+            if target.starts_with('/') {
+                done.clear();
+            }
+            todo.extend(target.split('/').rev().map(str::to_owned));
+        }
+    }
+    (hops > 0).then(|| done.join("/"))
+}
+
 fn customisation_layer(entries: Vec<Entry>) -> PlannedLayer {
     let tree = Tree::from_entries(entries);
     // Generated entries are small and held in memory, so their description is their content.
@@ -709,6 +774,36 @@ mod tests {
 
     fn path(p: &str) -> ImagePath {
         ImagePath::new(p).expect("path")
+    }
+
+    #[test]
+    fn generated_entries_follow_lower_symlinks() {
+        let base = object(
+            "base",
+            vec![
+                Entry::symlink(path("bin"), "usr/bin"),
+                Entry::symlink(path("lib64"), "/usr/lib64"),
+                Entry::directory(path("usr/bin"), 0o755),
+            ],
+        );
+        let layers = vec![PlannedLayer {
+            part: "base",
+            objects: vec![base],
+            parents: Vec::new(),
+        }];
+        let moved = through_lower_symlinks(
+            &layers,
+            vec![
+                Entry::symlink(path("bin/sh"), "dash"),
+                Entry::symlink(path("lib64/ld-linux-x86-64.so.2"), "x"),
+                Entry::inline_file(path("etc/passwd"), 0o644, b"root".to_vec()),
+            ],
+        );
+        let paths: Vec<&str> = moved.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["usr/bin/sh", "usr/lib64/ld-linux-x86-64.so.2", "etc/passwd"]
+        );
     }
 
     #[test]

@@ -101,7 +101,7 @@ pub struct ImageConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct RunConfig {
-    /// User (name or uid[:gid]).
+    /// User (name, or uid with an optional `:gid`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Exposed ports, as `{"8080/tcp": {}}`.
