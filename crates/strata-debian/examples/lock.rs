@@ -3,11 +3,11 @@
 
 use strata_debian::{Reporter, Request, resolve};
 
-struct Stderr;
+struct Stderr(std::time::Instant);
 
 impl Reporter for Stderr {
     fn message(&self, msg: &str) {
-        eprintln!("{msg}");
+        eprintln!("[{:>8.3}s] {msg}", self.0.elapsed().as_secs_f64());
     }
 }
 
@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let cache = std::env::temp_dir().join("strata-debian-test-cache");
     let t = std::time::Instant::now();
-    let lock = resolve(&req, &cache, &Stderr)?;
+    let lock = resolve(&req, &cache, &Stderr(t))?;
     eprintln!("{} packages in {:?}", lock.packages.len(), t.elapsed());
     print!("{}", lock.to_toml()?);
     Ok(())

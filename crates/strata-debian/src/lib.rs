@@ -374,32 +374,63 @@ pub fn resolve_with_keyring(
     let c = cache::Cache::new(cache)?;
     let now = release::now_secs();
     let sources = req.sources();
+    // Each source (Release, its indices, parsing) is handled on its own thread.
+    type SourceResult = Result<(release::Release, Vec<resolve::PkgVer>), DebianError>;
+    let results: Vec<SourceResult> = std::thread::scope(|s| {
+        let handles: Vec<_> = sources
+            .iter()
+            .enumerate()
+            .map(|(i, (uri, suite))| {
+                let c = &c;
+                s.spawn(move || -> SourceResult {
+                    let rel = release::fetch_release(c, keyring, uri, suite, now, reporter)?;
+                    let mut versions = Vec::new();
+                    for comp in &req.components {
+                        let mut archs = vec![req.architecture.as_str()];
+                        if !rel.no_all_packages && rel.architectures.iter().any(|a| a == "all") {
+                            archs.push("all");
+                        }
+                        let mut found = false;
+                        for arch in archs {
+                            if let Some(text) = rel.packages_index(c, comp, arch, reporter)? {
+                                let name =
+                                    format!("{uri}/dists/{suite}/{comp}/binary-{arch}/Packages");
+                                reporter.message(&format!("parsing {name}"));
+                                versions.extend(resolve::parse_index(
+                                    &name,
+                                    &text,
+                                    i,
+                                    &req.architecture,
+                                )?);
+                                found = true;
+                            }
+                        }
+                        if !found {
+                            return Err(DebianError::MissingIndex {
+                                release: format!("{uri}/dists/{suite}"),
+                                component: comp.clone(),
+                                architecture: req.architecture.clone(),
+                            });
+                        }
+                    }
+                    Ok((rel, versions))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(DebianError::Lock("an index worker panicked".into())))
+            })
+            .collect()
+    });
     let mut universe = resolve::Universe::default();
     let mut releases = Vec::new();
     let mut mirrors = Vec::new();
-    for (i, (uri, suite)) in sources.iter().enumerate() {
-        let rel = release::fetch_release(&c, keyring, uri, suite, now, reporter)?;
-        for comp in &req.components {
-            let mut archs = vec![req.architecture.as_str()];
-            if !rel.no_all_packages && rel.architectures.iter().any(|a| a == "all") {
-                archs.push("all");
-            }
-            let mut found = false;
-            for arch in archs {
-                if let Some(text) = rel.packages_index(&c, comp, arch, reporter)? {
-                    let name = format!("{uri}/dists/{suite}/{comp}/binary-{arch}/Packages");
-                    universe.add_index(&name, &text, i, &req.architecture)?;
-                    found = true;
-                }
-            }
-            if !found {
-                return Err(DebianError::MissingIndex {
-                    release: format!("{uri}/dists/{suite}"),
-                    component: comp.clone(),
-                    architecture: req.architecture.clone(),
-                });
-            }
-        }
+    for r in results {
+        let (rel, versions) = r?;
+        universe.add(versions);
         mirrors.push(rel.uri.clone());
         releases.push(LockedRelease {
             uri: rel.uri,

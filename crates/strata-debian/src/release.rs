@@ -228,6 +228,19 @@ impl Release {
         reporter: &dyn Reporter,
     ) -> Result<Option<String>, DebianError> {
         let dir = format!("{component}/binary-{arch}");
+        let base = format!("{}/dists/{}", self.uri, self.suite);
+        let plain_name = format!("{base}/{dir}/Packages");
+        let plain = self.sha256.get(&format!("{dir}/Packages")).cloned();
+        // The decompressed index is cached under its own SHA256 when the Release lists it,
+        // and checked against it on every use.
+        if let Some((psize, psha)) = &plain
+            && let Ok(bytes) = std::fs::read(cache.file_path(psha))
+            && bytes.len() as u64 == *psize
+            && sha256_hex(&bytes) == *psha
+            && let Ok(text) = String::from_utf8(bytes)
+        {
+            return Ok(Some(text));
+        }
         for ext in ["xz", "gz", ""] {
             let rel = if ext.is_empty() {
                 format!("{dir}/Packages")
@@ -237,7 +250,6 @@ impl Release {
             let Some((size, sha)) = self.sha256.get(&rel) else {
                 continue;
             };
-            let base = format!("{}/dists/{}", self.uri, self.suite);
             let url = if self.by_hash {
                 format!("{base}/{dir}/by-hash/SHA256/{sha}")
             } else {
@@ -271,6 +283,20 @@ impl Release {
                 file: name.clone(),
                 message: format!("cannot decompress: {e}"),
             })?;
+            if let Some((psize, psha)) = &plain {
+                let actual = sha256_hex(text.as_bytes());
+                if actual != *psha || text.len() as u64 != *psize {
+                    return Err(DebianError::HashMismatch {
+                        file: plain_name,
+                        expected: psha.clone(),
+                        actual,
+                    });
+                }
+                let keep = cache.file_path(psha);
+                if !keep.exists() {
+                    write_atomic(&keep, text.as_bytes())?;
+                }
+            }
             return Ok(Some(text));
         }
         Ok(None)

@@ -56,32 +56,141 @@ pub(crate) struct Universe {
     providers: HashMap<String, Vec<usize>>,
 }
 
-impl Universe {
-    /// Adds the packages of one `Packages` index (from release `release`), keeping only
-    /// architectures `arch` and `all`.
-    pub fn add_index(
-        &mut self,
-        file: &str,
-        text: &str,
-        release: usize,
-        arch: &str,
-    ) -> Result<(), DebianError> {
-        let perr = |message: String| DebianError::Parse {
-            file: file.to_owned(),
-            message,
-        };
-        for para in deb822::paragraphs(text) {
-            let para = para.map_err(perr)?;
-            let Some(name) = para.get("Package") else {
-                continue;
-            };
-            let pa = para.get("Architecture").unwrap_or("");
-            if pa != arch && pa != "all" {
-                continue;
+/// The fields of a `Packages` stanza the resolver reads, in slot order.
+const FIELDS: [&str; 15] = [
+    "Package",
+    "Architecture",
+    "Version",
+    "Provides",
+    "Multi-Arch",
+    "Essential",
+    "Priority",
+    "Pre-Depends",
+    "Depends",
+    "Recommends",
+    "Conflicts",
+    "Breaks",
+    "Filename",
+    "Size",
+    "SHA256",
+];
+
+type Slots<'a> = [Option<&'a str>; FIELDS.len()];
+
+/// Scans stanzas of a `Packages` file keeping only [`FIELDS`]; a fast special case of
+/// [`deb822::paragraphs`] for multi-megabyte indices.
+fn scan_stanzas<'a>(
+    text: &'a str,
+    mut each: impl FnMut(&Slots<'a>) -> Result<(), DebianError>,
+    file: &str,
+) -> Result<(), DebianError> {
+    let mut slots: Slots<'a> = [None; FIELDS.len()];
+    let mut any = false;
+    let mut last: Option<usize> = None;
+    let base = text.as_ptr() as usize;
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim().is_empty() {
+            if any {
+                each(&slots)?;
+                slots = [None; FIELDS.len()];
+                any = false;
             }
-            let version = Version::parse(para.get("Version").unwrap_or(""))
+            last = None;
+            continue;
+        }
+        let first = line.as_bytes()[0];
+        if first == b' ' || first == b'\t' {
+            if let Some(i) = last
+                && let Some(v) = slots[i]
+            {
+                let start = v.as_ptr() as usize - base;
+                let end = line.as_ptr() as usize - base + line.len();
+                slots[i] = Some(&text[start..end]);
+            }
+            continue;
+        }
+        if first == b'#' {
+            continue;
+        }
+        let Some(colon) = line.find(':') else {
+            return Err(DebianError::Parse {
+                file: file.to_owned(),
+                message: format!("line without a field name: {line}"),
+            });
+        };
+        let name = &line[..colon];
+        any = true;
+        last = FIELDS
+            .iter()
+            .position(|f| *f == name)
+            .or_else(|| FIELDS.iter().position(|f| f.eq_ignore_ascii_case(name)));
+        if let Some(i) = last {
+            slots[i] = Some(line[colon + 1..].trim_start());
+        }
+    }
+    if any {
+        each(&slots)?;
+    }
+    Ok(())
+}
+
+/// Parses one `Packages` index (from release `release`), keeping only architectures `arch`
+/// and `all`. Large indices are parsed on two threads.
+pub(crate) fn parse_index(
+    file: &str,
+    text: &str,
+    release: usize,
+    arch: &str,
+) -> Result<Vec<PkgVer>, DebianError> {
+    if text.len() > 4 << 20 {
+        let mid = text.len() / 2;
+        if let Some(off) = text[mid..].find("\n\n") {
+            let (a, b) = text.split_at(mid + off + 2);
+            let (ra, rb) = std::thread::scope(|s| {
+                let h = s.spawn(|| parse_chunk(file, b, release, arch));
+                let ra = parse_chunk(file, a, release, arch);
+                let rb = h.join().unwrap_or_else(|_| {
+                    Err(DebianError::Parse {
+                        file: file.to_owned(),
+                        message: "parser thread panicked".into(),
+                    })
+                });
+                (ra, rb)
+            });
+            let mut out = ra?;
+            out.extend(rb?);
+            return Ok(out);
+        }
+    }
+    parse_chunk(file, text, release, arch)
+}
+
+fn parse_chunk(
+    file: &str,
+    text: &str,
+    release: usize,
+    arch: &str,
+) -> Result<Vec<PkgVer>, DebianError> {
+    let mut out = Vec::new();
+    let perr = |message: String| DebianError::Parse {
+        file: file.to_owned(),
+        message,
+    };
+    scan_stanzas(
+        text,
+        |f| {
+            let get = |i: usize| f[i].map(str::trim_end);
+            let Some(name) = get(0) else {
+                return Ok(());
+            };
+            let pa = get(1).unwrap_or("");
+            if pa != arch && pa != "all" {
+                return Ok(());
+            }
+            let version = Version::parse(get(2).unwrap_or(""))
                 .map_err(|e| perr(format!("package {name}: {e}")))?;
-            let provides = match para.get("Provides") {
+            let provides = match get(3) {
                 Some(p) => deb822::parse_deps(p)
                     .map_err(|e| perr(format!("package {name}: Provides {e}")))?
                     .into_iter()
@@ -89,40 +198,36 @@ impl Universe {
                     .collect(),
                 None => Vec::new(),
             };
-            let field = |f: &str| para.get(f).unwrap_or("").to_owned();
+            let field = |i: usize| get(i).unwrap_or("").to_owned();
             let pv = PkgVer {
                 name: name.to_owned(),
                 version,
                 arch: pa.to_owned(),
-                multi_arch: match para.get("Multi-Arch") {
+                multi_arch: match get(4) {
                     Some("same") => MultiArch::Same,
                     Some("foreign") => MultiArch::Foreign,
                     Some("allowed") => MultiArch::Allowed,
                     _ => MultiArch::No,
                 },
-                essential: para
-                    .get("Essential")
-                    .is_some_and(|e| e.eq_ignore_ascii_case("yes")),
-                priority: match para.get("Priority") {
+                essential: get(5).is_some_and(|e| e.eq_ignore_ascii_case("yes")),
+                priority: match get(6) {
                     Some("required") => 1,
                     Some("important") => 2,
                     Some("standard") => 3,
                     Some("optional") => 4,
                     _ => 5,
                 },
-                pre_depends: field("Pre-Depends"),
-                depends: field("Depends"),
-                recommends: field("Recommends"),
-                conflicts: field("Conflicts"),
-                breaks: field("Breaks"),
+                pre_depends: field(7),
+                depends: field(8),
+                recommends: field(9),
+                conflicts: field(10),
+                breaks: field(11),
                 provides,
-                filename: field("Filename"),
-                size: para
-                    .get("Size")
+                filename: field(12),
+                size: get(13)
                     .and_then(|s| s.parse().ok())
                     .ok_or_else(|| perr(format!("package {name}: missing or bad Size")))?,
-                sha256: para
-                    .get("SHA256")
+                sha256: get(14)
                     .ok_or_else(|| perr(format!("package {name}: missing SHA256")))?
                     .to_ascii_lowercase(),
                 release,
@@ -130,6 +235,18 @@ impl Universe {
             if pv.filename.is_empty() {
                 return Err(perr(format!("package {name}: missing Filename")));
             }
+            out.push(pv);
+            Ok(())
+        },
+        file,
+    )?;
+    Ok(out)
+}
+
+impl Universe {
+    /// Adds parsed package versions; for equal versions the first added wins.
+    pub fn add(&mut self, versions: Vec<PkgVer>) {
+        for pv in versions {
             let idx = self.versions.len();
             match self.candidates.get(&pv.name) {
                 Some(&cur) if self.versions[cur].version >= pv.version => {}
@@ -139,7 +256,6 @@ impl Universe {
             }
             self.versions.push(pv);
         }
-        Ok(())
     }
 
     /// Builds the provider map from the candidates; call after the last `add_index`.
@@ -555,7 +671,7 @@ mod tests {
 
     fn universe(text: &str) -> Universe {
         let mut u = Universe::default();
-        u.add_index("test", text, 0, "amd64").expect("index");
+        u.add(parse_index("test", text, 0, "amd64").expect("index"));
         u.finish();
         u
     }
