@@ -762,6 +762,16 @@ fn basic_auth_creds_login_authfile_and_wrong_password() {
     let out = run_ok(isolated(&work, &home).args([
         "--authfile",
         authfile_arg,
+        "push",
+        &layout_arg,
+        &reg.docker("private/ws:from-authfile"),
+        "--json",
+    ]));
+    assert_no_secret(&out, PASSWORD, "push after login");
+    assert_eq!(json_stdout(&out)["digest"].as_str(), Some(built.digest()));
+    let out = run_ok(isolated(&work, &home).args([
+        "--authfile",
+        authfile_arg,
         "build",
         spec.to_str().unwrap(),
         "--output",
