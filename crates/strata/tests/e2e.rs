@@ -1199,7 +1199,7 @@ fn max_layers_bounds_the_layer_count_and_inspect_lists_objects() {
         assert_eq!(objects(layer).len(), 1, "one object per layer: {layer}");
     }
 
-    for max in [2usize, 3, 5] {
+    for max in [3usize, 4, 6] {
         let dir = work.out(&format!("max{max}"));
         let build = work.build(
             &format!("oci:{}", dir.display()),
@@ -1237,6 +1237,24 @@ fn max_layers_bounds_the_layer_count_and_inspect_lists_objects() {
             }
         }
     }
+
+    // Too small a budget is an error that says so, not a silently bigger image.
+    let out = run(work.strata().arg("build").arg(work.spec()).args([
+        "--max-layers",
+        "2",
+        "--output",
+        &format!("oci:{}", work.out("max2").display()),
+    ]));
+    assert!(!out.status.success(), "--max-layers 2 should be rejected");
+    assert!(
+        stderr(&out).contains("--max-layers"),
+        "the error names --max-layers: {}",
+        stderr(&out)
+    );
+    assert!(
+        !work.out("max2").exists(),
+        "a rejected build wrote its output"
+    );
 
     // inspect reads docker-archives too.
     let archive = work.out("image.tar");
