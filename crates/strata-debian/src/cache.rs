@@ -104,6 +104,27 @@ impl Cache {
         self.root.join("trees").join(format!("{deb_sha256}.json"))
     }
 
+    /// The path of the cached file with this SHA256 if it is present and intact.
+    pub(crate) fn cached_verified(
+        &self,
+        name: &str,
+        size: Option<u64>,
+        sha256: &str,
+    ) -> Result<Option<PathBuf>, DebianError> {
+        let sha256 = sha256.to_ascii_lowercase();
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(DebianError::Parse {
+                file: name.to_owned(),
+                message: format!("invalid SHA256 `{sha256}`"),
+            });
+        }
+        let path = self.file_path(&sha256);
+        match hash_file(&path) {
+            Ok((len, h)) if h == sha256 && size.is_none_or(|s| s == len) => Ok(Some(path)),
+            _ => Ok(None),
+        }
+    }
+
     /// GETs a small document; `Ok(None)` on 404 / 410.
     pub(crate) fn get(&self, url: &str) -> Result<Option<Vec<u8>>, DebianError> {
         let resp = match self.agent.get(url).call() {

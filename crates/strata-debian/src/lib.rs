@@ -149,6 +149,12 @@ pub enum DebianError {
     /// A lock file cannot be read or written.
     #[error("lock file: {0}")]
     Lock(String),
+    /// An offline fetch lacks packages that are not in the cache.
+    #[error("offline: not in the cache: {}", missing.join(", "))]
+    Offline {
+        /// `name version` of each missing package.
+        missing: Vec<String>,
+    },
 }
 
 /// Progress reports; every method has an empty default.
@@ -270,6 +276,9 @@ pub struct LockedPackage {
     pub filename: String,
     /// Repository base URI the file is downloaded from.
     pub mirror: String,
+    /// Suite of the Release (in [`Lock::releases`]) whose index listed it.
+    #[serde(default)]
+    pub suite: String,
     /// Size in bytes.
     pub size: u64,
     /// SHA256 of the `.deb`.
@@ -431,7 +440,7 @@ pub fn resolve_with_keyring(
     for r in results {
         let (rel, versions) = r?;
         universe.add(versions);
-        mirrors.push(rel.uri.clone());
+        mirrors.push((rel.uri.clone(), rel.suite.clone()));
         releases.push(LockedRelease {
             uri: rel.uri,
             suite: rel.suite,
@@ -476,6 +485,57 @@ pub fn fetch(
     cache: &Path,
     reporter: &dyn Reporter,
 ) -> Result<Vec<Package>, DebianError> {
+    fetch_with(lock, cache, reporter, false)
+}
+
+/// [`fetch`] without network access: builds from the cache alone, or fails with
+/// [`DebianError::Offline`] naming every package that is not cached.
+pub fn fetch_offline(
+    lock: &Lock,
+    cache: &Path,
+    reporter: &dyn Reporter,
+) -> Result<Vec<Package>, DebianError> {
+    let missing = missing(lock, cache)?;
+    if !missing.is_empty() {
+        return Err(DebianError::Offline {
+            missing: missing
+                .iter()
+                .map(|p| format!("{} {}", p.name, p.version))
+                .collect(),
+        });
+    }
+    fetch_with(lock, cache, reporter, true)
+}
+
+/// The locked packages that are in the cache neither extracted nor as a downloaded `.deb`
+/// (the packages an offline build lacks).
+pub fn missing(lock: &Lock, cache: &Path) -> Result<Vec<LockedPackage>, DebianError> {
+    let c = cache::Cache::new(cache)?;
+    Ok(lock
+        .packages
+        .iter()
+        .filter(|p| {
+            let sha = p.sha256.to_ascii_lowercase();
+            if sha.len() != 64 {
+                return true;
+            }
+            let extracted = std::fs::read(c.tree_path(&sha))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<deb::Extracted>(&b).ok())
+                .is_some_and(|ex| ex.content_present(&c));
+            let downloaded = std::fs::metadata(c.file_path(&sha)).is_ok_and(|m| m.len() == p.size);
+            !extracted && !downloaded
+        })
+        .cloned()
+        .collect())
+}
+
+fn fetch_with(
+    lock: &Lock,
+    cache: &Path,
+    reporter: &dyn Reporter,
+    offline: bool,
+) -> Result<Vec<Package>, DebianError> {
     let c = cache::Cache::new(cache)?;
     let next = Mutex::new(0usize);
     let results: Mutex<BTreeMap<usize, Result<Package, DebianError>>> = Mutex::new(BTreeMap::new());
@@ -493,7 +553,7 @@ pub fn fetch(
                     let Some(p) = lock.packages.get(i) else {
                         return;
                     };
-                    let r = fetch_one(&c, p, reporter);
+                    let r = fetch_one(&c, p, reporter, offline);
                     let failed = r.is_err();
                     if let Ok(mut m) = results.lock() {
                         m.insert(i, r);
@@ -526,6 +586,7 @@ fn fetch_one(
     c: &cache::Cache,
     p: &LockedPackage,
     reporter: &dyn Reporter,
+    offline: bool,
 ) -> Result<Package, DebianError> {
     let sha = p.sha256.to_ascii_lowercase();
     if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -547,8 +608,15 @@ fn fetch_one(
             paths: ex.paths,
         });
     }
-    reporter.message(&format!("fetching {} {}", p.name, p.version));
-    let path = c.fetch_verified(&name, &name, Some(p.size), &sha, reporter)?;
+    let path = if offline {
+        c.cached_verified(&name, Some(p.size), &sha)?
+            .ok_or_else(|| DebianError::Offline {
+                missing: vec![format!("{} {}", p.name, p.version)],
+            })?
+    } else {
+        reporter.message(&format!("fetching {} {}", p.name, p.version));
+        c.fetch_verified(&name, &name, Some(p.size), &sha, reporter)?
+    };
     let mut warn = |m: String| reporter.message(&m);
     let ex = deb::extract(c, &path, &name, &mut warn)?;
     let json = serde_json::to_vec(&ex).map_err(|e| DebianError::Lock(e.to_string()))?;
@@ -559,6 +627,32 @@ fn fetch_one(
         control: ex.control,
         paths: ex.paths,
     })
+}
+
+/// The merged-/usr symlinks at the image root (`bin -> usr/bin`, `lib64 -> usr/lib64`, ...):
+/// `bin`, `sbin` and `lib` always, the other [`MERGED_DIRS`] when some tree has `usr/DIR`.
+pub fn merged_usr_symlinks<'a>(
+    trees: impl IntoIterator<Item = &'a strata_fstree::Tree>,
+) -> Vec<strata_fstree::Entry> {
+    let mut used: std::collections::BTreeSet<&str> = ["bin", "sbin", "lib"].into();
+    for t in trees {
+        for e in t.entries() {
+            let mut parts = e.path.as_str().split('/');
+            if parts.next() == Some("usr")
+                && let Some(d) = parts.next()
+                && let Some(m) = MERGED_DIRS.iter().find(|m| **m == d)
+            {
+                used.insert(m);
+            }
+        }
+    }
+    used.into_iter()
+        .filter_map(|d| {
+            strata_fstree::ImagePath::new(d)
+                .ok()
+                .map(|p| strata_fstree::Entry::symlink(p, format!("usr/{d}")))
+        })
+        .collect()
 }
 
 /// Extracts a local `.deb` file (no verification) into a [`Package`]-like triple: tree,
@@ -573,4 +667,91 @@ pub fn extract_deb(
     let mut warn = |m: String| reporter.message(&m);
     let ex = deb::extract(&c, deb, &name, &mut warn)?;
     Ok((ex.tree(&c, &name)?, ex.control, ex.paths))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Lock {
+        let pkg = |name: &str, deps: &[&str]| LockedPackage {
+            name: name.into(),
+            version: "1.0-1".into(),
+            architecture: "amd64".into(),
+            filename: format!("pool/main/{name}.deb"),
+            mirror: "http://deb.debian.org/debian".into(),
+            suite: "bookworm".into(),
+            size: 1234,
+            sha256: "ab".repeat(32),
+            depends: deps.iter().map(|s| s.to_string()).collect(),
+            essential: name == "base",
+        };
+        Lock {
+            version: 1,
+            request: Request::default().digest(),
+            releases: vec![
+                LockedRelease {
+                    uri: "http://deb.debian.org/debian-security".into(),
+                    suite: "bookworm-security".into(),
+                    date: "Mon, 23 Nov 2026 11:22:37 UTC".into(),
+                    sha256: "cd".repeat(32),
+                },
+                LockedRelease {
+                    uri: "http://deb.debian.org/debian".into(),
+                    suite: "bookworm".into(),
+                    date: "Sat, 11 Jul 2026 10:16:37 UTC".into(),
+                    sha256: "ef".repeat(32),
+                },
+            ],
+            packages: vec![
+                pkg("zsh", &["libc6", "base"]),
+                pkg("base", &[]),
+                pkg("libc6", &[]),
+            ],
+        }
+    }
+
+    #[test]
+    fn lock_round_trip_is_deterministic() {
+        let lock = sample();
+        let text = lock.to_toml().expect("toml");
+        let back = Lock::from_toml(&text).expect("parse");
+        // Parsing gives the sorted lock, and writing it again gives the same text.
+        assert_eq!(back.packages[0].name, "base");
+        assert_eq!(back.packages[2].depends, ["base", "libc6"]);
+        assert_eq!(back.releases[0].suite, "bookworm");
+        assert_eq!(back.to_toml().expect("toml"), text);
+        let mut shuffled = lock.clone();
+        shuffled.packages.reverse();
+        shuffled.releases.reverse();
+        assert_eq!(shuffled.to_toml().expect("toml"), text);
+        assert!(back.matches(&Request::default()));
+        let other = Request {
+            packages: vec!["git".into()],
+            ..Request::default()
+        };
+        assert!(!back.matches(&other));
+        assert!(
+            Lock::from_toml("version = 2\nrequest = \"\"\nreleases = []\npackages = []\n").is_err()
+        );
+        assert!(Lock::from_toml("not toml").is_err());
+    }
+
+    #[test]
+    fn request_digest_ignores_order() {
+        let a = Request {
+            packages: vec!["git".into(), "curl".into()],
+            ..Request::default()
+        };
+        let b = Request {
+            packages: vec!["curl".into(), "git".into(), "git".into()],
+            ..Request::default()
+        };
+        assert_eq!(a.digest(), b.digest());
+        let c = Request {
+            essential: false,
+            ..a.clone()
+        };
+        assert_ne!(a.digest(), c.digest());
+    }
 }

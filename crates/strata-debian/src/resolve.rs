@@ -637,7 +637,7 @@ impl Solver<'_> {
 pub(crate) fn locked_packages(
     u: &Universe,
     res: &Resolution,
-    mirrors: &[String],
+    mirrors: &[(String, String)],
 ) -> Vec<LockedPackage> {
     let mut out: Vec<LockedPackage> = res
         .selected
@@ -649,7 +649,14 @@ pub(crate) fn locked_packages(
                 version: v.version.to_string(),
                 architecture: v.arch.clone(),
                 filename: v.filename.clone(),
-                mirror: mirrors.get(v.release).cloned().unwrap_or_default(),
+                mirror: mirrors
+                    .get(v.release)
+                    .map(|m| m.0.clone())
+                    .unwrap_or_default(),
+                suite: mirrors
+                    .get(v.release)
+                    .map(|m| m.1.clone())
+                    .unwrap_or_default(),
                 size: v.size,
                 sha256: v.sha256.clone(),
                 depends: res

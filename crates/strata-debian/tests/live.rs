@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use strata_debian::{NoReporter, Request, fetch, resolve};
+use strata_debian::{
+    DebianError, Lock, NoReporter, Request, fetch, fetch_offline, merged_usr_symlinks, missing,
+    resolve,
+};
 
 fn cache_dir() -> PathBuf {
     let d = std::env::temp_dir().join("strata-debian-test-cache");
@@ -59,4 +62,39 @@ fn resolve_and_fetch_bash_coreutils() {
             .control()
             .is_some_and(|c| c.contains("Package: bash"))
     );
+
+    // The lock survives TOML, and the warm cache serves an offline fetch.
+    let text = lock.to_toml().expect("toml");
+    let back = Lock::from_toml(&text).expect("parse");
+    assert_eq!(back, lock);
+    let t = Instant::now();
+    let again = fetch_offline(&back, &cache_dir(), &NoReporter).expect("offline fetch");
+    eprintln!(
+        "warm offline fetch of {} packages in {:?}",
+        again.len(),
+        t.elapsed()
+    );
+    assert_eq!(again.len(), pkgs.len());
+    for (a, b) in again.iter().zip(&pkgs) {
+        assert_eq!(a.tree, b.tree);
+    }
+    let links = merged_usr_symlinks(pkgs.iter().map(|p| &p.tree));
+    let names: Vec<&str> = links.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(names, ["bin", "lib", "lib64", "sbin"]);
+
+    // An empty cache has nothing: offline fails naming the packages.
+    let empty = tempfile::tempdir().expect("tempdir");
+    assert_eq!(
+        missing(&lock, empty.path()).expect("missing").len(),
+        lock.packages.len()
+    );
+    match fetch_offline(&lock, empty.path(), &NoReporter) {
+        Err(DebianError::Offline { missing }) => {
+            assert!(missing.iter().any(|m| m.starts_with("bash ")))
+        }
+        other => panic!(
+            "expected an offline error, got {:?}",
+            other.map(|v| v.len())
+        ),
+    }
 }

@@ -209,8 +209,15 @@ fn build_deb(
         }
     }
     let out = work.join(format!("{name}.deb"));
+    // Every compression dpkg-deb offers: xz (Debian), zstd (Ubuntu), gzip, none.
+    let comp = match name {
+        "beta" => "-Zzstd",
+        "usr-is-merged" => "-Zgzip",
+        "broken" => "-Znone",
+        _ => "-Zxz",
+    };
     run(Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-Zxz", "--build"])
+        .args(["--root-owner-group", comp, "--build"])
         .arg(&root)
         .arg(&out));
     out
@@ -240,18 +247,19 @@ fn write_ar(members: &[(&str, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-/// A tar with a raw (unchecked) path.
-fn raw_tar(entries: &[(&str, &[u8])]) -> Vec<u8> {
+/// A tar with raw (unchecked) paths: (path, type, data, link target).
+fn raw_tar(entries: &[(&str, tar::EntryType, &[u8], &str)]) -> Vec<u8> {
     let mut out = Vec::new();
-    for (path, data) in entries {
+    for (path, kind, data, link) in entries {
         let mut h = tar::Header::new_old();
         {
-            let name = &mut h.as_old_mut().name;
-            name[..path.len()].copy_from_slice(path.as_bytes());
+            let old = h.as_old_mut();
+            old.name[..path.len()].copy_from_slice(path.as_bytes());
+            old.linkname[..link.len()].copy_from_slice(link.as_bytes());
         }
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
+        h.set_entry_type(*kind);
         h.set_uid(0);
         h.set_gid(0);
         h.set_mtime(0);
@@ -262,6 +270,25 @@ fn raw_tar(entries: &[(&str, &[u8])]) -> Vec<u8> {
     }
     out.extend([0u8; 1024]);
     out
+}
+
+/// A hand-made `.deb` with the given control text and raw data.tar entries.
+fn raw_deb(control: &str, data: &[(&str, tar::EntryType, &[u8], &str)]) -> Vec<u8> {
+    let control_tar = {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(control.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "./control", control.as_bytes())
+            .expect("append");
+        b.into_inner().expect("tar")
+    };
+    write_ar(&[
+        ("debian-binary", b"2.0\n".to_vec()),
+        ("control.tar", control_tar),
+        ("data.tar", raw_tar(data)),
+    ])
 }
 
 struct Repo {
@@ -361,28 +388,39 @@ impl Repo {
         self.add("broken", deb, broken_ctl);
         // A hostile package whose data.tar escapes the root.
         let evil_ctl = "Package: evil\nVersion: 1\nArchitecture: amd64\nMaintainer: t <t@t>\nDescription: test\n";
-        let control_tar = {
-            let mut b = tar::Builder::new(Vec::new());
-            let mut h = tar::Header::new_gnu();
-            h.set_size(evil_ctl.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            b.append_data(&mut h, "./control", evil_ctl.as_bytes())
-                .expect("append");
-            b.into_inner().expect("tar")
-        };
-        let data_tar = raw_tar(&[
-            ("./usr/share/ok", b"ok"),
-            ("./usr/../../../tmp/strata-evil", b"evil"),
-        ]);
-        let evil = write_ar(&[
-            ("debian-binary", b"2.0\n".to_vec()),
-            ("control.tar", control_tar),
-            ("data.tar", data_tar),
-        ]);
+        let reg = tar::EntryType::Regular;
+        let evil = raw_deb(
+            evil_ctl,
+            &[
+                ("./usr/share/ok", reg, b"ok", ""),
+                ("./usr/../../../tmp/strata-evil", reg, b"evil", ""),
+            ],
+        );
         let path = work.join("evil.deb");
         std::fs::write(&path, evil).expect("write evil");
         self.add("evil", path, evil_ctl);
+        // Odd but harmless-once-neutralised entries: a device node, links leaving the root.
+        let odd_ctl = "Package: odd\nVersion: 1\nArchitecture: amd64\nMaintainer: t <t@t>\nDescription: test\n";
+        let odd = raw_deb(
+            odd_ctl,
+            &[
+                ("./dev/", tar::EntryType::Directory, b"", ""),
+                ("./dev/null", tar::EntryType::Char, b"", ""),
+                ("./usr/", tar::EntryType::Directory, b"", ""),
+                (
+                    "./usr/shadow",
+                    tar::EntryType::Symlink,
+                    b"",
+                    "../../../../etc/shadow",
+                ),
+                ("./usr/abs", tar::EntryType::Symlink, b"", "/etc/passwd"),
+                ("./sbin/tool", reg, b"tool", ""),
+                ("./sbin/tool2", tar::EntryType::Link, b"", "./sbin/tool"),
+            ],
+        );
+        let path = work.join("odd.deb");
+        std::fs::write(&path, odd).expect("write odd");
+        self.add("odd", path, odd_ctl);
     }
 
     /// Writes pool, Packages(.xz), Release and its signature.
@@ -537,6 +575,14 @@ fn good_signature_resolves_and_extracts() {
     assert!(alpha.paths.contains(&"/bin/alpha".to_string()));
     assert!(alpha.paths.contains(&"/bin".to_string()));
     assert!(alpha.control.get("postinst").is_some());
+    // zstd- and gzip-compressed data.tar members (beta, usr-is-merged) were read too.
+    let beta = pkgs.iter().find(|p| p.locked.name == "beta").expect("beta");
+    assert!(
+        beta.tree
+            .entries()
+            .iter()
+            .any(|e| e.path.as_str() == "usr/share/beta/data")
+    );
     assert!(
         alpha
             .control
@@ -710,4 +756,34 @@ fn unsatisfiable_and_escaping_packages() {
     let err = fetch(&lock, cache.path(), &NoReporter).expect_err("escaping entry refused");
     assert!(matches!(err, DebianError::UnsafePath { .. }), "{err}");
     assert!(!Path::new("/tmp/strata-evil").exists());
+}
+
+#[test]
+fn device_nodes_skipped_and_links_neutralised() {
+    let Some(repo) = setup() else { return };
+    repo.publish(&Publish::default());
+    let cache = tempfile::tempdir().expect("cache");
+    let lock = resolve(
+        &repo.request(&["odd"], repo.keyring(&repo.key)),
+        cache.path(),
+        &NoReporter,
+    )
+    .expect("resolve");
+    let pkgs = fetch(&lock, cache.path(), &NoReporter).expect("fetch");
+    let odd = pkgs.iter().find(|p| p.locked.name == "odd").expect("odd");
+    let get = |p: &str| odd.tree.entries().iter().find(|e| e.path.as_str() == p);
+    assert!(get("dev/null").is_none(), "device node must be skipped");
+    assert_eq!(
+        link_target(&get("usr/shadow").expect("shadow").kind),
+        Some("/etc/shadow")
+    );
+    assert_eq!(
+        link_target(&get("usr/abs").expect("abs").kind),
+        Some("/etc/passwd")
+    );
+    match &get("usr/sbin/tool2").expect("hardlink").kind {
+        EntryKind::Hardlink { target } => assert_eq!(target.as_str(), "usr/sbin/tool"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(get("sbin").is_none() && get("usr/sbin/tool").is_some());
 }
