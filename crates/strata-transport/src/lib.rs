@@ -140,6 +140,20 @@ pub fn write(
     reporter: &dyn Reporter,
     scratch: &Path,
 ) -> Result<Written, TransportError> {
+    write_from(image, dest, client, reporter, scratch, None)
+}
+
+/// Like [`write`], for an image read from `source`. When `source` is another repository of
+/// the registry `dest` names, the blobs the destination lacks are mounted from it (the
+/// registry copies them itself) instead of uploaded.
+pub fn write_from(
+    image: &BuiltImage,
+    dest: &Transport,
+    client: Option<&Client>,
+    reporter: &dyn Reporter,
+    scratch: &Path,
+    source: Option<&Transport>,
+) -> Result<Written, TransportError> {
     match dest {
         Transport::Oci(dir, tag) => {
             let mut image = image.clone();
@@ -172,7 +186,32 @@ pub fn write(
             } else {
                 reference.clone()
             };
-            let config_path = scratch.join("config.json");
+            let mount_from = match source {
+                Some(Transport::Registry(src))
+                    if src.registry == reference.registry
+                        && src.repository != reference.repository =>
+                {
+                    Some(src.repository.clone())
+                }
+                _ => None,
+            };
+            // A file of this push's own: other processes may push from the same store at the
+            // same time. Removed when dropped, after the push.
+            std::fs::create_dir_all(scratch).map_err(|source| TransportError::Io {
+                action: "create",
+                path: scratch.to_owned(),
+                source,
+            })?;
+            let config_file = tempfile::Builder::new()
+                .prefix("config-")
+                .suffix(".json")
+                .tempfile_in(scratch)
+                .map_err(|source| TransportError::Io {
+                    action: "create a temporary file in",
+                    path: scratch.to_owned(),
+                    source,
+                })?;
+            let config_path = config_file.path().to_owned();
             std::fs::write(&config_path, &image.config).map_err(|source| TransportError::Io {
                 action: "write",
                 path: config_path.clone(),
@@ -186,7 +225,7 @@ pub fn write(
                     size: image.config.len() as u64,
                     media_type: config_media_type(&image.manifest_media_type).to_owned(),
                     path: config_path,
-                    mount_from: None,
+                    mount_from: mount_from.clone(),
                 },
                 layers: image
                     .layers
@@ -196,11 +235,13 @@ pub fn write(
                         size: l.digests.size,
                         media_type: l.media_type.clone(),
                         path: l.path.clone(),
-                        mount_from: None,
+                        mount_from: mount_from.clone(),
                     })
                     .collect(),
             };
-            Ok(Written::Pushed(client.push(&reference, &push, reporter)?))
+            let report = client.push(&reference, &push, reporter)?;
+            drop(config_file);
+            Ok(Written::Pushed(report))
         }
     }
 }

@@ -74,9 +74,15 @@ pub fn copy(
     let opened = strata_transport::open(src, client.as_ref(), &platform, &scratch)
         .with_context(|| format!("reading {src}"))?;
     progress.phase(&format!("writing {dest}"));
-    let written =
-        strata_transport::write(&opened.image, dest, client.as_ref(), &progress, &scratch)
-            .with_context(|| format!("writing {dest}"))?;
+    let written = strata_transport::write_from(
+        &opened.image,
+        dest,
+        client.as_ref(),
+        &progress,
+        &scratch,
+        Some(src),
+    )
+    .with_context(|| format!("writing {dest}"))?;
     progress.finish();
     Ok(CopyOutcome {
         reference: opened.image.reference(),
