@@ -520,7 +520,9 @@ fn copy_from_registry_to_docker_archive_loads_in_podman() {
     let built = work.build_spec(&spec, &reg.docker("ws"), &[]);
     let source = format!("{}:{}", reg.docker("ws"), built.tag());
 
-    // Registry to registry (another repository): same digest, checked by skopeo.
+    // Registry to registry, another repository of the same registry: the registry mounts
+    // every blob from the source repository; no blob data is sent.
+    let mark = reg.mark();
     let out = strata_ok(
         &work,
         &[
@@ -531,11 +533,48 @@ fn copy_from_registry_to_docker_archive_loads_in_podman() {
             "--json",
         ],
     );
-    assert_eq!(json_stdout(&out)["digest"].as_str(), Some(built.digest()));
+    let copied = json_stdout(&out);
+    assert_eq!(copied["digest"].as_str(), Some(built.digest()));
+    let blobs = copied["blobs"].as_array().unwrap();
+    assert_eq!(blobs.len(), built.layers().len() + 1, "{copied:#}");
+    for b in blobs {
+        assert_eq!(b["outcome"], "mounted", "{copied:#}");
+    }
+    let requests = reg.requests_since(mark);
+    let uploads = upload_requests(&requests);
+    assert_eq!(
+        uploads.len(),
+        blobs.len(),
+        "one mount per blob: {requests:#?}"
+    );
+    assert!(
+        uploads
+            .iter()
+            .all(|u| u.starts_with("POST /v2/mirror/ws/blobs/uploads/?")
+                && u.contains("mount=")
+                && u.contains("from=ws")),
+        "blobs are mounted from ws, not uploaded: {requests:#?}"
+    );
     assert_eq!(
         skopeo_inspect(&reg.docker("mirror/ws:copied"), &[])["Digest"].as_str(),
         Some(built.digest()),
         "the copy has the source's manifest digest"
+    );
+
+    // To another registry: uploaded, same digest.
+    let other = Registry::start(Auth::None);
+    let out = strata_ok(
+        &work,
+        &["copy", &source, &other.docker("ws:copied"), "--json"],
+    );
+    let copied = json_stdout(&out);
+    assert_eq!(copied["digest"].as_str(), Some(built.digest()));
+    for b in copied["blobs"].as_array().unwrap() {
+        assert_eq!(b["outcome"], "uploaded", "{copied:#}");
+    }
+    assert_eq!(
+        skopeo_inspect(&other.docker("ws:copied"), &[])["Digest"].as_str(),
+        Some(built.digest())
     );
 
     // Registry to docker-archive, loaded and run by podman.
@@ -568,6 +607,47 @@ fn copy_from_registry_to_docker_archive_loads_in_podman() {
         "the archive is tagged with the source's repository and tag: {reference}"
     );
     podman_run_hi(&reference);
+}
+
+#[test]
+fn concurrent_pushes_from_one_store_do_not_clobber_each_other() {
+    let reg = Registry::start(Auth::None);
+    let work = Work::new();
+    let mut layouts = Vec::new();
+    for name in ["one", "two"] {
+        let spec = busybox_spec(&work, &format!("{name}.toml"), &format!("{name}\n"));
+        let layout = work.out(name);
+        let built = work.build_spec(&spec, &format!("oci:{}", layout.display()), &[]);
+        layouts.push((
+            format!("oci:{}", layout.display()),
+            built.digest().to_owned(),
+        ));
+    }
+    // Fresh repositories each round, so every push uploads its config from the store's
+    // scratch directory while the other push does the same.
+    for round in 0..8 {
+        let children: Vec<_> = layouts
+            .iter()
+            .enumerate()
+            .map(|(i, (layout, _))| {
+                let mut cmd = work.strata();
+                cmd.args(["push", layout, &reg.docker(&format!("r{round}/img{i}:t"))])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                cmd.spawn().unwrap()
+            })
+            .collect();
+        for (child, (layout, digest)) in children.into_iter().zip(&layouts) {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: pushing {layout} while another push ran from the same store \
+                 failed: {}",
+                stderr(&out)
+            );
+            assert!(stdout(&out).contains(digest.as_str()), "{}", stdout(&out));
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
