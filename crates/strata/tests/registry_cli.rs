@@ -14,6 +14,7 @@ mod registry_common;
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -829,6 +830,12 @@ fn basic_auth_creds_login_authfile_and_wrong_password() {
     );
     assert_no_secret(&out, PASSWORD, "login");
     let stored: Value = serde_json::from_slice(&fs::read(&authfile).unwrap()).unwrap();
+    let mode = fs::metadata(&authfile).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "the auth file must be private to its owner, like docker's: {mode:o}"
+    );
     assert!(
         stored["auths"][reg.host()]["auth"].is_string(),
         "login stores docker-style `auths` for {}: {stored:#}",
