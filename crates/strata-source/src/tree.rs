@@ -50,7 +50,8 @@ impl Source for TreeSource {
             let (tree, fingerprint) =
                 walk(&input.src, &input.dest, &opts).map_err(|e| SourceError::Entry {
                     context: input.context.clone(),
-                    message: format!("cannot read `{}`", input.src.display()),
+                    // The walk error names the file; this names the spec entry.
+                    message: format!("cannot copy `{}` into the image", input.dest.absolute()),
                     source: Some(Box::new(e)),
                 })?;
             let overrides = format!("{:?}/{:?}/{:?}", input.mode, input.uid, input.gid);
@@ -109,9 +110,14 @@ mod tests {
             .resolve(&ctx)
             .expect_err("missing file");
         let msg = err.to_string();
+        assert_eq!(
+            msg,
+            "strata.toml:3:1: base.tree[nope]: cannot copy `/x` into the image"
+        );
+        let cause = std::error::Error::source(&err).map(ToString::to_string);
         assert!(
-            msg.starts_with("strata.toml:3:1: base.tree[nope]: cannot read `"),
-            "{msg}"
+            cause.is_some_and(|c| c.contains("nope")),
+            "the cause names the file"
         );
     }
 }
