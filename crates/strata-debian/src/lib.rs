@@ -384,7 +384,7 @@ pub fn resolve_with_keyring(
     let now = release::now_secs();
     let sources = req.sources();
     // Each source (Release, its indices, parsing) is handled on its own thread.
-    type SourceResult = Result<(release::Release, Vec<resolve::PkgVer>), DebianError>;
+    type SourceResult = Result<(release::Release, Vec<resolve::PkgVer>, Vec<String>), DebianError>;
     let results: Vec<SourceResult> = std::thread::scope(|s| {
         let handles: Vec<_> = sources
             .iter()
@@ -394,6 +394,7 @@ pub fn resolve_with_keyring(
                 s.spawn(move || -> SourceResult {
                     let rel = release::fetch_release(c, keyring, uri, suite, now, reporter)?;
                     let mut versions = Vec::new();
+                    let mut texts = Vec::new();
                     for comp in &req.components {
                         let mut archs = vec![req.architecture.as_str()];
                         if !rel.no_all_packages && rel.architectures.iter().any(|a| a == "all") {
@@ -411,6 +412,7 @@ pub fn resolve_with_keyring(
                                     i,
                                     &req.architecture,
                                 )?);
+                                texts.push(text);
                                 found = true;
                             }
                         }
@@ -422,7 +424,7 @@ pub fn resolve_with_keyring(
                             });
                         }
                     }
-                    Ok((rel, versions))
+                    Ok((rel, versions, texts))
                 })
             })
             .collect();
@@ -438,8 +440,11 @@ pub fn resolve_with_keyring(
     let mut releases = Vec::new();
     let mut mirrors = Vec::new();
     for r in results {
-        let (rel, versions) = r?;
+        let (rel, versions, texts) = r?;
         universe.add(versions);
+        for t in texts {
+            universe.add_text(t);
+        }
         mirrors.push((rel.uri.clone(), rel.suite.clone()));
         releases.push(LockedRelease {
             uri: rel.uri,

@@ -54,6 +54,10 @@ pub(crate) struct Universe {
     candidates: HashMap<String, usize>,
     /// Provided name → candidate indices providing it.
     providers: HashMap<String, Vec<usize>>,
+    /// The index texts, in the order apt reads them (for [`Universe::mention_order`]).
+    texts: Vec<String>,
+    /// Name → position of its first mention in the indices, computed on first need.
+    mentions: std::sync::OnceLock<HashMap<String, usize>>,
 }
 
 /// The fields of a `Packages` stanza the resolver reads, in slot order.
@@ -243,7 +247,55 @@ fn parse_chunk(
     Ok(out)
 }
 
+/// The fields in which apt's cache generator meets package names, in its order.
+const MENTION_FIELDS: [&str; 10] = [
+    "Package",
+    "Pre-Depends",
+    "Depends",
+    "Conflicts",
+    "Breaks",
+    "Recommends",
+    "Suggests",
+    "Replaces",
+    "Enhances",
+    "Provides",
+];
+
 impl Universe {
+    /// Keeps an index text for tie-breaking between equal providers.
+    pub fn add_text(&mut self, text: String) {
+        self.texts.push(text);
+    }
+
+    /// Where a name is first mentioned in the indices. apt numbers packages in the order its
+    /// cache generator meets their names and, among otherwise equal providers of a virtual
+    /// package, prefers the highest number; this reproduces that order.
+    fn mention_order(&self, name: &str) -> usize {
+        let map = self.mentions.get_or_init(|| {
+            let mut map: HashMap<String, usize> = HashMap::new();
+            for text in &self.texts {
+                for para in deb822::paragraphs(text).flatten() {
+                    for field in MENTION_FIELDS {
+                        let Some(v) = para.get(field) else { continue };
+                        for alt in v.split([',', '|']) {
+                            let n = alt
+                                .trim()
+                                .split([' ', '(', ':', '\n', '\t', '['])
+                                .next()
+                                .unwrap_or("");
+                            if !n.is_empty() && !map.contains_key(n) {
+                                let next = map.len();
+                                map.insert(n.to_owned(), next);
+                            }
+                        }
+                    }
+                }
+            }
+            map
+        });
+        map.get(name).copied().unwrap_or(usize::MAX)
+    }
+
     /// Adds parsed package versions; for equal versions the first added wins.
     pub fn add(&mut self, versions: Vec<PkgVer>) {
         for pv in versions {
@@ -340,8 +392,24 @@ impl Universe {
             b.essential
                 .cmp(&a.essential)
                 .then(a.priority.cmp(&b.priority))
-                .then(a.name.cmp(&b.name))
         });
+        // Ties (same essential flag and priority) go to the name apt met last.
+        if provs.windows(2).any(|w| {
+            let (a, b) = (&self.versions[w[0]], &self.versions[w[1]]);
+            a.essential == b.essential && a.priority == b.priority
+        }) {
+            provs.sort_by(|&a, &b| {
+                let (a, b) = (&self.versions[a], &self.versions[b]);
+                b.essential
+                    .cmp(&a.essential)
+                    .then(a.priority.cmp(&b.priority))
+                    .then_with(|| {
+                        self.mention_order(&b.name)
+                            .cmp(&self.mention_order(&a.name))
+                    })
+                    .then(a.name.cmp(&b.name))
+            });
+        }
         out.extend(provs);
         out
     }
@@ -388,7 +456,9 @@ struct Solver<'u> {
 
 #[derive(Clone)]
 struct Parsed {
+    /// Dependency groups; those from index `soft` on are `Recommends`.
     groups: DepList,
+    soft: usize,
     negative: Vec<Dep>,
 }
 
@@ -415,7 +485,12 @@ pub(crate) fn resolve(u: &Universe, goal: &Goal<'_>) -> Result<Resolution, Debia
     // Mark every requested package first, as apt-get does, then install dependencies.
     let mut roots = Vec::new();
     for raw in &names {
-        let dep = deb822::parse_deps(raw)
+        // apt's `name=version` form is accepted as `name (= version)`.
+        let text = match raw.split_once('=') {
+            Some((n, v)) if !raw.contains('(') => format!("{} (= {})", n.trim(), v.trim()),
+            _ => raw.clone(),
+        };
+        let dep = deb822::parse_deps(&text)
             .ok()
             .and_then(|g| g.into_iter().next())
             .and_then(|g| g.into_iter().next())
@@ -484,6 +559,7 @@ impl Solver<'_> {
         };
         let mut groups = deb822::parse_deps(&v.pre_depends).map_err(|e| perr("Pre-Depends", e))?;
         groups.extend(deb822::parse_deps(&v.depends).map_err(|e| perr("Depends", e))?);
+        let soft = groups.len();
         if self.recommends {
             groups.extend(deb822::parse_deps(&v.recommends).map_err(|e| perr("Recommends", e))?);
         }
@@ -498,7 +574,11 @@ impl Solver<'_> {
                 .into_iter()
                 .flatten(),
         );
-        let p = Parsed { groups, negative };
+        let p = Parsed {
+            groups,
+            soft,
+            negative,
+        };
         self.parsed.insert(idx, p.clone());
         Ok(p)
     }
@@ -562,9 +642,43 @@ impl Solver<'_> {
         }
         let parsed = self.parsed(idx)?;
         // Dependencies without alternatives first, then or-groups, each in field order.
-        let (single, multi): (Vec<_>, Vec<_>) = parsed.groups.iter().partition(|g| g.len() == 1);
-        for group in single.into_iter().chain(multi) {
-            let mut group: Vec<Dep> = group.clone();
+        let tagged = parsed
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g, i >= parsed.soft));
+        let (single, multi): (Vec<_>, Vec<_>) = tagged.partition(|(g, _)| g.len() == 1);
+        for (group, soft) in single.into_iter().chain(multi) {
+            if soft {
+                // A recommendation that cannot be installed is left out, with everything
+                // it would have pulled in.
+                let saved = (
+                    self.selected.clone(),
+                    self.order.clone(),
+                    self.parent.clone(),
+                    self.expanded.clone(),
+                    self.depends.clone(),
+                );
+                if self.install_group(idx, group).is_err() {
+                    (
+                        self.selected,
+                        self.order,
+                        self.parent,
+                        self.expanded,
+                        self.depends,
+                    ) = saved;
+                }
+            } else {
+                self.install_group(idx, group)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Satisfies one dependency group of `idx`, installing its first installable alternative.
+    fn install_group(&mut self, idx: usize, group: &[Dep]) -> Result<(), DebianError> {
+        {
+            let mut group: Vec<Dep> = group.to_vec();
             // strata lays out merged /usr itself: prefer `usr-is-merged` to `usrmerge`.
             if let Some(pos) = group.iter().position(|d| d.name == "usr-is-merged")
                 && group.iter().any(|d| d.name == "usrmerge")
@@ -575,7 +689,7 @@ impl Solver<'_> {
             if let Some(sat) = self.satisfied_by_selected(&group) {
                 let name = self.u.versions[sat].name.clone();
                 self.depends.entry(idx).or_default().insert(name);
-                continue;
+                return Ok(());
             }
             let mut chosen = None;
             let mut why = Vec::new();
@@ -679,6 +793,7 @@ mod tests {
     fn universe(text: &str) -> Universe {
         let mut u = Universe::default();
         u.add(parse_index("test", text, 0, "amd64").expect("index"));
+        u.add_text(text.to_owned());
         u.finish();
         u
     }
@@ -739,6 +854,24 @@ mod tests {
             .find(|&&i| u.versions[i].name == "libfoo")
             .expect("libfoo");
         assert_eq!(u.versions[*libfoo].version.as_str(), "2.1");
+    }
+
+    #[test]
+    fn equal_providers_go_to_the_name_apt_met_last() {
+        let idx = [
+            stanza("meta", "1", "Suggests: term-b\nRecommends: term-c\n"),
+            stanza("app", "1", "Depends: x-terminal\n"),
+            stanza("term-a", "1", "Provides: x-terminal\n"),
+            stanza("term-b", "1", "Provides: x-terminal\n"),
+            stanza("term-c", "1", "Provides: x-terminal\n"),
+        ]
+        .concat();
+        let u = universe(&idx);
+        // Met in order: term-c (Recommends is read before Suggests), term-b, term-a.
+        assert_eq!(
+            names(&u, &run(&u, &["app"]).expect("ok")),
+            ["app", "term-a"]
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Parity with apt itself: for several package sets, strata's resolution against the real
 //! bookworm mirror must pick exactly the packages (and versions) that
-//! `apt-get -s install --no-install-recommends` picks on an empty system with the same sources.
+//! `apt-get -s install --no-install-recommends` (or `--install-recommends`) picks on an empty
+//! system with the same sources.
 //!
 //! Intended differences, accounted for here:
 //! - apt on an empty dpkg status installs no essential packages unless asked: the essential
@@ -99,8 +100,13 @@ impl Apt {
     }
 
     /// `Inst` lines of a simulated install: name → version.
-    fn simulate(&self, pkgs: &[String]) -> BTreeMap<String, String> {
-        let mut args = vec!["-s", "-q", "install", "--no-install-recommends"];
+    fn simulate(&self, pkgs: &[String], recommends: bool) -> BTreeMap<String, String> {
+        let flag = if recommends {
+            "--install-recommends"
+        } else {
+            "--no-install-recommends"
+        };
+        let mut args = vec!["-s", "-q", "install", flag];
         args.extend(pkgs.iter().map(String::as_str));
         let out = self.run(&args);
         let _ = std::fs::write(
@@ -141,23 +147,38 @@ fn parity_with_apt() {
         t.elapsed(),
         apt.root().display()
     );
-    // (set, with the essential set)
-    let sets: &[(&[&str], bool)] = &[
-        (&["bash", "coreutils"], true),
-        (&["git", "curl", "ca-certificates", "sudo", "python3"], true),
-        (&["build-essential"], true),
-        (&["openssh-server"], true),
+    // (set, with the essential set, with Recommends)
+    let sets: &[(&[&str], bool, bool)] = &[
+        (&["bash", "coreutils"], true, false),
+        (
+            &["git", "curl", "ca-certificates", "sudo", "python3"],
+            true,
+            false,
+        ),
+        (&["build-essential"], true, false),
+        (&["openssh-server"], true, false),
         (
             &["git", "curl", "ca-certificates", "sudo", "python3"],
             false,
+            false,
         ),
-        (&["openssh-server", "vim", "locales", "man-db"], false),
+        (
+            &["openssh-server", "vim", "locales", "man-db"],
+            false,
+            false,
+        ),
+        // Recommends, including a virtual package with many equal providers.
+        (&["git", "curl"], true, true),
+        (&["texlive-base"], true, true),
+        // Equal providers of a virtual package in Depends.
+        (&["kde-telepathy-minimal"], false, false),
     ];
     let mut failures = Vec::new();
-    for (set, essential) in sets {
+    for (set, essential, recommends) in sets {
         let req = Request {
             packages: set.iter().map(|s| s.to_string()).collect(),
             essential: *essential,
+            recommends: *recommends,
             ..Request::default()
         };
         let t = Instant::now();
@@ -184,7 +205,7 @@ fn parity_with_apt() {
         if ours.contains_key("usr-is-merged") {
             apt_req.push("usr-is-merged".into());
         }
-        let theirs = apt.simulate(&apt_req);
+        let theirs = apt.simulate(&apt_req, req.recommends);
         let only_ours: Vec<_> = ours
             .iter()
             .filter(|(k, v)| theirs.get(*k) != Some(v))
@@ -194,8 +215,9 @@ fn parity_with_apt() {
             .filter(|(k, v)| ours.get(*k) != Some(v))
             .collect();
         eprintln!(
-            "{set:?} essential={}: strata {} packages in {took:?}, apt {} packages; only strata: {only_ours:?}; only apt: {only_theirs:?}",
+            "{set:?} essential={} recommends={}: strata {} packages in {took:?}, apt {} packages; only strata: {only_ours:?}; only apt: {only_theirs:?}",
             req.essential,
+            req.recommends,
             ours.len(),
             theirs.len()
         );
