@@ -191,6 +191,7 @@ impl Extracted {
                 xattrs: m.xattrs.clone(),
             });
         }
+        relead_hardlinks(&mut entries, name)?;
         Ok(Tree::from_entries(entries))
     }
 
@@ -202,6 +203,66 @@ impl Extracted {
                 || fs::metadata(cache.content_path(&m.target)).is_ok_and(|md| md.len() == m.size)
         })
     }
+}
+
+/// Makes the first path (in image order) of every hard-link group the regular file and the
+/// others links to it, since a tree's hard link must follow its target.
+fn relead_hardlinks(entries: &mut [Entry], name: &str) -> Result<(), DebianError> {
+    let index: BTreeMap<ImagePath, usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.path.clone(), i))
+        .collect();
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        if let EntryKind::Hardlink { target } = &e.kind {
+            let Some(&t) = index.get(target) else {
+                return Err(DebianError::BadArchive {
+                    file: name.to_owned(),
+                    message: format!("hard link {} to missing {target}", e.path),
+                });
+            };
+            groups.entry(t).or_default().push(i);
+        }
+    }
+    for (t, links) in groups {
+        if !matches!(entries[t].kind, EntryKind::File { .. }) {
+            return Err(DebianError::BadArchive {
+                file: name.to_owned(),
+                message: format!(
+                    "hard link to {}, which is not a regular file",
+                    entries[t].path
+                ),
+            });
+        }
+        let Some(&leader) = links
+            .iter()
+            .min_by(|a, b| entries[**a].path.cmp(&entries[**b].path))
+        else {
+            continue;
+        };
+        if entries[leader].path > entries[t].path {
+            continue;
+        }
+        // The leader takes the file (hard links share content and metadata).
+        let file = entries[t].clone();
+        let leader_path = entries[leader].path.clone();
+        entries[leader] = Entry {
+            path: leader_path.clone(),
+            ..file
+        };
+        entries[t].kind = EntryKind::Hardlink {
+            target: leader_path.clone(),
+        };
+        for &l in &links {
+            if l != leader {
+                entries[l].kind = EntryKind::Hardlink {
+                    target: leader_path.clone(),
+                };
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads the `.deb` at `path` (named `name` in errors), storing file contents in the
@@ -540,6 +601,33 @@ mod tests {
             relink("usr/a", "usr/a", "../../../etc/passwd"),
             "/etc/passwd"
         );
+    }
+
+    #[test]
+    fn hard_link_groups_lead_with_the_first_path() {
+        let p = |s: &str| ImagePath::new(s).expect("path");
+        let file = Entry::inline_file(p("usr/bin/z"), 0o755, b"x".to_vec());
+        let mut link = Entry::inline_file(p("usr/bin/a"), 0o644, Vec::new());
+        link.kind = EntryKind::Hardlink {
+            target: p("usr/bin/z"),
+        };
+        let mut link2 = link.clone();
+        link2.path = p("usr/bin/m");
+        let mut entries = vec![file, link, link2];
+        relead_hardlinks(&mut entries, "t").expect("ok");
+        let tree = Tree::from_entries(entries);
+        let e = tree.entries();
+        assert_eq!(e[0].path.as_str(), "usr/bin/a");
+        assert!(matches!(e[0].kind, EntryKind::File { size: 1, .. }));
+        assert_eq!(e[0].mode, 0o755);
+        for other in &e[1..] {
+            assert_eq!(
+                other.kind,
+                EntryKind::Hardlink {
+                    target: p("usr/bin/a")
+                }
+            );
+        }
     }
 
     #[test]

@@ -97,6 +97,21 @@ fn resolve_and_fetch_bash_coreutils() {
     for (a, b) in again.iter().zip(&pkgs) {
         assert_eq!(a.tree, b.tree);
     }
+    // Every hard link follows its target, a regular file of the same tree.
+    for p in &pkgs {
+        let entries = p.tree.entries();
+        for (i, e) in entries.iter().enumerate() {
+            if let strata_fstree::EntryKind::Hardlink { target } = &e.kind {
+                let t = entries[..i]
+                    .iter()
+                    .find(|x| &x.path == target)
+                    .unwrap_or_else(|| {
+                        panic!("{}: {} links to later {target}", p.locked.name, e.path)
+                    });
+                assert!(matches!(t.kind, strata_fstree::EntryKind::File { .. }));
+            }
+        }
+    }
     let links = merged_usr_symlinks(pkgs.iter().map(|p| &p.tree));
     let names: Vec<&str> = links.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(names, ["bin", "lib", "lib64", "sbin"]);
@@ -140,4 +155,59 @@ fn armored_keyring_directory_verifies_the_real_archive() {
     };
     let lock = resolve(&req, &cache_dir(), &NoReporter).expect("resolve with .asc keys");
     assert!(lock.packages.iter().any(|p| p.name == "bash"));
+}
+
+#[test]
+fn dev_set_trees_are_well_formed() {
+    if !mirror_reachable() {
+        return;
+    }
+    let req = request(&["git", "curl", "ca-certificates", "sudo", "python3"]);
+    let lock = resolve(&req, &cache_dir(), &NoReporter).expect("resolve");
+    let t = Instant::now();
+    let pkgs = fetch(&lock, &cache_dir(), &NoReporter).expect("fetch");
+    eprintln!("fetched {} packages in {:?}", pkgs.len(), t.elapsed());
+    let mut hardlinks = 0;
+    for p in &pkgs {
+        let entries = p.tree.entries();
+        for (i, e) in entries.iter().enumerate() {
+            let first = e.path.as_str().split('/').next().unwrap_or("");
+            assert!(
+                !strata_debian::MERGED_DIRS.contains(&first),
+                "{}: {} not under usr/",
+                p.locked.name,
+                e.path
+            );
+            match &e.kind {
+                strata_fstree::EntryKind::Hardlink { target } => {
+                    hardlinks += 1;
+                    assert!(
+                        entries[..i].iter().any(|x| &x.path == target
+                            && matches!(x.kind, strata_fstree::EntryKind::File { .. })),
+                        "{}: {} links to {target}, not an earlier file",
+                        p.locked.name,
+                        e.path
+                    );
+                }
+                strata_fstree::EntryKind::File {
+                    content: strata_fstree::Content::Host(path),
+                    size,
+                } => {
+                    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(u64::MAX);
+                    assert_eq!(len, *size, "{}: {}", p.locked.name, e.path);
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(hardlinks > 0, "git ships hard links");
+    // setuid sudo survives extraction.
+    let sudo = pkgs.iter().find(|p| p.locked.name == "sudo").expect("sudo");
+    let bin = sudo
+        .tree
+        .entries()
+        .iter()
+        .find(|e| e.path.as_str() == "usr/bin/sudo")
+        .expect("usr/bin/sudo");
+    assert_eq!(bin.mode & 0o4000, 0o4000);
 }
