@@ -8,8 +8,48 @@
 //! turns each into a [`Package`]: its files as a [`strata_fstree::Tree`] in the merged-/usr
 //! layout, and its control files.
 //!
-//! Everything downloaded is cached under the `cache` directory given to these functions, in a
-//! versioned subdirectory (`debian-v1/`), addressed by SHA256 and written atomically.
+//! # Trust chain
+//!
+//! `InRelease` (or `Release` + `Release.gpg`) must carry a good OpenPGP signature by a key of
+//! the keyring that is valid now (self-signatures verified, expiry and revocation honoured;
+//! signing subkeys need a valid binding and back-signature). The Release must name the
+//! requested suite (`Suite` or `Codename`), must not be past its `Valid-Until` nor dated in the
+//! future. Indices are fetched by hash when the Release says `Acquire-By-Hash: yes` and checked
+//! against its SHA256 list (compressed and, when listed, decompressed); every `.deb` is checked
+//! against the size and SHA256 of its `Packages` stanza. Only the signed text is parsed.
+//!
+//! # Resolution
+//!
+//! Like apt on an empty dpkg status: one candidate per package name (the highest version over
+//! all sources); the requested packages (plus, with [`Request::essential`], every `Essential:
+//! yes` package) are marked first, then each one's `Pre-Depends` and `Depends` (and
+//! `Recommends` with [`Request::recommends`], as soft dependencies) are installed depth first,
+//! dependencies without alternatives before or-groups. An or-group already satisfied by a
+//! marked package needs nothing; otherwise the first alternative with an installable target
+//! wins: the package of that name, else its providers ordered as apt orders them (essential,
+//! then priority, then the order in which apt's cache generator met their names). Version
+//! relations use dpkg's ordering ([`Version`]); versioned `Provides` satisfy versioned
+//! dependencies; `:any` needs `Multi-Arch: allowed`; `Conflicts`/`Breaks` rule out targets.
+//! The one intended difference from apt: `usr-is-merged` is preferred to `usrmerge` in an
+//! or-group, since strata lays out merged /usr itself (as debootstrap does). The test
+//! `tests/apt_parity.rs` compares the result with `apt-get -s` for several package sets.
+//!
+//! # Extraction
+//!
+//! `data.tar.{xz,zst,gz}` (or uncompressed) is read as a stream. Paths under `bin`, `sbin`,
+//! `lib*` move under `usr/` (relative symlink targets are rewritten so they still reach the
+//! same file; the old top-level directories get no entry: [`merged_usr_symlinks`] gives the
+//! root symlinks). Entries with `..` are refused; symlinks that would climb above the root are
+//! made absolute (clamped at the root); device nodes and FIFOs are skipped. Hard links become
+//! [`strata_fstree::EntryKind::Hardlink`] to the group's first path in image order.
+//!
+//! # Cache layout
+//!
+//! Everything lives under `CACHE/debian-v1/`: `files/XX/SHA256` verified downloads (signed
+//! Release files, indices, `.deb`s), re-hashed whenever they are used; `content/XX/SHA256`
+//! extracted file bytes, named by their SHA256; `trees/DEB-SHA256.json` the extraction of each
+//! `.deb` (entries, control files, dpkg paths), so a warm [`fetch`] reads no archive. All
+//! writes go to a temporary file in the same directory and are renamed into place.
 
 mod cache;
 mod deb;
