@@ -13,6 +13,9 @@ use crate::{DebianError, Reporter};
 /// Name of the versioned subdirectory of the cache this crate owns.
 pub(crate) const CACHE_DIR: &str = "debian-v1";
 
+/// Version of the extraction manifests in `trees/`; bump when extraction changes.
+const TREE_FORMAT: u32 = 2;
+
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// The cache directory layout: `files/` holds verified downloads by SHA256, `content/` the
@@ -101,7 +104,9 @@ impl Cache {
 
     /// Where the extraction manifest of the `.deb` with this SHA256 lives.
     pub(crate) fn tree_path(&self, deb_sha256: &str) -> PathBuf {
-        self.root.join("trees").join(format!("{deb_sha256}.json"))
+        self.root
+            .join("trees")
+            .join(format!("{deb_sha256}.v{TREE_FORMAT}.json"))
     }
 
     /// The path of the cached file with this SHA256 if it is present and intact.

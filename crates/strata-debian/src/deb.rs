@@ -461,15 +461,9 @@ fn read_data(
         }
         let path = merged_usr(&orig);
         let (kind, target, size) = match kind_t {
-            tar::EntryType::Directory => {
-                if MERGED_DIRS.contains(&orig.as_str()) {
-                    // The old top-level directory becomes a symlink; its entry is dropped,
-                    // but dpkg still lists it.
-                    paths.push(format!("/{orig}"));
-                    continue;
-                }
-                ("dir", String::new(), 0)
-            }
+            // A top-level `bin`, `lib`, ... directory becomes `usr/bin`, ...: the old path
+            // itself is left to the root symlink.
+            tar::EntryType::Directory => ("dir", String::new(), 0),
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let size = e.size();
                 let sha = if size == 0 {

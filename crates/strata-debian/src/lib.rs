@@ -47,7 +47,7 @@
 //!
 //! Everything lives under `CACHE/debian-v1/`: `files/XX/SHA256` verified downloads (signed
 //! Release files, indices, `.deb`s), re-hashed whenever they are used; `content/XX/SHA256`
-//! extracted file bytes, named by their SHA256; `trees/DEB-SHA256.json` the extraction of each
+//! extracted file bytes, named by their SHA256; `trees/DEB-SHA256.vN.json` the extraction of each
 //! `.deb` (entries, control files, dpkg paths), so a warm [`fetch`] reads no archive. All
 //! writes go to a temporary file in the same directory and are renamed into place.
 
