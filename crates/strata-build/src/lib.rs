@@ -10,7 +10,7 @@ mod reporter;
 
 pub use reporter::{NoReporter, Reporter};
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashSet};
 use std::io::BufWriter;
 
 use rayon::prelude::*;
@@ -529,7 +529,7 @@ fn image_env(source_env: &[(String, String)], spec_env: &BTreeMap<String, String
 fn add_parents(layers: &mut [PlannedLayer]) {
     let mut known: BTreeMap<ImagePath, Entry> = BTreeMap::new();
     for layer in layers.iter_mut() {
-        let own: BTreeSet<&ImagePath> = layer
+        let own: HashSet<&ImagePath> = layer
             .objects
             .iter()
             .flat_map(|o| o.tree.entries().iter().map(|e| &e.path))
@@ -543,6 +543,10 @@ fn add_parents(layers: &mut [PlannedLayer]) {
         }
         let mut parents: BTreeMap<ImagePath, Entry> = BTreeMap::new();
         for path in &own {
+            // Fast path: the parent is in the layer itself (true for all but a layer's top).
+            if path.parent().is_none_or(|p| own.contains(&p)) {
+                continue;
+            }
             let mut parent = path.parent();
             while let Some(p) = parent {
                 if own.contains(&p) || parents.contains_key(&p) {

@@ -129,6 +129,11 @@ impl Tree {
     /// Builds a tree from entries in any order. When two entries share a path the later one
     /// wins, as it would when the entries were extracted one after the other.
     pub fn from_entries(entries: impl IntoIterator<Item = Entry>) -> Self {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        // Walks already produce sorted, unique paths: keep them without re-sorting.
+        if entries.windows(2).all(|w| w[0].path < w[1].path) {
+            return Self { entries };
+        }
         let mut by_path: BTreeMap<ImagePath, Entry> = BTreeMap::new();
         for entry in entries {
             by_path.insert(entry.path.clone(), entry);

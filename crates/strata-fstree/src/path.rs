@@ -81,7 +81,14 @@ impl ImagePath {
 
 impl Ord for ImagePath {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.0.split('/').cmp(other.0.split('/'))
+        // Bytes, with `/` ranked below every other byte: the same order as comparing component
+        // by component, without splitting (this comparison is the hot spot of sorting a tree).
+        let rank = |b: &u8| if *b == b'/' { 0u16 } else { u16::from(*b) + 1 };
+        self.0
+            .as_bytes()
+            .iter()
+            .map(rank)
+            .cmp(other.0.as_bytes().iter().map(rank))
     }
 }
 
@@ -128,6 +135,19 @@ mod tests {
         v.sort();
         let got: Vec<&str> = v.iter().map(ImagePath::as_str).collect();
         assert_eq!(got, ["a", "a/b", "a/b/c", "a-b", "a.x"]);
+    }
+
+    #[test]
+    fn byte_order_equals_component_order() {
+        let names = [
+            "a", "a/b", "a-b", "a.b", "a/b-c", "a/b/c", "ab", "a0", "b", "a/a", "a!/b",
+        ];
+        for x in names {
+            for y in names {
+                let want = x.split('/').cmp(y.split('/'));
+                assert_eq!(p(x).cmp(&p(y)), want, "{x} vs {y}");
+            }
+        }
     }
 
     #[test]
