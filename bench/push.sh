@@ -83,6 +83,8 @@ cleanup() {
     for pid in "${REGISTRY_PIDS[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
+    # The layout and the registries' storage (the tree, the store and the results stay).
+    rm -rf "$WORK"
 }
 trap cleanup EXIT
 
