@@ -54,7 +54,7 @@ pub enum RegistryError {
 
     /// The request could not be sent or the answer could not be read
     /// (connection refused or dropped, TLS failure, timeout).
-    #[error("{method} {url}: {source}")]
+    #[error("{method} {url}")]
     Transport {
         /// The HTTP method of the request.
         method: String,
@@ -130,7 +130,7 @@ pub enum RegistryError {
     InvalidCredentials(String),
 
     /// A local file operation failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done, with the path.
         context: String,
