@@ -85,7 +85,13 @@ pub fn copy(
     .with_context(|| format!("writing {dest}"))?;
     progress.finish();
     Ok(CopyOutcome {
-        reference: opened.image.reference(),
+        reference: match dest {
+            // Name the image as the destination now knows it.
+            Transport::Registry(r) if r.tag.is_some() => r.to_string(),
+            Transport::Registry(r) => r.with_tag(&opened.image.tag).to_string(),
+            Transport::Oci(_, Some(tag)) => format!("{}:{tag}", opened.image.name),
+            _ => opened.image.reference(),
+        },
         digest: match &written {
             Written::Pushed(r) => r.manifest_digest.clone(),
             Written::Local => opened.image.manifest_digest.clone(),
