@@ -1,0 +1,407 @@
+//! Unpacking an image's layers into a root file system kept in the store.
+//!
+//! `<store>/v1/sources/rootfs/<config hex>-<id map>/` holds the unpacked image. It is built in
+//! a temporary directory beside it under a per-image lock and renamed into place when
+//! complete, so a concurrent run either waits or sees the finished tree, never half of it.
+//! Layers apply bottom first with OCI whiteouts (`.wh.NAME` removes `NAME` of lower layers,
+//! `.wh..wh..opq` empties a directory of lower layers' entries). Member names with `..` are
+//! refused, and symlinks met on the way are resolved inside the rootfs, never on the host.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::{PermissionsExt, lchown};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use strata_oci::compress::Compression;
+use strata_store::Store;
+
+use crate::SandboxError;
+use crate::idmap::IdMapping;
+use crate::paths::{clean_member, resolve_in_root};
+
+/// One layer blob to unpack.
+#[derive(Debug, Clone)]
+pub struct LayerFile {
+    /// The blob file.
+    pub path: PathBuf,
+    /// Its compression.
+    pub compression: Compression,
+}
+
+const WHITEOUT: &str = ".wh.";
+const OPAQUE: &str = ".wh..wh..opq";
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SandboxError {
+    let path = path.to_owned();
+    move |source| SandboxError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+fn layer_err(layer: &Path, entry: &Path, reason: impl Into<String>) -> SandboxError {
+    SandboxError::Layer {
+        layer: layer.to_owned(),
+        entry: entry.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Removes whatever is at `path` (not following a symlink there).
+fn remove_any(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn reader(layer: &LayerFile) -> Result<Box<dyn Read>, SandboxError> {
+    let file = BufReader::with_capacity(
+        1 << 20,
+        File::open(&layer.path).map_err(io_err("open", &layer.path))?,
+    );
+    Ok(match layer.compression {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(file)
+                .map_err(io_err("decompress", &layer.path))?,
+        ),
+        Compression::None => Box::new(file),
+    })
+}
+
+/// Applies the layers, bottom first, onto the directory `root`. File owners are kept where
+/// the process may set them (root, or root of a user namespace with a wide id map); device
+/// nodes are skipped where they cannot be created.
+pub fn unpack_layers(root: &Path, layers: &[LayerFile]) -> Result<(), SandboxError> {
+    let mut dir_times: BTreeMap<PathBuf, SystemTime> = BTreeMap::new();
+    for layer in layers {
+        apply_layer(root, layer, &mut dir_times)?;
+    }
+    // Directory times last: creating entries changed them.
+    for (dir, time) in dir_times.iter().rev() {
+        if let Ok(f) = File::open(dir) {
+            let _ = f.set_modified(time.to_owned());
+        }
+    }
+    Ok(())
+}
+
+fn apply_layer(
+    root: &Path,
+    layer: &LayerFile,
+    dir_times: &mut BTreeMap<PathBuf, SystemTime>,
+) -> Result<(), SandboxError> {
+    let mut archive = tar::Archive::new(reader(layer)?);
+    // Paths (as in the archive) this layer created, and their parents: an opaque whiteout
+    // only hides what lower layers put there.
+    let mut created: HashSet<PathBuf> = HashSet::new();
+    for entry in archive.entries().map_err(io_err("read", &layer.path))? {
+        let mut entry = entry.map_err(io_err("read", &layer.path))?;
+        let raw = entry
+            .path()
+            .map_err(io_err("read", &layer.path))?
+            .into_owned();
+        let member = clean_member(&raw)
+            .ok_or_else(|| layer_err(&layer.path, &raw, "escapes the root file system"))?;
+        let Some(name) = member.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            continue; // the root itself
+        };
+        let parent_rel = member.parent().unwrap_or(Path::new("")).to_owned();
+        let parent = resolve_in_root(root, &parent_rel, true)
+            .map_err(|e| layer_err(&layer.path, &raw, e.to_string()))?;
+        if name == OPAQUE {
+            if let Ok(children) = fs::read_dir(&parent) {
+                for child in children.flatten() {
+                    if !created.contains(&parent_rel.join(child.file_name())) {
+                        remove_any(&child.path()).map_err(io_err("remove", &child.path()))?;
+                    }
+                }
+            }
+            continue;
+        }
+        if let Some(hidden) = name.strip_prefix(WHITEOUT) {
+            let victim = parent.join(hidden);
+            remove_any(&victim).map_err(io_err("remove", &victim))?;
+            continue;
+        }
+        let mut p = member.clone();
+        loop {
+            created.insert(p.clone());
+            match p.parent() {
+                Some(up) if !up.as_os_str().is_empty() => p = up.to_owned(),
+                _ => break,
+            }
+        }
+        fs::create_dir_all(&parent).map_err(io_err("create", &parent))?;
+        let dest = parent.join(&name);
+        let header = entry.header().clone();
+        let mode = header.mode().unwrap_or(0o644) & 0o7777;
+        let (uid, gid) = (
+            header.uid().unwrap_or(0) as u32,
+            header.gid().unwrap_or(0) as u32,
+        );
+        let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(header.mtime().unwrap_or(0));
+        let kind = header.entry_type();
+        if kind.is_dir() {
+            match fs::symlink_metadata(&dest) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    remove_any(&dest).map_err(io_err("replace", &dest))?;
+                    fs::create_dir(&dest).map_err(io_err("create", &dest))?;
+                }
+                Err(_) => fs::create_dir(&dest).map_err(io_err("create", &dest))?,
+            }
+            let _ = lchown(&dest, Some(uid), Some(gid));
+            fs::set_permissions(&dest, fs::Permissions::from_mode(mode))
+                .map_err(io_err("set the mode of", &dest))?;
+            dir_times.insert(dest, mtime);
+            continue;
+        }
+        remove_any(&dest).map_err(io_err("replace", &dest))?;
+        if kind.is_symlink() {
+            let target = entry
+                .link_name()
+                .map_err(io_err("read", &layer.path))?
+                .ok_or_else(|| layer_err(&layer.path, &raw, "symlink without a target"))?;
+            std::os::unix::fs::symlink(&target, &dest).map_err(io_err("create", &dest))?;
+            let _ = lchown(&dest, Some(uid), Some(gid));
+        } else if kind.is_hard_link() {
+            let target = entry
+                .link_name()
+                .map_err(io_err("read", &layer.path))?
+                .ok_or_else(|| layer_err(&layer.path, &raw, "hard link without a target"))?;
+            let target_rel = clean_member(&target)
+                .ok_or_else(|| layer_err(&layer.path, &raw, "hard link escapes the root"))?;
+            let source = resolve_in_root(root, &target_rel, false)
+                .map_err(|e| layer_err(&layer.path, &raw, e.to_string()))?;
+            fs::hard_link(&source, &dest).map_err(io_err("link", &dest))?;
+        } else if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
+            use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+            let sflag = if kind.is_fifo() {
+                SFlag::S_IFIFO
+            } else if kind.is_block_special() {
+                SFlag::S_IFBLK
+            } else {
+                SFlag::S_IFCHR
+            };
+            let dev = makedev(
+                header.device_major().ok().flatten().unwrap_or(0).into(),
+                header.device_minor().ok().flatten().unwrap_or(0).into(),
+            );
+            // Device nodes need real root; in a user namespace they are skipped (the sandbox
+            // bind-mounts the devices it offers).
+            if mknod(&dest, sflag, Mode::from_bits_truncate(mode), dev).is_ok() {
+                let _ = lchown(&dest, Some(uid), Some(gid));
+            }
+        } else {
+            let mut out = File::options()
+                .write(true)
+                .create_new(true)
+                .open(&dest)
+                .map_err(io_err("create", &dest))?;
+            io::copy(&mut entry, &mut out).map_err(io_err("write", &dest))?;
+            let _ = lchown(&dest, Some(uid), Some(gid));
+            // After chown, which clears set-id bits.
+            out.set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(io_err("set the mode of", &dest))?;
+            let _ = out.set_modified(mtime);
+        }
+    }
+    Ok(())
+}
+
+/// The unpacked root file system of an image: `key` names the image (its config digest hex
+/// is a good key: it lists the layers' diff ids), `layers` are its blobs bottom first.
+/// Unpacks once per key and id mapping; later calls return the kept directory at once.
+pub fn prepare_rootfs(
+    store: &Store,
+    key: &str,
+    layers: &[LayerFile],
+    ids: &IdMapping,
+) -> Result<PathBuf, SandboxError> {
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(SandboxError::Invalid(format!(
+            "`{key}` is not a root file system key"
+        )));
+    }
+    let base = store.source_dir("rootfs")?;
+    let name = format!("{key}-{}", ids.cache_key());
+    let dest = base.join(&name);
+    if dest.is_dir() {
+        return Ok(dest);
+    }
+    let _lock = store.lock_key(&format!("rootfs-{name}"))?;
+    if dest.is_dir() {
+        return Ok(dest);
+    }
+    let temp = base.join(format!(".tmp-{name}"));
+    // A previous attempt that died half-way (we hold the lock, so nobody else is at it).
+    if fs::symlink_metadata(&temp).is_ok() {
+        crate::spawn::remove_tree(ids, &temp)?;
+    }
+    fs::create_dir(&temp).map_err(io_err("create", &temp))?;
+    fs::set_permissions(&temp, fs::Permissions::from_mode(0o755))
+        .map_err(io_err("set the mode of", &temp))?;
+    let result = if ids.is_host_root() {
+        unpack_layers(&temp, layers)
+    } else {
+        // As root of a user namespace with the caller's id map, so owners other than the
+        // caller can be set (within the subordinate range).
+        let layers = layers.to_vec();
+        let target = temp.clone();
+        crate::spawn::in_user_namespace(ids, move || {
+            unpack_layers(&target, &layers).map_err(|e| crate::chain(&e))
+        })
+    };
+    if let Err(e) = result {
+        let _ = crate::spawn::remove_tree(ids, &temp);
+        return Err(e);
+    }
+    fs::rename(&temp, &dest).map_err(io_err("rename into place", &dest))?;
+    Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(dir: &Path, name: &str, entries: &[(&str, Option<&str>)]) -> LayerFile {
+        let path = dir.join(name);
+        let mut b = tar::Builder::new(File::create(&path).expect("create"));
+        for (member, content) in entries {
+            let mut h = tar::Header::new_gnu();
+            match content {
+                Some(text) if text.starts_with("->") => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    h.set_mode(0o777);
+                    h.set_link_name(&text[2..]).expect("link");
+                    b.append_data(&mut h, member, io::empty()).expect("append");
+                }
+                Some(text) => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_size(text.len() as u64);
+                    h.set_mode(0o644);
+                    b.append_data(&mut h, member, text.as_bytes())
+                        .expect("append");
+                }
+                None => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_size(0);
+                    h.set_mode(0o755);
+                    b.append_data(&mut h, member, io::empty()).expect("append");
+                }
+            }
+        }
+        b.finish().expect("finish");
+        LayerFile {
+            path,
+            compression: Compression::None,
+        }
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_directories() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        fs::create_dir(&root).expect("mkdir");
+        let l1 = layer(
+            dir.path(),
+            "l1.tar",
+            &[
+                ("etc", None),
+                ("etc/a", Some("a")),
+                ("etc/b", Some("b")),
+                ("opt", None),
+                ("opt/old", Some("old")),
+                ("usr", None),
+                ("usr/lib", None),
+                ("lib", Some("->usr/lib")),
+            ],
+        );
+        let l2 = layer(
+            dir.path(),
+            "l2.tar",
+            &[
+                ("etc/.wh.a", Some("")),
+                ("opt/new", Some("new")),
+                ("opt/.wh..wh..opq", Some("")),
+                ("lib/libx.so", Some("x")),
+            ],
+        );
+        unpack_layers(&root, &[l1, l2]).expect("unpack");
+        assert!(!root.join("etc/a").exists(), "whiteout removes a");
+        assert_eq!(fs::read_to_string(root.join("etc/b")).expect("b"), "b");
+        assert!(
+            !root.join("opt/old").exists(),
+            "opaque hides the lower layer"
+        );
+        assert_eq!(
+            fs::read_to_string(root.join("opt/new")).expect("new"),
+            "new"
+        );
+        assert_eq!(
+            fs::read_to_string(root.join("usr/lib/libx.so")).expect("x"),
+            "x"
+        );
+    }
+
+    #[test]
+    fn escaping_members_and_symlinks_stay_inside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        fs::create_dir(&root).expect("mkdir");
+        fs::create_dir(&outside).expect("mkdir");
+        let evil_link = layer(
+            dir.path(),
+            "link.tar",
+            &[
+                ("escape", Some(&format!("->{}", outside.display()))),
+                ("escape/pwned", Some("x")),
+                ("up", Some("->../../../..")),
+                ("up/pwned2", Some("y")),
+            ],
+        );
+        unpack_layers(&root, &[evil_link]).expect("unpack");
+        assert!(
+            !outside.join("pwned").exists(),
+            "nothing written through an absolute link"
+        );
+        assert!(
+            root.join(outside.strip_prefix("/").expect("abs"))
+                .join("pwned")
+                .exists()
+        );
+        assert!(root.join("pwned2").exists(), "`..` stops at the root");
+        // A raw `..` member is refused.
+        let path = dir.path().join("dotdot.tar");
+        let mut raw = Vec::new();
+        {
+            let mut h = tar::Header::new_old();
+            h.as_mut_bytes()[..10].copy_from_slice(b"../evil\0\0\0");
+            h.set_size(0);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_cksum();
+            raw.extend_from_slice(h.as_bytes());
+            raw.extend_from_slice(&[0u8; 1024]);
+        }
+        fs::write(&path, raw).expect("write");
+        let err = unpack_layers(
+            &root,
+            &[LayerFile {
+                path,
+                compression: Compression::None,
+            }],
+        )
+        .expect_err("refused");
+        assert!(err.to_string().contains("escapes"), "{err}");
+    }
+}
