@@ -4,6 +4,7 @@
 mod coder;
 mod progress;
 mod registry;
+mod run;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -96,6 +97,17 @@ enum Command {
     ///   echo "$PASS" | strata login registry.example --username me --password-stdin
     #[command(verbatim_doc_comment)]
     Login(LoginArgs),
+    /// Run a command in an image, in a rootless sandbox (no daemon, no root needed).
+    ///
+    /// The exit status is the command's (128 + signal if killed; 125 if the sandbox could
+    /// not start it). Nothing is left behind: each run gets a throwaway overlay.
+    ///
+    /// Examples:
+    ///   strata run strata.toml -- python3 hello_world.py
+    ///   strata run -it oci:strata-out/strata/0f3a...
+    ///   strata run docker-archive:ws.tar --mount .:/src:ro --workdir /src -- make
+    #[command(verbatim_doc_comment)]
+    Run(run::RunArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -285,6 +297,7 @@ fn run(cli: Cli) -> Result<()> {
             registry::login(&args.host, args.username, args.password_stdin, flags)
         }
         Command::Inspect(args) => inspect(args),
+        Command::Run(args) => run::run(&store_root, args, flags),
         Command::Gc(args) => {
             let store = Store::open(&store_root)?;
             let report = store.gc::<strata_build::LayerRecord>()?;
