@@ -2,6 +2,7 @@
 //! arguments, draws progress, and prints results.
 
 mod coder;
+mod lock;
 mod progress;
 mod registry;
 mod run;
@@ -97,6 +98,15 @@ enum Command {
     ///   echo "$PASS" | strata login registry.example --username me --password-stdin
     #[command(verbatim_doc_comment)]
     Login(LoginArgs),
+    /// Resolve the spec's Debian packages and write the lock file (SPEC with extension .lock).
+    ///
+    /// `strata build` installs exactly the locked packages while the lock matches the spec,
+    /// and never updates the lock itself.
+    ///
+    /// Example:
+    ///   strata lock strata.toml     # writes strata.lock
+    #[command(verbatim_doc_comment)]
+    Lock(lock::LockArgs),
     /// Run a command in an image, in a rootless sandbox (no daemon, no root needed).
     ///
     /// The exit status is the command's (128 + signal if killed; 125 if the sandbox could
@@ -115,8 +125,9 @@ struct BuildArgs {
     /// The spec file.
     #[arg(value_name = "SPEC")]
     spec: PathBuf,
-    /// Where to write the image: oci:DIR (OCI image layout), docker-archive:FILE, or - (a
-    /// docker-archive on stdout). Default: oci:./strata-out/NAME.
+    /// Where to write the image: oci:DIR (OCI image layout), docker-archive:FILE, - (a
+    /// docker-archive on stdout), or docker://HOST[:PORT]/REPO[:TAG] (push; without a tag, the
+    /// image's own tag). Default: oci:./strata-out/NAME.
     #[arg(long, short, value_name = "DEST")]
     output: Option<String>,
     /// Layer compression.
@@ -142,6 +153,13 @@ struct BuildArgs {
     /// Write the image even when a spec with [coder] fails `strata check --coder`.
     #[arg(long)]
     no_check: bool,
+    /// Fail unless the lock file exists and matches the spec (never resolve packages).
+    #[arg(long)]
+    locked: bool,
+    /// Use no network: build from the lock file and the packages in the store, or name the
+    /// packages that are missing.
+    #[arg(long)]
+    offline: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -297,6 +315,7 @@ fn run(cli: Cli) -> Result<()> {
             registry::login(&args.host, args.username, args.password_stdin, flags)
         }
         Command::Inspect(args) => inspect(args),
+        Command::Lock(args) => lock::run(&store_root, args),
         Command::Run(args) => run::run(&store_root, args, flags),
         Command::Gc(args) => {
             let store = Store::open(&store_root)?;
@@ -362,7 +381,12 @@ fn build(store_root: &std::path::Path, args: BuildArgs, flags: &RegistryFlags) -
         max_layers: args.max_layers,
         threads: args.threads.unwrap_or(BuildOptions::default().threads),
         source_date_epoch: args.source_date_epoch,
+        debian: strata_debian::DebianOptions {
+            locked: args.locked,
+            offline: args.offline,
+        },
     };
+    lock::preflight(&spec, args.locked, args.offline)?;
     let store = Store::open(store_root)?;
     let reporter = progress::Progress::new();
     let outcome = strata_build::build(&spec, &store, &opts, &reporter)
