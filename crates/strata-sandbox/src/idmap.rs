@@ -61,6 +61,24 @@ pub fn sub_range(text: &str, name: Option<&str>, id: u32) -> Option<(u32, u32)> 
     })
 }
 
+/// The ids mapped in this process's own user namespace (`/proc/self/uid_map`), each mapped
+/// to itself.
+fn own_ranges(map: &str) -> Vec<IdRange> {
+    map.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let inside: u32 = f.next()?.parse().ok()?;
+            let _outside: u32 = f.next()?.parse().ok()?;
+            let count: u32 = f.next()?.parse().ok()?;
+            Some(IdRange {
+                inside,
+                outside: inside,
+                count,
+            })
+        })
+        .collect()
+}
+
 fn find_helper(name: &str) -> Option<PathBuf> {
     ["/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin"]
         .iter()
@@ -137,6 +155,20 @@ impl IdMapping {
             .flatten()
             .map(|u| u.name);
         let read = |p| std::fs::read_to_string(p).unwrap_or_default();
+        if uid == 0 {
+            // Root of a user namespace that maps only part of the ids (`unshare -Ur`): map
+            // exactly those, so file owners outside them are not promised.
+            let uids = own_ranges(&read("/proc/self/uid_map"));
+            let gids = own_ranges(&read("/proc/self/gid_map"));
+            let full = |r: &[IdRange]| r.len() == 1 && r[0].count == u32::MAX;
+            if !uids.is_empty() && !gids.is_empty() && !(full(&uids) && full(&gids)) {
+                return Self {
+                    uids,
+                    gids,
+                    writer: MapWriter::Direct,
+                };
+            }
+        }
         let subuid = sub_range(&read("/etc/subuid"), name.as_deref(), uid);
         let subgid = sub_range(&read("/etc/subgid"), name.as_deref(), uid);
         let helpers = find_helper("newuidmap").zip(find_helper("newgidmap"));

@@ -28,7 +28,7 @@ pub mod user;
 
 use std::ffi::CString;
 use std::fs;
-use std::io::{self, IsTerminal};
+use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
@@ -302,26 +302,18 @@ impl Sandbox {
             .find_map(|e| e.strip_prefix("PATH="))
             .unwrap_or(DEFAULT_PATH)
             .to_owned();
-        let (master, slave) = if command.tty {
-            let winsize =
-                rustix::termios::tcgetwinsize(io::stdin())
-                    .ok()
-                    .map(|w| nix::pty::Winsize {
-                        ws_row: w.ws_row,
-                        ws_col: w.ws_col,
-                        ws_xpixel: w.ws_xpixel,
-                        ws_ypixel: w.ws_ypixel,
-                    });
-            let pty =
-                nix::pty::openpty(winsize.as_ref(), None).map_err(|errno| SandboxError::Sys {
-                    call: "openpty".into(),
-                    errno,
-                })?;
-            let _ = nix::fcntl::fcntl(
-                &pty.master,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-            );
-            (Some(pty.master), Some(pty.slave))
+        let (console_parent, console_child) = if command.tty {
+            let (a, b) = nix::sys::socket::socketpair(
+                nix::sys::socket::AddressFamily::Unix,
+                nix::sys::socket::SockType::Stream,
+                None,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(|errno| SandboxError::Sys {
+                call: "socketpair".into(),
+                errno,
+            })?;
+            (Some(a), Some(b))
         } else {
             (None, None)
         };
@@ -336,7 +328,8 @@ impl Sandbox {
             stdin: command.stdin,
             stdout: command.stdout,
             stderr: command.stderr,
-            pty_slave: slave,
+            pty_slave: None,
+            console: console_child,
         };
         let (err_r, err_w) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|errno| SandboxError::Sys {
@@ -348,18 +341,13 @@ impl Sandbox {
             spawn::outer_main(ops, root, exec, err_w)
         })?;
         let _forwarding = spawn::Forwarding::start(pid);
+        let master = console_parent.as_ref().and_then(spawn::receive_console);
+        drop(console_parent);
         let mut tty = match master {
-            Some(m) if io::stdin().is_terminal() || io::stdout().is_terminal() => Some(
-                spawn::TtySession::start(m).map_err(|source| SandboxError::Io {
-                    action: "set up",
-                    path: "/dev/tty".into(),
-                    source,
-                })?,
-            ),
             Some(m) => Some(
                 spawn::TtySession::start(m).map_err(|source| SandboxError::Io {
-                    action: "set up",
-                    path: "pty".into(),
+                    action: "set up the terminal",
+                    path: "/dev/tty".into(),
                     source,
                 })?,
             ),

@@ -277,7 +277,71 @@ pub(crate) struct Exec {
     pub stdin: Stdio,
     pub stdout: Stdio,
     pub stderr: Stdio,
+    /// The command's terminal (opened by init inside the sandbox's own devpts).
     pub pty_slave: Option<OwnedFd>,
+    /// With a terminal: init sends the terminal's master side to strata on this socket.
+    pub console: Option<OwnedFd>,
+}
+
+/// Opens a pseudo-terminal in the sandbox's `/dev/pts` (so `tty` names it inside) and sends
+/// its master side over `console`; returns the slave side.
+fn open_console(console: &OwnedFd) -> Result<OwnedFd, String> {
+    use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let sys = |call: &str| {
+        let call = call.to_owned();
+        move |e: Errno| format!("{call}: {}", e.desc())
+    };
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(sys("open /dev/ptmx"))?;
+    grantpt(&master).map_err(sys("grantpt"))?;
+    unlockpt(&master).map_err(sys("unlockpt"))?;
+    let name = ptsname_r(&master).map_err(sys("ptsname"))?;
+    let slave = fs::File::options()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&name)
+        .map_err(|e| format!("open `{name}`: {e}"))?;
+    let fds = [master.as_raw_fd()];
+    sendmsg::<()>(
+        console.as_raw_fd(),
+        &[io::IoSlice::new(b"m")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(sys("send the terminal to strata"))?;
+    Ok(OwnedFd::from(slave))
+}
+
+/// Receives the terminal's master side from init; `None` when init failed before sending.
+#[allow(unsafe_code)] // see the SAFETY comment inside
+pub(crate) fn receive_console(console: &OwnedFd) -> Option<OwnedFd> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut byte = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        console.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ok()?;
+    for cmsg in msg.cmsgs().ok()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg
+            && let Some(&fd) = fds.first()
+        {
+            // SAFETY: the kernel just installed this descriptor in our table for this
+            // message (SCM_RIGHTS); nothing else refers to it, so we are its only owner.
+            return Some(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+    None
 }
 
 /// Signals strata passes on to the command.
@@ -350,12 +414,18 @@ fn relay(set: &SigSet, child: Pid) -> i32 {
 
 /// PID 1 of the sandbox: sets up the root, starts the command, reaps, relays signals.
 #[allow(unsafe_code)] // see the SAFETY comment inside
-fn init_main(ops: Vec<Op>, root: PathBuf, exec: Exec, err: OwnedFd) -> ! {
+fn init_main(ops: Vec<Op>, root: PathBuf, mut exec: Exec, err: OwnedFd) -> ! {
     let _ = set_pdeathsig(Signal::SIGKILL);
     let _ = nix::unistd::setgroups(&[]);
     let mut real = RealOps::new(root);
     if let Err(msg) = apply_all(&ops, &mut real) {
         fail(&err, b'S', &msg, 125);
+    }
+    if let Some(console) = exec.console.take() {
+        match open_console(&console) {
+            Ok(slave) => exec.pty_slave = Some(slave),
+            Err(msg) => fail(&err, b'S', &msg, 125),
+        }
     }
     let set = forwarded_set();
     // SAFETY: single-threaded process (a fresh fork), so fork has no hazards here.
