@@ -161,7 +161,8 @@ impl IdMapping {
             let uids = own_ranges(&read("/proc/self/uid_map"));
             let gids = own_ranges(&read("/proc/self/gid_map"));
             let full = |r: &[IdRange]| r.len() == 1 && r[0].count == u32::MAX;
-            if !uids.is_empty() && !gids.is_empty() && !(full(&uids) && full(&gids)) {
+            let partial = !(full(&uids) && full(&gids));
+            if partial && !uids.is_empty() && !gids.is_empty() {
                 return Self {
                     uids,
                     gids,
