@@ -2,6 +2,7 @@
 //! hold the host's static busybox, in its rootless sandbox.
 
 mod common;
+mod registry_common;
 
 use std::fs;
 use std::io::Write;
@@ -11,6 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use registry_common::{Auth, Registry};
 
 /// A spec whose image holds busybox (`/bin/busybox`, `/bin/sh`), an /etc/passwd with a
 /// `coder` account (1000), and `/work` owned by it; the config runs as 1000 in /work.
@@ -364,6 +366,98 @@ fn sigterm_kills_the_command_and_leaves_nothing() {
 
 fn nix_pid(id: u32) -> String {
     id.to_string()
+}
+
+/// Starts a long command whose command line holds a unique marker; returns strata's process
+/// once the command runs.
+fn start_sleeper(work: &Work, marker: &str) -> std::process::Child {
+    let flag_dir = work.out(&format!("flag-{marker}"));
+    fs::create_dir_all(&flag_dir).expect("mkdir");
+    fs::set_permissions(&flag_dir, fs::Permissions::from_mode(0o777)).expect("chmod");
+    let mount = format!("{}:/flag", flag_dir.display());
+    let script = format!("echo up > /flag/started; exec /bin/busybox sleep {marker}");
+    let mut cmd = strata_run(
+        work,
+        &work.spec().to_string_lossy(),
+        &["--mount", &mount, "--", "sh", "-c", &script],
+    );
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !flag_dir.join("started").exists() {
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+#[test]
+fn ctrl_c_and_kill_leave_nothing_behind() {
+    let work = Work::new();
+    busybox_spec(&work);
+    run_spec_ok(&work, &["--", "/bin/busybox", "true"]);
+    // Ctrl-C: SIGINT is passed on; the command dies of it and strata reports 130.
+    let marker = format!("{}", 60000 + std::process::id() % 5000);
+    let mut child = start_sleeper(&work, &marker);
+    run_ok(Command::new("kill").arg("-INT").arg(child.id().to_string()));
+    assert_eq!(child.wait().expect("wait").code(), Some(130));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(processes_with(&format!("sleep {marker}")).is_empty());
+    assert!(run_dirs(&work).is_empty(), "{:?}", run_dirs(&work));
+
+    // SIGKILL gives strata no chance to clean up: the sandbox dies with it (parent-death
+    // signal, then the PID namespace), and the next run removes the stale directory.
+    let marker = format!("{}", 65000 + std::process::id() % 5000);
+    let mut child = start_sleeper(&work, &marker);
+    run_ok(
+        Command::new("kill")
+            .arg("-KILL")
+            .arg(child.id().to_string()),
+    );
+    let _ = child.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_with(&format!("sleep {marker}")).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the command outlived a killed strata"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    run_spec_ok(&work, &["--", "/bin/busybox", "true"]);
+    assert!(
+        run_dirs(&work).is_empty(),
+        "stale run directory swept: {:?}",
+        run_dirs(&work)
+    );
+}
+
+#[test]
+fn registry_target_is_pulled_and_run() {
+    require_tool("docker-registry");
+    let reg = Registry::start(Auth::None);
+    let work = Work::new();
+    busybox_spec(&work);
+    let reference = reg.docker("run/test:v1");
+    work.build(&reference, &[]);
+    let out = run(&mut strata_run(
+        &work,
+        &reference,
+        &[
+            "--",
+            "sh",
+            "-c",
+            "echo registry $GREETING $(/bin/busybox id -u)",
+        ],
+    ));
+    assert_eq!(
+        stdout(&out),
+        "registry hello-from-strata 1000\n",
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
