@@ -45,6 +45,8 @@ pub struct BuildOptions {
     pub threads: usize,
     /// Clamp for every mtime, and the image's creation time.
     pub source_date_epoch: i64,
+    /// How the Debian source uses the lock file and the network (`--locked`, `--offline`).
+    pub debian: strata_debian::DebianOptions,
 }
 
 impl Default for BuildOptions {
@@ -54,6 +56,7 @@ impl Default for BuildOptions {
             max_layers: 100,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             source_date_epoch: 1,
+            debian: strata_debian::DebianOptions::default(),
         }
     }
 }
@@ -164,7 +167,7 @@ pub fn build(
     let mut customisation = Vec::new();
     let mut source_env = Vec::new();
     for part in [Part::Base, Part::User] {
-        let mut half = resolve_half(spec, part, store)?;
+        let mut half = resolve_half(spec, part, store, opts)?;
         customisation.append(&mut half.customisation);
         source_env.append(&mut half.env);
         halves.push(half);
@@ -252,15 +255,16 @@ pub fn build(
 }
 
 /// The sources of one half, in the order their content is layered.
-fn sources_for(spec: &Spec, part: Part) -> Result<Vec<Box<dyn Source>>, BuildError> {
+fn sources_for(
+    spec: &Spec,
+    part: Part,
+    opts: &BuildOptions,
+) -> Result<Vec<Box<dyn Source>>, BuildError> {
     let half = spec.half(part);
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
-    if let Some(debian) = &half.debian {
-        return Err(BuildError::Unsupported {
-            spec: format!("{}", debian.location),
-            part: part_name(part),
-            kind: "debian",
-        });
+    // Debian packages first: Nix and tree content go above them.
+    if let Some(input) = strata_debian::DebianInput::from_spec(spec, part, opts.debian) {
+        sources.push(Box::new(strata_debian::DebianSource::new(input)));
     }
     if let Some(nix) = &half.nix {
         let mut input = strata_nix::NixInput::new(
@@ -297,9 +301,14 @@ fn sources_for(spec: &Spec, part: Part) -> Result<Vec<Box<dyn Source>>, BuildErr
 }
 
 /// Resolves every source of one half.
-fn resolve_half(spec: &Spec, part: Part, store: &Store) -> Result<Resolution, BuildError> {
+fn resolve_half(
+    spec: &Spec,
+    part: Part,
+    store: &Store,
+    opts: &BuildOptions,
+) -> Result<Resolution, BuildError> {
     let mut out = Resolution::default();
-    for source in sources_for(spec, part)? {
+    for source in sources_for(spec, part, opts)? {
         let cache_dir = store.source_dir(source.kind())?;
         let ctx = SourceContext {
             cache_dir: &cache_dir,
@@ -584,13 +593,6 @@ fn describe(objects: &[StoreObject]) -> String {
         format!("{} and {more} more", ids.join(", "))
     } else {
         ids.join(", ")
-    }
-}
-
-fn part_name(part: Part) -> &'static str {
-    match part {
-        Part::Base => "base",
-        Part::User => "user",
     }
 }
 

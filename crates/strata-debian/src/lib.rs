@@ -56,6 +56,8 @@ mod deb;
 pub mod deb822;
 mod release;
 mod resolve;
+pub mod source;
+pub mod system;
 pub mod trust;
 pub mod version;
 
@@ -66,6 +68,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 pub use deb::{ControlFiles, MERGED_DIRS, merged_usr};
+pub use source::{DebianInput, DebianOptions, DebianSource, SpecLock};
 pub use trust::Keyring;
 pub use version::{Version, VersionError, compare_versions};
 
