@@ -171,6 +171,15 @@ fn apply_layer(
                 .ok_or_else(|| layer_err(&layer.path, &raw, "symlink without a target"))?;
             std::os::unix::fs::symlink(&target, &dest).map_err(io_err("create", &dest))?;
             let _ = lchown(&dest, Some(uid), Some(gid));
+            let secs = header.mtime().unwrap_or(0) as nix::sys::time::time_t;
+            let when = nix::sys::time::TimeSpec::new(secs, 0);
+            let _ = nix::sys::stat::utimensat(
+                nix::fcntl::AT_FDCWD,
+                &dest,
+                &when,
+                &when,
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            );
         } else if kind.is_hard_link() {
             let target = entry
                 .link_name()

@@ -646,3 +646,41 @@ fn refused_user_namespaces_name_the_kernel_setting() {
         assert!(err.contains(setting), "the error names {setting}: {err}");
     }
 }
+
+/// Runs that start together on a fresh store unpack the image once and all see it whole.
+#[test]
+fn concurrent_first_runs_share_one_unpacked_root() {
+    let work = Work::new();
+    busybox_spec(&work);
+    let layout = work.out("layout");
+    work.build(&format!("oci:{}", layout.display()), &[]);
+    let target = format!("oci:{}", layout.display());
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            strata_run(
+                &work,
+                &target,
+                &["--", "/bin/busybox", "cat", "/etc/passwd"],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stdout(&out).starts_with("root:x:0:0:"), "{}", stdout(&out));
+    }
+    let unpacked: Vec<_> = fs::read_dir(work.store().join("v1/sources/rootfs"))
+        .expect("rootfs dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        unpacked.len(),
+        1,
+        "one unpacked root, no temporary left: {unpacked:?}"
+    );
+}
