@@ -16,6 +16,37 @@
 //! with no network, its effects as one layer) sets [`Sandbox::keep_changes`]: the overlay's
 //! upper directory is kept there and [`changes::scan_upper`] lists what was added, modified
 //! and deleted.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), strata_sandbox::SandboxError> {
+//! use strata_sandbox::{Command, Sandbox, Stdio, User, changes::scan_upper};
+//! // Package trees unpacked by strata (top first), a directory for this run's changes.
+//! let mut sandbox = Sandbox::new(vec!["/store/pkgs".into()], "/store/v1/tmp".into());
+//! sandbox.keep_changes = Some("/store/configure-1234".into()); // network stays off
+//! let log = std::fs::File::create("/store/configure-1234.log").expect("log");
+//! let status = sandbox.run(Command {
+//!     argv: vec!["dpkg".into(), "--configure".into(), "-a".into()],
+//!     env: vec![
+//!         "PATH=/usr/sbin:/usr/bin:/sbin:/bin".into(),
+//!         "DEBIAN_FRONTEND=noninteractive".into(),
+//!         "SOURCE_DATE_EPOCH=1".into(),
+//!     ],
+//!     user: User::root(),
+//!     workdir: "/".into(),
+//!     tty: false,
+//!     stdin: Stdio::Null,
+//!     stdout: Stdio::Fd(log.try_clone().expect("dup").into()),
+//!     stderr: Stdio::Fd(log.into()),
+//! })?;
+//! assert_eq!(status.code(), 0);
+//! for change in scan_upper(std::path::Path::new("/store/configure-1234/upper"))? {
+//!     // Upsert(path) → add upper/path to the layer; Delete(path) → `.wh.NAME`;
+//!     // Opaque(dir) → `dir/.wh..wh..opq`.
+//!     let _ = change;
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod changes;
 pub mod idmap;
