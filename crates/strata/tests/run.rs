@@ -537,9 +537,15 @@ fn rootless_as_an_ordinary_user() {
     fs::create_dir_all(&store).expect("mkdir");
     fs::set_permissions(work.root().join("out"), fs::Permissions::from_mode(0o755)).expect("chmod");
     run_ok(Command::new("chown").arg(TEST_USER).arg(&store));
+    // A copy of the binary the user can reach (the checkout may live under /root).
+    let binary = work.out("strata");
+    fs::copy(strata_bin(), &binary).expect("copy strata");
+    fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).expect("chmod");
     let as_user = |args: &[&str]| -> Output {
         let mut cmd = Command::new("runuser");
-        cmd.args(["-u", TEST_USER, "--", strata_bin(), "--store"])
+        cmd.args(["-u", TEST_USER, "--"])
+            .arg(&binary)
+            .arg("--store")
             .arg(&store)
             .arg("run")
             .arg(work.spec())
