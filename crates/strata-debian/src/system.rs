@@ -212,6 +212,8 @@ fn dpkg_database(
             }
         }
     }
+    // The multiarch layout of `info` (`PKG:ARCH.list` for `Multi-Arch: same` packages).
+    out.push(file("var/lib/dpkg/info/format", 0o644, "1\n")?);
     out.push(file("var/lib/dpkg/status", 0o644, status)?);
     out.push(file("var/lib/dpkg/available", 0o644, Vec::new())?);
     Ok(())
