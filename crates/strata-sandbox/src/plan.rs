@@ -191,6 +191,13 @@ pub fn plan(spec: &SetupSpec) -> Vec<Op> {
             target: target.into(),
         });
     }
+    // Read-only; a new sysfs shows the sandbox's own network devices.
+    ops.push(Op::Mount {
+        fstype: "sysfs",
+        path: "/sys".into(),
+        flags: nosuid_nodev | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+        data: String::new(),
+    });
     ops.push(Op::Mount {
         fstype: "tmpfs",
         path: "/tmp".into(),

@@ -238,6 +238,24 @@ impl Ops for RealOps {
                         None::<&str>,
                     )
                     .map_err(sys("bind-mount /proc onto", &target)),
+                    // A new sysfs needs a network namespace of our own; with the host's
+                    // network, the host's /sys, read-only.
+                    Err(Errno::EPERM) if *fstype == "sysfs" => {
+                        mount(
+                            Some("/sys"),
+                            &target,
+                            None::<&str>,
+                            MsFlags::MS_BIND | MsFlags::MS_REC,
+                            None::<&str>,
+                        )
+                        .map_err(sys("bind-mount /sys onto", &target))?;
+                        let flags = MsFlags::MS_BIND
+                            | MsFlags::MS_REMOUNT
+                            | MsFlags::MS_RDONLY
+                            | locked_flags(&target);
+                        mount(None::<&str>, &target, None::<&str>, flags, None::<&str>)
+                            .map_err(sys("remount read-only", &target))
+                    }
                     Err(e) => Err(sys(&format!("mount {fstype} on"), &target)(e)),
                 }
             }

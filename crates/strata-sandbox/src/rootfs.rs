@@ -148,6 +148,23 @@ fn apply_layer(
         );
         let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(header.mtime().unwrap_or(0));
         let kind = header.entry_type();
+        // Extended attributes (file capabilities, ACLs) as GNU tar and Docker write them;
+        // set where permitted, after the content and owner.
+        let mut xattrs: Vec<(String, Vec<u8>)> = Vec::new();
+        if let Ok(Some(exts)) = entry.pax_extensions() {
+            for ext in exts.flatten() {
+                if let Ok(key) = ext.key()
+                    && let Some(name) = key.strip_prefix("SCHILY.xattr.")
+                {
+                    xattrs.push((name.to_owned(), ext.value_bytes().to_vec()));
+                }
+            }
+        }
+        let set_xattrs = |path: &Path| {
+            for (name, value) in &xattrs {
+                let _ = xattr::set(path, name, value);
+            }
+        };
         if kind.is_dir() {
             match fs::symlink_metadata(&dest) {
                 Ok(m) if m.is_dir() => {}
@@ -160,6 +177,7 @@ fn apply_layer(
             let _ = lchown(&dest, Some(uid), Some(gid));
             fs::set_permissions(&dest, fs::Permissions::from_mode(mode))
                 .map_err(io_err("set the mode of", &dest))?;
+            set_xattrs(&dest);
             dir_times.insert(dest, mtime);
             continue;
         }
@@ -219,6 +237,7 @@ fn apply_layer(
             // After chown, which clears set-id bits.
             out.set_permissions(fs::Permissions::from_mode(mode))
                 .map_err(io_err("set the mode of", &dest))?;
+            set_xattrs(&dest);
             let _ = out.set_modified(mtime);
         }
     }
@@ -359,6 +378,40 @@ mod tests {
             fs::read_to_string(root.join("usr/lib/libx.so")).expect("x"),
             "x"
         );
+    }
+
+    #[test]
+    fn extended_attributes_are_applied() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        fs::create_dir(&root).expect("mkdir");
+        let path = dir.path().join("x.tar");
+        let mut b = tar::Builder::new(File::create(&path).expect("create"));
+        b.append_pax_extensions([("SCHILY.xattr.user.strata", b"yes".as_slice())])
+            .expect("pax");
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(1);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "f", b"x".as_slice()).expect("append");
+        b.finish().expect("finish");
+        drop(b);
+        unpack_layers(
+            &root,
+            &[LayerFile {
+                path,
+                compression: Compression::None,
+            }],
+        )
+        .expect("unpack");
+        if xattr::SUPPORTED_PLATFORM
+            && xattr::set(dir.path().join("x.tar"), "user.probe", b"1").is_ok()
+        {
+            assert_eq!(
+                xattr::get(root.join("f"), "user.strata").expect("get"),
+                Some(b"yes".to_vec())
+            );
+        }
     }
 
     #[test]

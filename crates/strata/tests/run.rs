@@ -189,6 +189,20 @@ fn own_pid_namespace_and_no_network_by_default() {
             .map(|n| n.trim().to_owned())
             .collect()
     };
+    let sys_net = run_spec_ok(&work, &["--", "/bin/busybox", "ls", "/sys/class/net"]);
+    assert_eq!(sys_net.trim(), "lo", "/sys is the sandbox's own");
+    let out = run_spec(
+        &work,
+        &[
+            "--user",
+            "0",
+            "--",
+            "sh",
+            "-c",
+            "echo 1 > /sys/kernel/profiling",
+        ],
+    );
+    assert!(!out.status.success(), "/sys is read-only");
     let isolated = run_spec_ok(&work, &["--", "/bin/busybox", "cat", "/proc/net/dev"]);
     assert_eq!(interfaces(&isolated), ["lo"], "{isolated}");
     let shared = run_spec_ok(
@@ -200,6 +214,11 @@ fn own_pid_namespace_and_no_network_by_default() {
     host.sort();
     inside.sort();
     assert_eq!(inside, host, "--network shares the host's interfaces");
+    let sys_net = run_spec_ok(
+        &work,
+        &["--network", "--", "/bin/busybox", "ls", "/sys/class/net"],
+    );
+    assert_eq!(sys_net.split_whitespace().count(), host.len(), "{sys_net}");
     if Path::new("/etc/resolv.conf").exists() {
         let resolv = run_spec_ok(
             &work,
