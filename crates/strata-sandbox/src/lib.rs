@@ -68,7 +68,7 @@ use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 
 pub use idmap::{IdMapping, IdRange, MapWriter};
-pub use plan::BindMount;
+pub use plan::{BindMount, RootfsMode};
 pub use rootfs::{LayerFile, prepare_rootfs};
 pub use spawn::{in_user_namespace, remove_tree};
 pub use user::{User, resolve_user};
@@ -219,6 +219,8 @@ pub struct Sandbox {
     /// Keep the run's changes: the overlay upper directory is `DIR/upper` (created; left in
     /// place after the run for [`changes::scan_upper`]). Needs overlayfs or fuse-overlayfs.
     pub keep_changes: Option<PathBuf>,
+    /// How the throwaway root is made (default: the best the kernel allows).
+    pub rootfs_mode: RootfsMode,
 }
 
 impl Sandbox {
@@ -233,6 +235,7 @@ impl Sandbox {
             mounts: Vec::new(),
             hostname: "strata".into(),
             keep_changes: None,
+            rootfs_mode: RootfsMode::Auto,
         }
     }
 
@@ -260,6 +263,7 @@ impl Sandbox {
             None => (run_dir.join("upper"), run_dir.join("work")),
         };
         plan::SetupSpec {
+            rootfs_mode: self.rootfs_mode,
             lower: self.lower.clone(),
             upper,
             work,

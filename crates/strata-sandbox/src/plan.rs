@@ -54,6 +54,8 @@ pub enum Op {
     /// first) with `upper`/`work`; if the kernel refuses, fuse-overlayfs; else a copy of the
     /// lower directories into `upper`, bind-mounted.
     RootFs {
+        /// Which mechanisms to try.
+        mode: RootfsMode,
         /// Read-only layers, top first.
         lower: Vec<PathBuf>,
         /// Where changes go.
@@ -110,9 +112,26 @@ pub enum Op {
     PivotRoot,
 }
 
+/// How the throwaway root is made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RootfsMode {
+    /// overlayfs, else fuse-overlayfs, else a copy.
+    #[default]
+    Auto,
+    /// overlayfs only.
+    Overlay,
+    /// fuse-overlayfs only.
+    FuseOverlayfs,
+    /// A copy of the lower directories (reflinked where possible); changes are not
+    /// recorded as whiteouts.
+    Copy,
+}
+
 /// What a sandbox's setup depends on.
 #[derive(Debug, Clone)]
 pub struct SetupSpec {
+    /// How the root is made.
+    pub rootfs_mode: RootfsMode,
     /// Read-only layers, top first.
     pub lower: Vec<PathBuf>,
     /// Upper (changes) directory.
@@ -140,6 +159,7 @@ pub fn plan(spec: &SetupSpec) -> Vec<Op> {
     let mut ops = vec![
         Op::PrivatizeMounts,
         Op::RootFs {
+            mode: spec.rootfs_mode,
             lower: spec.lower.clone(),
             upper: spec.upper.clone(),
             work: spec.work.clone(),
@@ -264,6 +284,7 @@ mod tests {
 
     fn spec(network: bool) -> SetupSpec {
         SetupSpec {
+            rootfs_mode: RootfsMode::Auto,
             lower: vec!["/store/rootfs/abc".into()],
             upper: "/tmp/run/upper".into(),
             work: "/tmp/run/work".into(),

@@ -12,7 +12,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::statvfs::{FsFlags, statvfs};
 
 use crate::paths::resolve_in_root;
-use crate::plan::{Op, Ops};
+use crate::plan::{Op, Ops, RootfsMode};
 
 /// Carries out setup steps with real system calls; inside paths resolve against `root`.
 #[derive(Debug)]
@@ -83,6 +83,7 @@ impl RealOps {
 
     fn rootfs(
         &mut self,
+        mode: RootfsMode,
         lower: &[PathBuf],
         upper: &Path,
         work: &Path,
@@ -97,7 +98,13 @@ impl RealOps {
         );
         // In a user namespace overlayfs keeps its metadata in user.* xattrs (kernel ≥ 5.11).
         let mut first_err = None;
-        for data in [format!("{base},userxattr"), base.clone()] {
+        let overlay = matches!(mode, RootfsMode::Auto | RootfsMode::Overlay);
+        let attempts = if overlay {
+            vec![format!("{base},userxattr"), base.clone()]
+        } else {
+            Vec::new()
+        };
+        for data in attempts {
             match mount(
                 Some("overlay"),
                 target,
@@ -114,6 +121,16 @@ impl RealOps {
                 }
             }
         }
+        if mode == RootfsMode::Overlay {
+            return Err(format!(
+                "mount overlayfs on `{}`: {}",
+                target.display(),
+                first_err.map_or("?", |e| e.desc())
+            ));
+        }
+        if mode == RootfsMode::Copy {
+            return self.copy_root(lower, upper, target, first_err);
+        }
         let fuse = Command::new("fuse-overlayfs")
             .arg("-o")
             .arg(&base)
@@ -126,6 +143,22 @@ impl RealOps {
             self.rootfs_kind = Some("fuse-overlayfs");
             return Ok(());
         }
+        if mode == RootfsMode::FuseOverlayfs {
+            return Err(format!(
+                "fuse-overlayfs could not mount `{}` ({fuse:?})",
+                target.display()
+            ));
+        }
+        self.copy_root(lower, upper, target, first_err)
+    }
+
+    fn copy_root(
+        &mut self,
+        lower: &[PathBuf],
+        upper: &Path,
+        target: &Path,
+        first_err: Option<Errno>,
+    ) -> Result<(), String> {
         // Last resort: a private copy (reflinked where the file system can).
         for dir in lower.iter().rev() {
             let status = Command::new("cp")
@@ -212,11 +245,12 @@ impl Ops for RealOps {
             )
             .map_err(sys("make mounts private under", Path::new("/"))),
             Op::RootFs {
+                mode,
                 lower,
                 upper,
                 work,
                 target,
-            } => self.rootfs(lower, upper, work, target),
+            } => self.rootfs(*mode, lower, upper, work, target),
             Op::Mount {
                 fstype,
                 path,

@@ -93,3 +93,73 @@ fn keep_changes_records_additions_deletions_and_opaque_dirs() {
         "overlayfs's work directory is removed"
     );
 }
+
+/// Each way of making the throwaway root runs the command and leaves the lower directory as
+/// it was.
+#[test]
+fn every_root_mechanism_is_throwaway() {
+    use strata_sandbox::RootfsMode;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let lower = tmp.path().join("lower");
+    if !busybox_root(&lower) {
+        return;
+    }
+    for mode in [
+        RootfsMode::Overlay,
+        RootfsMode::FuseOverlayfs,
+        RootfsMode::Copy,
+    ] {
+        if mode == RootfsMode::FuseOverlayfs
+            && !(Path::new("/usr/bin/fuse-overlayfs").exists() && Path::new("/dev/fuse").exists())
+        {
+            eprintln!("!!!!! fuse-overlayfs or /dev/fuse missing; not testing it");
+            continue;
+        }
+        let mut sandbox = Sandbox::new(vec![lower.clone()], tmp.path().join("scratch"));
+        sandbox.rootfs_mode = mode;
+        let (mut out_r, out_w) = std::io::pipe().expect("pipe");
+        let result = sandbox.run(Command {
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "rm /etc/kept.conf && echo z > /etc/z && /bin/busybox cat /etc/old/x".into(),
+            ],
+            env: vec!["PATH=/bin".into()],
+            user: User::root(),
+            workdir: "/".into(),
+            tty: false,
+            stdin: Stdio::Null,
+            stdout: Stdio::Fd(out_w.into()),
+            stderr: Stdio::Inherit,
+        });
+        let status = match result {
+            Ok(s) => s,
+            Err(e) if e.to_string().contains("user namespace") => {
+                eprintln!("!!!!! no user namespaces here, skipping: {e}");
+                return;
+            }
+            Err(e) => panic!("{mode:?}: {e}"),
+        };
+        let mut text = String::new();
+        out_r.read_to_string(&mut text).expect("read");
+        assert_eq!(
+            (status, text.as_str()),
+            (ExitStatus::Exited(0), "x"),
+            "{mode:?}"
+        );
+        assert!(
+            lower.join("etc/kept.conf").exists(),
+            "{mode:?} changed the lower dir"
+        );
+        assert!(
+            !lower.join("etc/z").exists(),
+            "{mode:?} changed the lower dir"
+        );
+        let left: Vec<_> = fs::read_dir(tmp.path().join("scratch"))
+            .expect("scratch")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "{mode:?} left {left:?}");
+    }
+}
