@@ -133,6 +133,10 @@ pub fn generate(
         )?);
     }
 
+    if installed("libpam-runtime") {
+        pam_common(&files, &mut out)?;
+    }
+
     out.push(file("etc/machine-id", 0o444, Vec::new())?);
     for tmp in ["tmp", "var/tmp"] {
         out.push(Entry::directory(image_path(tmp)?, 0o1777));
@@ -463,6 +467,46 @@ fn alternatives(
             0o644,
             rec,
         )?);
+    }
+    Ok(())
+}
+
+/// The `/etc/pam.d/common-*` files `pam-auth-update` writes from libpam-runtime's defaults
+/// (only `pam_unix`), without which sudo and su abort.
+fn pam_common(files: &Files<'_>, out: &mut Vec<Entry>) -> Result<(), SourceFailure> {
+    let session = "session\t[default=1]\t\t\tpam_permit.so\n\
+                   session\trequisite\t\t\tpam_deny.so\n\
+                   session\trequired\t\t\tpam_permit.so\n\
+                   session\trequired\tpam_unix.so\n";
+    let common = [
+        (
+            "auth",
+            "auth\t[success=1 default=ignore]\tpam_unix.so nullok\n\
+             auth\trequisite\t\t\tpam_deny.so\n\
+             auth\trequired\t\t\tpam_permit.so\n",
+        ),
+        (
+            "account",
+            "account\t[success=1 new_authtok_reqd=done default=ignore]\tpam_unix.so\n\
+             account\trequisite\t\t\tpam_deny.so\n\
+             account\trequired\t\t\tpam_permit.so\n",
+        ),
+        (
+            "password",
+            "password\t[success=1 default=ignore]\tpam_unix.so obscure yescrypt\n\
+             password\trequisite\t\t\tpam_deny.so\n\
+             password\trequired\t\t\tpam_permit.so\n",
+        ),
+        ("session", session),
+        ("session-noninteractive", session),
+    ];
+    for (name, body) in common {
+        let path = format!("etc/pam.d/common-{name}");
+        if !files.exists(&path) {
+            let text =
+                format!("# Written by strata as pam-auth-update writes it (pam_unix).\n{body}");
+            out.push(file(&path, 0o644, text)?);
+        }
     }
     Ok(())
 }
