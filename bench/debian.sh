@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Benchmark: `strata build` of a Debian bookworm dev set (git curl ca-certificates sudo python3),
+# next to mmdebstrap making the same system, live against the Debian mirror, in the same run:
+#   cold:     `strata build` into an empty store (indices, resolution, downloads, extraction,
+#             layers; no lock file, so it resolves in memory)
+#   warm:     the same build again into the same store (every layer cached)
+#   add-one:  one package (jq) added to [user], built into the same warm store (its .debs are
+#             downloaded; the base layers and the download cache are reused)
+#   mmdebstrap --variant=apt --include=git,curl,ca-certificates,sudo,python3 bookworm OUT.tar
+# and prints the ratios (targets: cold >= 6x faster than mmdebstrap; add-one under 1 s).
+#
+# Run from anywhere:  bench/debian.sh   (as root: mmdebstrap runs in root mode; it is installed
+# with apt-get when missing)
+# Environment:
+#   BENCH_DIR    scratch directory (default /var/tmp/strata-bench-debian)
+#   ROUNDS       how many times each measurement is made; the median is reported (default 1)
+#   STRATA_ARGS  extra arguments for `strata build`
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+BENCH_DIR=${BENCH_DIR:-/var/tmp/strata-bench-debian}
+ROUNDS=${ROUNDS:-1}
+STRATA_ARGS=${STRATA_ARGS:-}
+PACKAGES=(git curl ca-certificates sudo python3)
+
+die() {
+    echo "debian.sh: $*" >&2
+    exit 1
+}
+log() { echo "== $*" >&2; }
+
+if ! command -v mmdebstrap >/dev/null; then
+    log "installing mmdebstrap"
+    apt-get install -y mmdebstrap >/dev/null || die "cannot install mmdebstrap"
+fi
+command -v cargo >/dev/null || die "cargo is missing"
+unset STRATA_DEBIAN_CACHE
+
+log "building strata (release)"
+cargo build --release -q -p strata
+STRATA=$ROOT/target/release/strata
+
+mkdir -p "$BENCH_DIR/spec"
+SPEC=$BENCH_DIR/spec/strata.toml
+STORE=$BENCH_DIR/store
+list() { printf '"%s", ' "$@" | sed 's/, $//'; }
+write_spec() {
+    cat >"$SPEC" <<EOF
+[image]
+name = "bench-debian"
+
+[base]
+debian = { packages = [$(list "${PACKAGES[@]}")] }
+
+[user]
+debian = { packages = [$(list "$@")] }
+EOF
+}
+
+now() { date +%s.%N; }
+# time_build LABEL: runs strata build, prints the seconds it took.
+time_build() {
+    local t0 t1
+    t0=$(now)
+    # shellcheck disable=SC2086
+    "$STRATA" --store "$STORE" build "$SPEC" --output "docker-archive:$BENCH_DIR/strata.tar" \
+        $STRATA_ARGS >/dev/null 2>"$BENCH_DIR/$1.log" || {
+        cat "$BENCH_DIR/$1.log" >&2
+        die "strata build ($1) failed"
+    }
+    t1=$(now)
+    echo "$t1 - $t0" | bc -l
+}
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+cold=() warm=() addone=() mmdeb=()
+for round in $(seq "$ROUNDS"); do
+    log "round $round: strata cold"
+    rm -rf "$STORE" "$BENCH_DIR/spec/strata.lock"
+    write_spec less
+    cold+=("$(time_build cold)")
+    log "round $round: strata warm"
+    warm+=("$(time_build warm)")
+    log "round $round: strata with jq added to [user]"
+    write_spec less jq
+    addone+=("$(time_build addone)")
+
+    log "round $round: mmdebstrap"
+    rm -f "$BENCH_DIR/mmdebstrap.tar"
+    t0=$(now)
+    mmdebstrap --quiet --variant=apt --include="$(
+        IFS=,
+        echo "${PACKAGES[*]}"
+    )" bookworm "$BENCH_DIR/mmdebstrap.tar" >"$BENCH_DIR/mmdebstrap.log" 2>&1 || {
+        cat "$BENCH_DIR/mmdebstrap.log" >&2
+        die "mmdebstrap failed"
+    }
+    t1=$(now)
+    mmdeb+=("$(echo "$t1 - $t0" | bc -l)")
+done
+
+c=$(printf '%s\n' "${cold[@]}" | median)
+w=$(printf '%s\n' "${warm[@]}" | median)
+a=$(printf '%s\n' "${addone[@]}" | median)
+m=$(printf '%s\n' "${mmdeb[@]}" | median)
+packages=$(grep -c '' <<<"$("$STRATA" --store "$STORE" inspect "docker-archive:$BENCH_DIR/strata.tar" | grep -o 'deb:[^ ]*' || true)")
+printf '\n%-44s %9s %10s\n' "measurement (median of $ROUNDS)" "seconds" "vs mmdeb"
+printf '%-44s %9.2f %9.1fx\n' "strata cold (empty store, no lock)" "$c" "$(echo "$m / $c" | bc -l)"
+printf '%-44s %9.2f %9.1fx\n' "strata warm (all layers cached)" "$w" "$(echo "$m / $w" | bc -l)"
+printf '%-44s %9.2f %9.1fx\n' "strata warm, jq added to [user]" "$a" "$(echo "$m / $a" | bc -l)"
+printf '%-44s %9.2f %9s\n' "mmdebstrap --variant=apt" "$m" "1.0x"
+echo "store objects in the last image: $packages; image $(du -h "$BENCH_DIR/strata.tar" | cut -f1)," \
+    "mmdebstrap tar $(du -h "$BENCH_DIR/mmdebstrap.tar" | cut -f1)"
+awk -v c="$c" -v m="$m" -v a="$a" 'BEGIN {
+    printf "targets: cold >= 6x faster than mmdebstrap: %s (%.1fx); add-one under 1 s: %s (%.2f s)\n",
+        (m / c >= 6 ? "met" : "NOT met"), m / c, (a < 1 ? "met" : "NOT met"), a
+}'
