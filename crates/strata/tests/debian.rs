@@ -307,3 +307,54 @@ fn offline_builds_from_the_store_or_names_the_missing_packages() {
     let b = build(&work, &work.out("offline.tar"), &["--offline"]);
     assert!(is_digest(b.digest()));
 }
+
+#[test]
+fn debian_base_with_a_nix_user_half_puts_the_profile_after_the_system_path() {
+    require_tool("podman");
+    require_tool("nix-store");
+    let work = Work::new();
+    work.file(
+        "hello/bin/nixhello",
+        "#!/bin/sh\necho hello from nix\n",
+        0o755,
+    );
+    let nix_store = work.root().join("nix");
+    let nix_env = |cmd: &mut Command| {
+        cmd.env("NIX_REMOTE", &nix_store)
+            .env("NIX_CONFIG", "substituters =\nsandbox = false");
+    };
+    let mut add = Command::new("nix-store");
+    add.arg("--add").arg(work.spec_dir().join("hello"));
+    nix_env(&mut add);
+    let path = stdout(&run_ok(&mut add)).trim().to_owned();
+    work.write_spec(&format!(
+        "[image]\nname = \"{}\"\n\n[base]\ndebian = {{ packages = [\"bash\"] }}\n\n\
+         [user]\nnix = {{ paths = [\"{path}\"] }}\n",
+        unique_name("deb-nix")
+    ));
+    let archive = work.out("mixed.tar");
+    let mut cmd = strata(&work);
+    cmd.arg("build")
+        .arg(work.spec())
+        .arg("--json")
+        .arg("--output")
+        .arg(format!("docker-archive:{}", archive.display()));
+    nix_env(&mut cmd);
+    let b = Build {
+        json: serde_json::from_slice(&run_ok(&mut cmd).stdout).unwrap(),
+    };
+    let image = load(&archive, &b);
+    let out = podman_run(
+        &image,
+        &[
+            "bash",
+            "-c",
+            "echo $PATH; nixhello; readlink /usr/bin/sh; id -un",
+        ],
+    );
+    assert_eq!(
+        out,
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:\
+         /nix/var/nix/profiles/default/bin\nhello from nix\ndash\nroot\n"
+    );
+}
