@@ -416,6 +416,27 @@ pub fn resolve(req: &Request, cache: &Path, reporter: &dyn Reporter) -> Result<L
     resolve_with_keyring(req, cache, &keyring, reporter)
 }
 
+type ParsedIndex = std::sync::Arc<(Vec<resolve::PkgVer>, String)>;
+
+/// Parsed indices of this process, so resolving both halves of a spec (or several specs)
+/// decompresses and parses each verified index once.
+fn index_memo() -> &'static std::sync::Mutex<std::collections::HashMap<String, ParsedIndex>> {
+    static MEMO: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, ParsedIndex>>,
+    > = std::sync::OnceLock::new();
+    MEMO.get_or_init(Default::default)
+}
+
+fn index_memo_get(key: &str) -> Option<ParsedIndex> {
+    let memo = index_memo().lock().unwrap_or_else(|e| e.into_inner());
+    memo.get(key).cloned()
+}
+
+fn index_memo_put(key: String, versions: Vec<resolve::PkgVer>, text: String) {
+    let mut memo = index_memo().lock().unwrap_or_else(|e| e.into_inner());
+    memo.insert(key, std::sync::Arc::new((versions, text)));
+}
+
 /// [`resolve`] with an explicit keyring (whatever `req.keyring` says).
 pub fn resolve_with_keyring(
     req: &Request,
@@ -445,16 +466,25 @@ pub fn resolve_with_keyring(
                         }
                         let mut found = false;
                         for arch in archs {
+                            // The index is identified by the verified Release it came from.
+                            let memo_key = format!(
+                                "{}|{comp}|{arch}|{i}|{}",
+                                rel.inrelease_sha256, req.architecture
+                            );
+                            if let Some(hit) = index_memo_get(&memo_key) {
+                                versions.extend(hit.0.iter().cloned());
+                                texts.push(hit.1.clone());
+                                found = true;
+                                continue;
+                            }
                             if let Some(text) = rel.packages_index(c, comp, arch, reporter)? {
                                 let name =
                                     format!("{uri}/dists/{suite}/{comp}/binary-{arch}/Packages");
                                 reporter.message(&format!("parsing {name}"));
-                                versions.extend(resolve::parse_index(
-                                    &name,
-                                    &text,
-                                    i,
-                                    &req.architecture,
-                                )?);
+                                let parsed =
+                                    resolve::parse_index(&name, &text, i, &req.architecture)?;
+                                versions.extend(parsed.iter().cloned());
+                                index_memo_put(memo_key, parsed, text.clone());
                                 texts.push(text);
                                 found = true;
                             }
