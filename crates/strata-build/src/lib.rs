@@ -522,6 +522,25 @@ fn image_env(source_env: &[(String, String)], spec_env: &BTreeMap<String, String
             }
         }
     }
+    // When several sources contribute to PATH (a Debian half and a Nix half), the system's
+    // directories come first and the sources' own (the Nix profile) after, whichever half
+    // each is in, so system tools keep their usual names.
+    if source_env.iter().filter(|(k, _)| k == "PATH").count() > 1
+        && let Some(path) = env.get_mut("PATH")
+    {
+        const SYSTEM: [&str; 6] = [
+            "/usr/local/sbin",
+            "/usr/local/bin",
+            "/usr/sbin",
+            "/usr/bin",
+            "/sbin",
+            "/bin",
+        ];
+        let mut system: Vec<&str> = path.split(':').filter(|d| SYSTEM.contains(d)).collect();
+        system.sort_by_key(|d| SYSTEM.iter().position(|s| s == d));
+        let own = path.split(':').filter(|d| !SYSTEM.contains(d));
+        *path = system.into_iter().chain(own).collect::<Vec<_>>().join(":");
+    }
     for (k, v) in spec_env {
         env.insert(k.clone(), v.clone());
     }
@@ -780,6 +799,30 @@ mod tests {
 
     fn path(p: &str) -> ImagePath {
         ImagePath::new(p).expect("path")
+    }
+
+    #[test]
+    fn mixed_sources_put_the_system_path_first() {
+        let nix = (
+            "PATH".to_owned(),
+            "/nix/profile/bin:/usr/local/bin:/usr/bin:/bin".to_owned(),
+        );
+        let deb = (
+            "PATH".to_owned(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+        );
+        let want =
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/nix/profile/bin";
+        assert_eq!(
+            image_env(&[nix.clone(), deb.clone()], &BTreeMap::new()),
+            [want]
+        );
+        assert_eq!(image_env(&[deb, nix.clone()], &BTreeMap::new()), [want]);
+        assert_eq!(
+            image_env(&[nix], &BTreeMap::new()),
+            ["PATH=/nix/profile/bin:/usr/local/bin:/usr/bin:/bin"],
+            "a single source keeps its own order"
+        );
     }
 
     #[test]

@@ -358,3 +358,71 @@ fn debian_base_with_a_nix_user_half_puts_the_profile_after_the_system_path() {
          /nix/var/nix/profiles/default/bin\nhello from nix\ndash\nroot\n"
     );
 }
+
+#[test]
+fn nix_base_with_a_debian_user_half_is_a_debian_system_with_the_profile_after_the_system_path() {
+    // The reverse of the test above: the Nix closure is the shared base, Debian packages the
+    // per-user half.
+    require_tool("podman");
+    require_tool("nix-store");
+    let work = Work::new();
+    work.file(
+        "hello/bin/nixhello",
+        "#!/bin/sh\necho hello from nix\n",
+        0o755,
+    );
+    let nix_store = work.root().join("nix");
+    let nix_env = |cmd: &mut Command| {
+        cmd.env("NIX_REMOTE", &nix_store)
+            .env("NIX_CONFIG", "substituters =\nsandbox = false");
+    };
+    let mut add = Command::new("nix-store");
+    add.arg("--add").arg(work.spec_dir().join("hello"));
+    nix_env(&mut add);
+    let path = stdout(&run_ok(&mut add)).trim().to_owned();
+    work.write_spec(&format!(
+        "[image]\nname = \"{}\"\n\n[base]\nnix = {{ paths = [\"{path}\"] }}\n\n\
+         [user]\ndebian = {{ packages = [\"bash\"] }}\n",
+        unique_name("nix-deb")
+    ));
+    let archive = work.out("mixed.tar");
+    let mut cmd = strata(&work);
+    cmd.arg("build")
+        .arg(work.spec())
+        .arg("--json")
+        .arg("--output")
+        .arg(format!("docker-archive:{}", archive.display()));
+    nix_env(&mut cmd);
+    let b = Build {
+        json: serde_json::from_slice(&run_ok(&mut cmd).stdout).unwrap(),
+    };
+    let parts: Vec<(&str, String)> = b
+        .layers()
+        .iter()
+        .map(|l| {
+            let objects = l["objects"].as_array().map(|a| a.len()).unwrap_or(0);
+            (l["part"].as_str().unwrap_or(""), format!("{objects}"))
+        })
+        .collect();
+    assert!(
+        b.layers().iter().any(|l| l["part"] == "base"
+            && l["objects"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|x| x.as_str() == Some(path.as_str())))),
+        "the store path is in a base layer: {parts:?}"
+    );
+    let image = load(&archive, &b);
+    let out = podman_run(
+        &image,
+        &[
+            "bash",
+            "-c",
+            "echo $PATH; nixhello; readlink /usr/bin/sh; dpkg -l bash | grep -c ^ii",
+        ],
+    );
+    assert_eq!(
+        out,
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:\
+         /nix/var/nix/profiles/default/bin\nhello from nix\ndash\n1\n"
+    );
+}
