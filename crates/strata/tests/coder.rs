@@ -385,19 +385,33 @@ fn serve(path: String, body: &'static [u8]) -> (String, Arc<Mutex<Vec<String>>>)
     (url, seen)
 }
 
-#[test]
-fn agent_bootstrap_starts_the_agent_as_the_account_under_podman() {
-    require_tool("podman");
-    let work = Work::new();
-    coder_example(&work, &unique_name("coder-agent"));
-    let archive = work.out("image.tar");
-    let build = work.build(&format!("docker-archive:{}", archive.display()), &[]);
+/// What one workspace start did: the logs, what the agent recorded, what was downloaded.
+struct Bootstrap {
+    logs: String,
+    stderr: String,
+    out_dir: PathBuf,
+    seen: Vec<String>,
+    url: String,
+    arch: &'static str,
+    token: &'static str,
+}
+
+impl Bootstrap {
+    fn read(&self, name: &str) -> String {
+        fs::read_to_string(self.out_dir.join(name))
+            .unwrap_or_else(|e| panic!("the agent did not write {name} ({e}): {}", self.logs))
+    }
+}
+
+/// Loads a built docker-archive into podman and starts it the way Coder's docker template
+/// starts a workspace: the image's own user, the agent token in the environment, the init
+/// script as the entrypoint, the access URL served by this test.
+fn start_workspace(work: &Work, build: &Build, archive: &Path) -> Bootstrap {
     let image = LoadedImage {
         tool: "podman",
         reference: format!("localhost/{}", build.reference()),
     };
-    run_ok(Command::new("podman").arg("load").arg("-i").arg(&archive));
-
+    run_ok(Command::new("podman").arg("load").arg("-i").arg(archive));
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -409,9 +423,6 @@ fn agent_bootstrap_starts_the_agent_as_the_account_under_podman() {
     set_mode(&out_dir, 0o777);
     let token = "strata-test-token-0123456789";
     let entrypoint = serde_json::to_string(&["sh", "-c", &init_script(&url, arch)]).unwrap();
-
-    // As Coder's docker template runs a workspace: the image's own user, the agent token in
-    // the environment, the init script as the entrypoint.
     let run_out = run(Command::new("podman")
         .args([
             "run",
@@ -436,31 +447,34 @@ fn agent_bootstrap_starts_the_agent_as_the_account_under_podman() {
         stderr(&run_out)
     );
     assert!(run_out.status.success(), "the workspace failed: {logs}");
-    // No curl in the image: busybox's wget fetched the agent (busybox sh finds its own
-    // applets, so `command -v wget` already answers).
-    assert!(
-        stderr(&run_out).contains("wget -q http://127.0.0.1:"),
-        "the init script downloads with busybox wget: {logs}"
-    );
+    let seen = seen.lock().unwrap().clone();
+    Bootstrap {
+        stderr: stderr(&run_out),
+        logs,
+        out_dir,
+        seen,
+        url,
+        arch,
+        token,
+    }
+}
+
+/// The agent ran once, as the account, with the token and the bootstrap's environment.
+fn assert_agent_ran_as_the_account(b: &Bootstrap) {
     assert_eq!(
-        *seen.lock().unwrap(),
-        [format!("/bin/coder-linux-{arch}")],
+        b.seen,
+        [format!("/bin/coder-linux-{}", b.arch)],
         "the agent was downloaded once"
     );
-
-    let read = |name: &str| {
-        fs::read_to_string(out_dir.join(name))
-            .unwrap_or_else(|e| panic!("the agent did not write {name} ({e}): {logs}"))
-    };
-    assert_eq!(read("done"), "ok\n");
-    assert_eq!(read("uid"), "1000\n", "the agent runs as the account");
-    assert_eq!(read("gid"), "1000\n");
-    assert_eq!(read("argv"), "./coder\nagent\n");
-    let env = read("env");
+    assert_eq!(b.read("done"), "ok\n");
+    assert_eq!(b.read("uid"), "1000\n", "the agent runs as the account");
+    assert_eq!(b.read("gid"), "1000\n");
+    assert_eq!(b.read("argv"), "./coder\nagent\n");
+    let env = b.read("env");
     for expected in [
-        format!("CODER_AGENT_TOKEN={token}"),
+        format!("CODER_AGENT_TOKEN={}", b.token),
         "CODER_AGENT_AUTH=token".to_owned(),
-        format!("CODER_AGENT_URL={url}"),
+        format!("CODER_AGENT_URL={}", b.url),
         "HOME=/home/coder".to_owned(),
         "LANG=C.UTF-8".to_owned(),
     ] {
@@ -469,7 +483,65 @@ fn agent_bootstrap_starts_the_agent_as_the_account_under_podman() {
             "{expected} missing from the agent's environment:\n{env}"
         );
     }
-    assert!(read("pwd").starts_with("/tmp/coder."), "{}", read("pwd"));
+    assert!(
+        b.read("pwd").starts_with("/tmp/coder."),
+        "{}",
+        b.read("pwd")
+    );
+}
+
+#[test]
+fn agent_bootstrap_starts_the_agent_as_the_account_under_podman() {
+    require_tool("podman");
+    let work = Work::new();
+    coder_example(&work, &unique_name("coder-agent"));
+    let archive = work.out("image.tar");
+    let build = work.build(&format!("docker-archive:{}", archive.display()), &[]);
+    let b = start_workspace(&work, &build, &archive);
+    // No curl in the image: busybox's wget fetched the agent (busybox sh finds its own
+    // applets, so `command -v wget` already answers).
+    assert!(
+        b.stderr.contains("wget -q http://127.0.0.1:"),
+        "the init script downloads with busybox wget: {}",
+        b.logs
+    );
+    assert_agent_ran_as_the_account(&b);
+}
+
+#[test]
+fn agent_bootstrap_in_the_debian_example_downloads_with_curl() {
+    require_tool("podman");
+    let work = Work::new();
+    let text = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/coder-debian/strata.toml"),
+    )
+    .expect("read the Debian coder example");
+    work.write_spec(&text.replace(
+        "name = \"strata-examples/coder-debian\"",
+        &format!("name = \"{}\"", unique_name("coder-debian")),
+    ));
+    let archive = work.out("image.tar");
+    // The Debian tests' shared download cache keeps the suite from fetching twice.
+    let mut cmd = work.strata();
+    cmd.arg("build")
+        .arg(work.spec())
+        .arg("--json")
+        .arg("--output")
+        .arg(format!("docker-archive:{}", archive.display()))
+        .env(
+            "STRATA_DEBIAN_CACHE",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("strata-debian-cache"),
+        );
+    let build = Build {
+        json: serde_json::from_slice(&run_ok(&mut cmd).stdout).expect("build --json"),
+    };
+    let b = start_workspace(&work, &build, &archive);
+    assert!(
+        b.stderr.contains("curl -fsSL --compressed"),
+        "a Debian image with curl downloads the agent with curl: {}",
+        b.logs
+    );
+    assert_agent_ran_as_the_account(&b);
 }
 
 // ---------------------------------------------------------------------------------------------
