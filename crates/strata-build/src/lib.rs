@@ -6,6 +6,7 @@
 //! the image configuration and manifest follow, and the image is recorded in the store. Writing
 //! the image somewhere (OCI layout, docker-archive, registry) is the caller's choice.
 
+mod configure;
 mod reporter;
 
 pub use reporter::{NoReporter, Reporter};
@@ -93,6 +94,9 @@ pub enum BuildError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] strata_store::StoreError),
+    /// Running the Debian maintainer scripts failed.
+    #[error(transparent)]
+    Configure(#[from] configure::ConfigureError),
     /// `max_layers` leaves no room.
     #[error(
         "--max-layers must be at least 3 (a base layer, a user layer and the customisation layer), got {0}"
@@ -126,7 +130,7 @@ pub struct LayerReport {
     pub size: u64,
     /// Size of the uncompressed tar.
     pub uncompressed_size: u64,
-    /// `base`, `user` or `customisation`.
+    /// `base`, `user`, `customisation` or `configure`.
     pub part: &'static str,
     /// The store objects in it.
     pub objects: Vec<String>,
@@ -182,7 +186,9 @@ pub fn build(
             references: o.references.clone(),
         })
         .collect();
-    let planned: Vec<PlannedLayer> = plan(&nodes, &groups, opts.max_layers - 1)
+    // The configure layer (when the Debian packages are configured) needs a place too.
+    let reserve = usize::from(configure::wanted(spec) && opts.max_layers > 3);
+    let planned: Vec<PlannedLayer> = plan(&nodes, &groups, opts.max_layers - 1 - reserve)
         .into_iter()
         .map(|l| PlannedLayer {
             part: if l.group == 0 { "base" } else { "user" },
@@ -239,6 +245,10 @@ pub fn build(
             objects: layer.objects.iter().map(|o| o.id.clone()).collect(),
             cached,
         });
+    }
+
+    if let Some(layer) = configure::configure(spec, store, opts, &layers, reporter)? {
+        layers.push(layer);
     }
 
     reporter.phase("writing image configuration");

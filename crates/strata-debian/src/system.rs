@@ -21,6 +21,23 @@ const GROUP_MASTER: &str = "usr/share/base-passwd/group.master";
 const CA_DIR: &str = "usr/share/ca-certificates/";
 /// The CA bundle.
 const CA_BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
+/// The control members dpkg keeps in `/var/lib/dpkg/info/PKG.MEMBER` (the maintainer
+/// scripts among them, which a configure step runs and `apt-get remove` needs).
+const INFO_MEMBERS: [&str; 11] = [
+    "md5sums",
+    "conffiles",
+    "preinst",
+    "postinst",
+    "prerm",
+    "postrm",
+    "config",
+    "templates",
+    "triggers",
+    "shlibs",
+    "symbols",
+];
+/// The executable ones among [`INFO_MEMBERS`].
+const SCRIPTS: [&str; 5] = ["preinst", "postinst", "prerm", "postrm", "config"];
 /// Group id of `shadow` in base-passwd.
 const SHADOW_GID: u32 = 42;
 
@@ -206,11 +223,12 @@ fn dpkg_database(
             0o644,
             list,
         )?);
-        for member in ["md5sums", "conffiles"] {
+        for member in INFO_MEMBERS {
             if let Some(bytes) = p.control.get(member) {
+                let mode = if SCRIPTS.contains(&member) { 0o755 } else { 0o644 };
                 out.push(file(
                     &format!("var/lib/dpkg/info/{base}.{member}"),
-                    0o644,
+                    mode,
                     bytes.to_vec(),
                 )?);
             }
