@@ -1,0 +1,198 @@
+//! The Debian configure layer end to end, live against the real Debian mirror: the packages'
+//! maintainer scripts run in the sandbox, their effects become one cached, reproducible layer,
+//! and the images run with podman.
+//!
+//! Every test has its own store; all share the download cache of the Debian tests
+//! (`STRATA_DEBIAN_CACHE`, under Cargo's target tmp dir). A missing podman fails the tests.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// The download cache the Debian tests share.
+fn shared_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("strata-debian-cache")
+}
+
+/// A `strata` command of this test's store using the shared download cache.
+fn strata(work: &Work) -> Command {
+    let mut cmd = work.strata();
+    cmd.env("STRATA_DEBIAN_CACHE", shared_cache());
+    cmd
+}
+
+/// `strata build SPEC --output docker-archive:OUT --json`; the result and strata's stderr.
+fn build(work: &Work, out: &Path) -> (Build, String) {
+    let o = run_ok(
+        strata(work)
+            .arg("build")
+            .arg(work.spec())
+            .arg("--output")
+            .arg(format!("docker-archive:{}", out.display()))
+            .arg("--json"),
+    );
+    (
+        Build {
+            json: serde_json::from_slice(&o.stdout).expect("build --json output"),
+        },
+        stderr(&o),
+    )
+}
+
+/// The configure layer of a build, if it has one.
+fn configure_layer(b: &Build) -> Option<&serde_json::Value> {
+    b.layers().iter().find(|l| l["part"] == "configure")
+}
+
+/// Loads the archive into podman (removed again when dropped).
+fn load(archive: &Path, b: &Build) -> LoadedImage {
+    run_ok(Command::new("podman").arg("load").arg("-i").arg(archive));
+    LoadedImage {
+        tool: "podman",
+        reference: format!("localhost/{}", b.reference()),
+    }
+}
+
+/// Runs `sh -c SCRIPT` in the image as root; returns stdout, panics on failure.
+fn sh(image: &LoadedImage, script: &str) -> String {
+    let o = run_ok(
+        Command::new("podman")
+            .args([
+                "run",
+                "--rm",
+                "--cgroup-manager=cgroupfs",
+                "--runtime=runc",
+                "--ulimit",
+                "nofile=20000:20000",
+                "--ulimit",
+                "nproc=20000:20000",
+                "--network=none",
+                "--user",
+                "root",
+            ])
+            .arg(&image.reference)
+            .args(["sh", "-c", script]),
+    );
+    stdout(&o)
+}
+
+fn dev_spec(name: &str, configure: Option<bool>) -> String {
+    let configure = configure
+        .map(|c| format!(", configure = {c}"))
+        .unwrap_or_default();
+    format!(
+        "[image]\nname = \"{name}\"\n\n[base]\ndebian = {{ packages = [\"git\", \"curl\", \
+         \"ca-certificates\", \"sudo\", \"python3\"]{configure} }}\n\n[coder]\n"
+    )
+}
+
+#[test]
+fn configured_dev_image_is_a_consistent_debian_system_built_once_and_reproducibly() {
+    require_tool("podman");
+    let work = Work::new();
+    let name = unique_name("deb-configure");
+    work.write_spec(&dev_spec(&name, None));
+    let (first, _) = build(&work, &work.out("a.tar"));
+    let layer = configure_layer(&first).expect("a configure layer");
+    assert_eq!(layer["cached"], false, "the first build runs the scripts");
+    assert_eq!(
+        first.layers().last().unwrap()["part"],
+        "configure",
+        "the configure layer is the top layer"
+    );
+
+    let image = load(&work.out("a.tar"), &first);
+    let awk = sh(&image, "update-alternatives --display awk");
+    assert!(
+        awk.contains("link currently points to /usr/bin/mawk"),
+        "{awk}"
+    );
+    let hashes: usize = sh(&image, "ls /etc/ssl/certs | grep -c '\\.0$'")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(hashes > 100, "{hashes} hash links in /etc/ssl/certs");
+    assert_eq!(
+        sh(
+            &image,
+            "python3 -c 'import ssl; ssl.create_default_context(); print(\"ok\")'"
+        ),
+        "ok\n"
+    );
+    let id = sh(&image, "sudo -u coder id");
+    assert!(id.starts_with("uid=1000(coder)"), "{id}");
+    assert_eq!(
+        sh(&image, "dpkg --audit"),
+        "",
+        "dpkg's database is consistent"
+    );
+    assert_eq!(
+        sh(
+            &image,
+            "dpkg-query -W -f '${db:Status-Abbrev}\\n' | sort -u"
+        ),
+        "ii \n",
+        "every package is configured"
+    );
+    // Run-to-run noise is not in the image.
+    assert_eq!(
+        sh(
+            &image,
+            "wc -c </etc/machine-id; ls /var/log/dpkg.log /var/lib/dpkg/status-old 2>&1 | grep -c 'No such'"
+        ),
+        "0\n2\n"
+    );
+    // Python bytecode is hash-checked (flags 3), so it does not depend on the build's time.
+    assert_eq!(
+        sh(
+            &image,
+            "od -A n -t u4 -j 4 -N 4 /usr/lib/python3.11/__pycache__/os.cpython-311.pyc | tr -d ' '"
+        ),
+        "3\n"
+    );
+
+    // The same store: no script runs, the layer comes from the store.
+    let (again, _) = build(&work, &work.out("b.tar"));
+    assert_eq!(configure_layer(&again).unwrap()["cached"], true);
+    assert_eq!(first.digest(), again.digest());
+
+    // Another store: the scripts run again and give the same bytes.
+    let other = Work::new();
+    std::fs::copy(work.spec(), other.spec()).unwrap();
+    let (fresh, _) = build(&other, &other.out("c.tar"));
+    assert_eq!(configure_layer(&fresh).unwrap()["cached"], false);
+    assert_eq!(
+        configure_layer(&fresh).unwrap()["digest"],
+        layer["digest"],
+        "the configure layer is reproducible"
+    );
+    assert_eq!(first.digest(), fresh.digest(), "two builds, one digest");
+}
+
+#[test]
+fn configure_false_keeps_the_declarative_image() {
+    require_tool("podman");
+    let work = Work::new();
+    let name = unique_name("deb-declarative");
+    work.write_spec(&dev_spec(&name, Some(false)));
+    let (b, _) = build(&work, &work.out("a.tar"));
+    assert!(configure_layer(&b).is_none(), "no configure layer");
+    assert_eq!(b.layers().last().unwrap()["part"], "customisation");
+    let image = load(&work.out("a.tar"), &b);
+    assert_eq!(sh(&image, "dpkg --audit"), "");
+    let id = sh(&image, "sudo -u coder id");
+    assert!(id.starts_with("uid=1000(coder)"), "{id}");
+    // The maintainer scripts are in dpkg's database (for `apt-get remove`), not run.
+    assert_eq!(
+        sh(
+            &image,
+            "test -x /var/lib/dpkg/info/ca-certificates.postinst && echo yes"
+        ),
+        "yes\n"
+    );
+}
