@@ -404,7 +404,7 @@ fn build(store_root: &std::path::Path, args: BuildArgs, flags: &RegistryFlags) -
         _ => None,
     };
     // A push sends the manifest bytes as built, so the digest printed below is the registry's.
-    strata_transport::write(
+    let written = strata_transport::write(
         &outcome.image,
         &output,
         client.as_ref(),
@@ -420,7 +420,10 @@ fn build(store_root: &std::path::Path, args: BuildArgs, flags: &RegistryFlags) -
         outcome.image.manifest_digest
     );
     if args.json {
-        let json = result_json(&outcome, &output);
+        let mut json = result_json(&outcome, &output);
+        if let strata_transport::Written::Pushed(report) = &written {
+            json["pushed"] = registry::blob_outcomes(report);
+        }
         if matches!(output, Transport::Stdout) {
             eprintln!("{}", serde_json::to_string_pretty(&json)?);
         } else {

@@ -116,28 +116,37 @@ pub struct CopyOutcome {
 impl CopyOutcome {
     /// A JSON summary for `--json`.
     pub fn json(&self, dest: &Transport) -> serde_json::Value {
-        let blobs: Vec<serde_json::Value> = self
+        let blobs = self
             .pushed
-            .iter()
-            .flat_map(|r| &r.blobs)
-            .map(|b| {
-                serde_json::json!({
-                    "digest": b.digest,
-                    "size": b.size,
-                    "outcome": match b.outcome {
-                        BlobOutcome::Uploaded => "uploaded",
-                        BlobOutcome::Skipped => "skipped",
-                        BlobOutcome::Mounted => "mounted",
-                    },
-                })
-            })
-            .collect();
+            .as_ref()
+            .map(blob_outcomes)
+            .unwrap_or_else(|| serde_json::json!([]));
         serde_json::json!({
             "destination": dest.to_string(),
             "digest": self.digest,
             "blobs": blobs,
         })
     }
+}
+
+/// Per-blob outcomes of a push, for `--json`: `uploaded`, `skipped` (the registry had it) or
+/// `mounted` (from another repository of the same registry).
+pub fn blob_outcomes(report: &PushReport) -> serde_json::Value {
+    report
+        .blobs
+        .iter()
+        .map(|b| {
+            serde_json::json!({
+                "digest": b.digest,
+                "size": b.size,
+                "outcome": match b.outcome {
+                    BlobOutcome::Uploaded => "uploaded",
+                    BlobOutcome::Skipped => "skipped",
+                    BlobOutcome::Mounted => "mounted",
+                },
+            })
+        })
+        .collect()
 }
 
 fn parse_platform(s: &str) -> Result<Platform> {
