@@ -159,10 +159,25 @@ pub(crate) fn configure(
     spec: &Spec,
     store: &Store,
     opts: &BuildOptions,
+    planned: &[PlannedLayer],
     layers: &[LayerReport],
     reporter: &dyn Reporter,
 ) -> Result<Option<LayerReport>, BuildError> {
     if !requested(spec) {
+        return Ok(None);
+    }
+    let holds = |path: &str| {
+        planned
+            .iter()
+            .flat_map(|l| &l.objects)
+            .flat_map(|o| o.tree.entries())
+            .any(|e| e.path.as_str() == path)
+    };
+    if !holds("usr/bin/dpkg") || !holds("usr/bin/sh") {
+        eprintln!(
+            "strata: note: the image has no dpkg or /bin/sh (`essential = false`?), so the Debian \
+             maintainer scripts are not run; the image holds the declarative system files instead"
+        );
         return Ok(None);
     }
     let host = host_architecture();

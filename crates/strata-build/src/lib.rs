@@ -247,7 +247,7 @@ pub fn build(
         });
     }
 
-    if let Some(layer) = configure::configure(spec, store, opts, &layers, reporter)? {
+    if let Some(layer) = configure::configure(spec, store, opts, &planned, &layers, reporter)? {
         layers.push(layer);
     }
 

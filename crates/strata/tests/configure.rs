@@ -196,3 +196,18 @@ fn configure_false_keeps_the_declarative_image() {
         "yes\n"
     );
 }
+
+#[test]
+fn an_image_without_dpkg_stays_declarative_and_says_so() {
+    let work = Work::new();
+    let name = unique_name("deb-nodpkg");
+    work.write_spec(&format!(
+        "[image]\nname = \"{name}\"\n\n[base]\ndebian = {{ packages = [\"hello\"], essential = false }}\n"
+    ));
+    let (b, err) = build(&work, &work.out("a.tar"));
+    assert!(configure_layer(&b).is_none(), "no configure layer");
+    assert!(
+        err.contains("the Debian maintainer scripts are not run"),
+        "{err}"
+    );
+}
