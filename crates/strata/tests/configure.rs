@@ -211,3 +211,85 @@ fn an_image_without_dpkg_stays_declarative_and_says_so() {
         "{err}"
     );
 }
+
+/// The ordinary user the rootless test builds as (the one `strata run`'s tests use).
+const TEST_USER: &str = "strata-run-test";
+
+/// As root: the same configured image built by an ordinary user (the sandbox in an
+/// unprivileged user namespace, files owned through the subordinate id range) has the same
+/// digest. Not root: the other tests already build rootless.
+#[test]
+fn rootless_configure_gives_the_root_build_digest() {
+    use std::os::unix::fs::PermissionsExt;
+    if !is_root() {
+        eprintln!(
+            "rootless_configure_gives_the_root_build_digest: not root, the other tests are rootless"
+        );
+        return;
+    }
+    if run(Command::new("id").arg(TEST_USER)).status.code() != Some(0) {
+        let out = run(Command::new("useradd").args(["--create-home", TEST_USER]));
+        assert!(
+            out.status.success() || stderr(&out).contains("already exists"),
+            "useradd: {}",
+            stderr(&out)
+        );
+    }
+    let probe =
+        run(Command::new("runuser").args(["-u", TEST_USER, "--", "unshare", "-Ur", "true"]));
+    assert!(
+        probe.status.success(),
+        "{TEST_USER} cannot create a user namespace: {}",
+        stderr(&probe)
+    );
+    let work = Work::new();
+    let name = unique_name("deb-configure-rootless");
+    work.write_spec(&dev_spec(&name, None));
+    let (root_build, _) = build(&work, &work.out("root.tar"));
+
+    // The user's own store, download cache (a copy of the shared one) and binary.
+    let cache = work.out("user-cache");
+    run_ok(Command::new("cp").arg("-a").arg(shared_cache()).arg(&cache));
+    let store = work.out("user-store");
+    std::fs::create_dir_all(&store).unwrap();
+    let user_out = work.out("user-out");
+    std::fs::create_dir_all(&user_out).unwrap();
+    let oci = user_out.join("oci");
+    let binary = work.out("strata");
+    std::fs::copy(strata_bin(), &binary).unwrap();
+    for dir in [work.root().to_path_buf(), work.spec_dir(), work.out("")] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    run_ok(
+        Command::new("chown")
+            .args(["-R", TEST_USER])
+            .arg(&cache)
+            .arg(&store)
+            .arg(&user_out),
+    );
+    let out = run_ok(
+        Command::new("runuser")
+            .args(["-u", TEST_USER, "--"])
+            .arg(&binary)
+            .arg("--store")
+            .arg(&store)
+            .arg("build")
+            .arg(work.spec())
+            .arg("--output")
+            .arg(format!("oci:{}", oci.display()))
+            .arg("--json")
+            .env("STRATA_DEBIAN_CACHE", &cache)
+            .env_remove("STRATA_STORE"),
+    );
+    let user_build = Build {
+        json: serde_json::from_slice(&out.stdout).expect("build --json output"),
+    };
+    assert!(
+        !stderr(&out).contains("maintainer scripts were not run"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(configure_layer(&user_build).unwrap()["cached"], false);
+    assert_eq!(user_build.digest(), root_build.digest());
+}
