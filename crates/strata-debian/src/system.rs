@@ -225,7 +225,11 @@ fn dpkg_database(
         )?);
         for member in INFO_MEMBERS {
             if let Some(bytes) = p.control.get(member) {
-                let mode = if SCRIPTS.contains(&member) { 0o755 } else { 0o644 };
+                let mode = if SCRIPTS.contains(&member) {
+                    0o755
+                } else {
+                    0o644
+                };
                 out.push(file(
                     &format!("var/lib/dpkg/info/{base}.{member}"),
                     mode,
