@@ -130,8 +130,13 @@ impl Cache {
         }
     }
 
-    /// GETs a small document; `Ok(None)` on 404 / 410.
+    /// GETs a small document; `Ok(None)` on 404 / 410. Transient failures (a dropped
+    /// connection, a 5xx) are retried a few times, as apt does.
     pub(crate) fn get(&self, url: &str) -> Result<Option<Vec<u8>>, DebianError> {
+        with_retries(|| self.get_once(url))
+    }
+
+    fn get_once(&self, url: &str) -> Result<Option<Vec<u8>>, DebianError> {
         let resp = match self.agent.get(url).call() {
             Ok(r) => r,
             Err(ureq::Error::StatusCode(404 | 410)) => return Ok(None),
@@ -184,11 +189,25 @@ impl Cache {
                 }
             }
         }
+        with_retries(|| self.download_verified(url, name, size, &sha256, &path, reporter))?;
+        Ok(path)
+    }
+
+    /// One download of `url` into a temporary file, checked, then renamed to `path`.
+    fn download_verified(
+        &self,
+        url: &str,
+        name: &str,
+        size: Option<u64>,
+        sha256: &str,
+        path: &Path,
+        reporter: &dyn Reporter,
+    ) -> Result<(), DebianError> {
         let resp = self.agent.get(url).call().map_err(|e| DebianError::Http {
             url: url.to_owned(),
             message: e.to_string(),
         })?;
-        let (tmp, mut f) = temp_file(&path)?;
+        let (tmp, mut f) = temp_file(path)?;
         let result = (|| {
             let mut reader = resp.into_body().into_reader();
             let mut hasher = Sha256::new();
@@ -227,7 +246,7 @@ impl Cache {
             if actual != sha256 {
                 return Err(DebianError::HashMismatch {
                     file: name.to_owned(),
-                    expected: sha256.clone(),
+                    expected: sha256.to_owned(),
                     actual,
                 });
             }
@@ -238,12 +257,28 @@ impl Cache {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
-        fs::rename(&tmp, &path).map_err(|e| {
+        fs::rename(&tmp, path).map_err(|e| {
             let _ = fs::remove_file(&tmp);
-            io_err(&path, e)
+            io_err(path, e)
         })?;
-        Ok(path)
+        Ok(())
     }
+}
+
+/// Runs `op` up to three times while it fails with a network error (never on a checksum or
+/// signature failure, which must stop the build), waiting 0.2 s, then 0.8 s.
+fn with_retries<T>(mut op: impl FnMut() -> Result<T, DebianError>) -> Result<T, DebianError> {
+    let mut delay = std::time::Duration::from_millis(200);
+    for _ in 0..2 {
+        match op() {
+            Err(DebianError::Http { .. }) => {
+                std::thread::sleep(delay);
+                delay *= 4;
+            }
+            other => return other,
+        }
+    }
+    op()
 }
 
 /// Length and hex SHA256 of a file.
