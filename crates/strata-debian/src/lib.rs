@@ -427,6 +427,28 @@ fn index_memo() -> &'static std::sync::Mutex<std::collections::HashMap<String, P
     MEMO.get_or_init(Default::default)
 }
 
+/// Releases verified by this process, so the second half of a spec (or a second spec) does
+/// not fetch and verify the same `InRelease` again.
+fn release_memo(
+    uri: &str,
+    suite: &str,
+    keyring: &Keyring,
+    fetch: impl FnOnce() -> Result<release::Release, DebianError>,
+) -> Result<release::Release, DebianError> {
+    type Memo = std::sync::Mutex<std::collections::HashMap<String, release::Release>>;
+    static MEMO: std::sync::OnceLock<Memo> = std::sync::OnceLock::new();
+    let key = format!("{uri}|{suite}|{:?}", keyring.fingerprints());
+    let memo = MEMO.get_or_init(Default::default);
+    if let Some(rel) = memo.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(rel.clone());
+    }
+    let rel = fetch()?;
+    memo.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, rel.clone());
+    Ok(rel)
+}
+
 fn index_memo_get(key: &str) -> Option<ParsedIndex> {
     let memo = index_memo().lock().unwrap_or_else(|e| e.into_inner());
     memo.get(key).cloned()
@@ -456,7 +478,9 @@ pub fn resolve_with_keyring(
             .map(|(i, (uri, suite))| {
                 let c = &c;
                 s.spawn(move || -> SourceResult {
-                    let rel = release::fetch_release(c, keyring, uri, suite, now, reporter)?;
+                    let rel = release_memo(uri, suite, keyring, || {
+                        release::fetch_release(c, keyring, uri, suite, now, reporter)
+                    })?;
                     let mut versions = Vec::new();
                     let mut texts = Vec::new();
                     for comp in &req.components {
