@@ -250,7 +250,10 @@ fn bearer_token_auth_over_self_signed_https() -> TestResult {
     if registry_binary().is_none() {
         return Ok(());
     }
-    assert!(have("openssl"), "openssl is not installed: run ./scripts/test");
+    assert!(
+        have("openssl"),
+        "openssl is not installed: run ./scripts/test"
+    );
     let keys = tempfile::tempdir()?;
     openssl(
         &[
