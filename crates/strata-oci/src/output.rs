@@ -166,34 +166,17 @@ pub fn write_docker_archive(image: &BuiltImage, out: &mut dyn Write) -> Result<(
     let config_name = format!("{}.json", hex_of(&image.config_digest));
     append(out, &config_name, &image.config).map_err(werr)?;
 
-    let mut layer_names = Vec::new();
-    for layer in &image.layers {
-        // A pulled layer's uncompressed size is unknown until it is decompressed once.
-        let mut layer = layer.clone();
+    // A pulled layer's uncompressed size is unknown until it is decompressed once; the tar
+    // header needs it before the data.
+    let mut layers = image.layers.clone();
+    for layer in &mut layers {
         if layer.digests.uncompressed_size == 0 && layer.compression != Compression::None {
-            let mut reader = decompressor(&layer)?;
+            let mut reader = decompressor(layer)?;
             layer.digests.uncompressed_size = io::copy(&mut reader, &mut io::sink())
                 .map_err(io_err("decompress", &layer.path))?;
         }
-        let layer = &layer;
-        let name = format!("{}/layer.tar", hex_of(&layer.digests.diff_id));
-        let dir = format!("{}/", hex_of(&layer.digests.diff_id));
-        out.write_all(&ustar_header(&dir, 0, b'5')).map_err(werr)?;
-        out.write_all(&ustar_header(&name, layer.digests.uncompressed_size, b'0'))
-            .map_err(werr)?;
-        let mut reader = decompressor(layer)?;
-        let copied = io::copy(&mut reader, out).map_err(io_err("decompress", &layer.path))?;
-        if copied != layer.digests.uncompressed_size {
-            return Err(io_err("decompress", &layer.path)(io::Error::other(
-                format!(
-                    "layer is {copied} bytes uncompressed, expected {}",
-                    layer.digests.uncompressed_size
-                ),
-            )));
-        }
-        pad(out, copied).map_err(werr)?;
-        layer_names.push(name);
     }
+    let layer_names = write_layers_decompressed(&layers, out)?;
 
     let manifest = serde_json::json!([{
         "Config": config_name,
@@ -207,6 +190,121 @@ pub fn write_docker_archive(image: &BuiltImage, out: &mut dyn Write) -> Result<(
     append(out, "repositories", repositories.to_string().as_bytes()).map_err(werr)?;
     out.write_all(&[0u8; 1024]).map_err(werr)?;
     Ok(())
+}
+
+/// Writes each layer as `<diff_id>/layer.tar`, uncompressed, in order. Layers are decompressed
+/// by a few worker threads ahead of the writer (each bounded to a few MiB in flight), since
+/// decompressing is what this costs; the output bytes do not depend on the thread count.
+fn write_layers_decompressed(
+    layers: &[LayerBlob],
+    out: &mut dyn Write,
+) -> Result<Vec<String>, OutputError> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+    type Chunk = Result<Vec<u8>, OutputError>;
+    let werr = |e| io_err("write", Path::new("<output>"))(e);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
+    let (senders, receivers): (Vec<SyncSender<Chunk>>, Vec<Receiver<Chunk>>) =
+        layers.iter().map(|_| sync_channel(8)).unzip();
+    let senders: Vec<std::sync::Mutex<Option<SyncSender<Chunk>>>> = senders
+        .into_iter()
+        .map(|s| std::sync::Mutex::new(Some(s)))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                // Layers are taken in order, so the one the writer waits for always has a
+                // worker: no deadlock however the bounded channels fill.
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(layer) = layers.get(i) else { break };
+                    let Some(tx) = senders[i].lock().ok().and_then(|mut s| s.take()) else {
+                        break;
+                    };
+                    let mut reader = match decompressor(layer) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            continue;
+                        }
+                    };
+                    loop {
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let mut buf = vec![0u8; 1 << 20];
+                        match read_full(&mut reader, &mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => {
+                                buf.truncate(n);
+                                if tx.send(Ok(buf)).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(io_err("decompress", &layer.path)(e)));
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+
+        let result = (|| {
+            let mut names = Vec::new();
+            for (layer, rx) in layers.iter().zip(&receivers) {
+                let name = format!("{}/layer.tar", hex_of(&layer.digests.diff_id));
+                let dir = format!("{}/", hex_of(&layer.digests.diff_id));
+                out.write_all(&ustar_header(&dir, 0, b'5')).map_err(werr)?;
+                out.write_all(&ustar_header(&name, layer.digests.uncompressed_size, b'0'))
+                    .map_err(werr)?;
+                let mut copied = 0u64;
+                for chunk in rx.iter() {
+                    let chunk = chunk?;
+                    copied += chunk.len() as u64;
+                    out.write_all(&chunk).map_err(werr)?;
+                }
+                if copied != layer.digests.uncompressed_size {
+                    return Err(io_err("decompress", &layer.path)(io::Error::other(
+                        format!(
+                            "layer is {copied} bytes uncompressed, expected {}",
+                            layer.digests.uncompressed_size
+                        ),
+                    )));
+                }
+                pad(out, copied).map_err(werr)?;
+                names.push(name);
+            }
+            Ok(names)
+        })();
+        if result.is_err() {
+            // Unblock and end the workers: drop every receiver.
+            stop.store(true, Ordering::Relaxed);
+            drop(receivers);
+        }
+        result
+    })
+}
+
+/// Reads until `buf` is full or the stream ends.
+fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// A reader of the layer's uncompressed tar.
