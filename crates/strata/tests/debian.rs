@@ -308,8 +308,9 @@ fn offline_builds_from_the_store_or_names_the_missing_packages() {
     assert!(is_digest(b.digest()));
 }
 
-#[test]
-fn debian_base_with_a_nix_user_half_puts_the_profile_after_the_system_path() {
+/// A test work dir with a private Nix store holding one path, `bin/nixhello` (a shell script
+/// that prints "hello from nix"), for the mixed Debian + Nix images.
+fn work_with_a_nix_hello() -> (Work, String) {
     require_tool("podman");
     require_tool("nix-store");
     let work = Work::new();
@@ -318,31 +319,44 @@ fn debian_base_with_a_nix_user_half_puts_the_profile_after_the_system_path() {
         "#!/bin/sh\necho hello from nix\n",
         0o755,
     );
-    let nix_store = work.root().join("nix");
-    let nix_env = |cmd: &mut Command| {
-        cmd.env("NIX_REMOTE", &nix_store)
-            .env("NIX_CONFIG", "substituters =\nsandbox = false");
-    };
     let mut add = Command::new("nix-store");
     add.arg("--add").arg(work.spec_dir().join("hello"));
-    nix_env(&mut add);
+    nix_env(&work, &mut add);
     let path = stdout(&run_ok(&mut add)).trim().to_owned();
-    work.write_spec(&format!(
-        "[image]\nname = \"{}\"\n\n[base]\ndebian = {{ packages = [\"bash\"] }}\n\n\
-         [user]\nnix = {{ paths = [\"{path}\"] }}\n",
-        unique_name("deb-nix")
-    ));
+    (work, path)
+}
+
+/// Builds the work dir's spec into `mixed.tar` with its private Nix store.
+fn build_mixed(work: &Work) -> (Build, std::path::PathBuf) {
     let archive = work.out("mixed.tar");
-    let mut cmd = strata(&work);
+    let mut cmd = strata(work);
     cmd.arg("build")
         .arg(work.spec())
         .arg("--json")
         .arg("--output")
         .arg(format!("docker-archive:{}", archive.display()));
-    nix_env(&mut cmd);
+    nix_env(work, &mut cmd);
     let b = Build {
         json: serde_json::from_slice(&run_ok(&mut cmd).stdout).unwrap(),
     };
+    (b, archive)
+}
+
+/// Points a command at the work dir's private Nix store, with no substituters and no sandbox.
+fn nix_env(work: &Work, cmd: &mut Command) {
+    cmd.env("NIX_REMOTE", work.root().join("nix"))
+        .env("NIX_CONFIG", "substituters =\nsandbox = false");
+}
+
+#[test]
+fn debian_base_with_a_nix_user_half_puts_the_profile_after_the_system_path() {
+    let (work, path) = work_with_a_nix_hello();
+    work.write_spec(&format!(
+        "[image]\nname = \"{}\"\n\n[base]\ndebian = {{ packages = [\"bash\"] }}\n\n\
+         [user]\nnix = {{ paths = [\"{path}\"] }}\n",
+        unique_name("deb-nix")
+    ));
+    let (b, archive) = build_mixed(&work);
     let image = load(&archive, &b);
     let out = podman_run(
         &image,
@@ -363,39 +377,13 @@ fn debian_base_with_a_nix_user_half_puts_the_profile_after_the_system_path() {
 fn nix_base_with_a_debian_user_half_is_a_debian_system_with_the_profile_after_the_system_path() {
     // The reverse of the test above: the Nix closure is the shared base, Debian packages the
     // per-user half.
-    require_tool("podman");
-    require_tool("nix-store");
-    let work = Work::new();
-    work.file(
-        "hello/bin/nixhello",
-        "#!/bin/sh\necho hello from nix\n",
-        0o755,
-    );
-    let nix_store = work.root().join("nix");
-    let nix_env = |cmd: &mut Command| {
-        cmd.env("NIX_REMOTE", &nix_store)
-            .env("NIX_CONFIG", "substituters =\nsandbox = false");
-    };
-    let mut add = Command::new("nix-store");
-    add.arg("--add").arg(work.spec_dir().join("hello"));
-    nix_env(&mut add);
-    let path = stdout(&run_ok(&mut add)).trim().to_owned();
+    let (work, path) = work_with_a_nix_hello();
     work.write_spec(&format!(
         "[image]\nname = \"{}\"\n\n[base]\nnix = {{ paths = [\"{path}\"] }}\n\n\
          [user]\ndebian = {{ packages = [\"bash\"] }}\n",
         unique_name("nix-deb")
     ));
-    let archive = work.out("mixed.tar");
-    let mut cmd = strata(&work);
-    cmd.arg("build")
-        .arg(work.spec())
-        .arg("--json")
-        .arg("--output")
-        .arg(format!("docker-archive:{}", archive.display()));
-    nix_env(&mut cmd);
-    let b = Build {
-        json: serde_json::from_slice(&run_ok(&mut cmd).stdout).unwrap(),
-    };
+    let (b, archive) = build_mixed(&work);
     let parts: Vec<(&str, String)> = b
         .layers()
         .iter()
