@@ -68,18 +68,6 @@ pub enum BuildError {
     /// A source could not produce its objects.
     #[error(transparent)]
     Source(#[from] strata_source::SourceError),
-    /// A spec half uses a source this build of strata does not provide yet.
-    #[error(
-        "{spec}: {part}.{kind}: the `{kind}` source is not available in this version of strata"
-    )]
-    Unsupported {
-        /// The spec file.
-        spec: String,
-        /// `base` or `user`.
-        part: &'static str,
-        /// The source key.
-        kind: &'static str,
-    },
     /// Writing a layer failed.
     #[error("writing layer {index} ({objects})")]
     Layer {
