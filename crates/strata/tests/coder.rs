@@ -522,16 +522,12 @@ fn agent_bootstrap_in_the_debian_example_downloads_with_curl() {
     ));
     let archive = work.out("image.tar");
     // The Debian tests' shared download cache keeps the suite from fetching twice.
-    let mut cmd = work.strata();
+    let mut cmd = work.strata_debian();
     cmd.arg("build")
         .arg(work.spec())
         .arg("--json")
         .arg("--output")
-        .arg(format!("docker-archive:{}", archive.display()))
-        .env(
-            "STRATA_DEBIAN_CACHE",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("strata-debian-cache"),
-        );
+        .arg(format!("docker-archive:{}", archive.display()));
     let build = Build {
         json: serde_json::from_slice(&run_ok(&mut cmd).stdout).expect("build --json"),
     };

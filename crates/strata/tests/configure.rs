@@ -9,27 +9,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
 
-/// The download cache the Debian tests share.
-fn shared_cache() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("strata-debian-cache")
-}
-
-/// A `strata` command of this test's store using the shared download cache.
-fn strata(work: &Work) -> Command {
-    let mut cmd = work.strata();
-    cmd.env("STRATA_DEBIAN_CACHE", shared_cache());
-    cmd
-}
-
 /// `strata build SPEC --output docker-archive:OUT --json`; the result and strata's stderr.
 fn build(work: &Work, out: &Path) -> (Build, String) {
     let o = run_ok(
-        strata(work)
+        work.strata_debian()
             .arg("build")
             .arg(work.spec())
             .arg("--output")
@@ -249,7 +237,12 @@ fn rootless_configure_gives_the_root_build_digest() {
 
     // The user's own store, download cache (a copy of the shared one) and binary.
     let cache = work.out("user-cache");
-    run_ok(Command::new("cp").arg("-a").arg(shared_cache()).arg(&cache));
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(shared_debian_cache())
+            .arg(&cache),
+    );
     let store = work.out("user-store");
     std::fs::create_dir_all(&store).unwrap();
     let user_out = work.out("user-out");

@@ -9,27 +9,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
 
-/// The download cache the tests share.
-fn shared_cache() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("strata-debian-cache")
-}
-
-/// A `strata` command of this test's store using the shared download cache.
-fn strata(work: &Work) -> Command {
-    let mut cmd = work.strata();
-    cmd.env("STRATA_DEBIAN_CACHE", shared_cache());
-    cmd
-}
-
 /// `strata build SPEC --output docker-archive:OUT --json ARGS`; returns the result.
 fn build(work: &Work, out: &Path, args: &[&str]) -> Build {
     let o = run_ok(
-        strata(work)
+        work.strata_debian()
             .arg("build")
             .arg(work.spec())
             .arg("--output")
@@ -44,7 +32,7 @@ fn build(work: &Work, out: &Path, args: &[&str]) -> Build {
 
 /// `strata lock SPEC`; returns the lock file's text.
 fn lock(work: &Work) -> String {
-    let o = run_ok(strata(work).arg("lock").arg(work.spec()));
+    let o = run_ok(work.strata_debian().arg("lock").arg(work.spec()));
     assert!(stdout(&o).contains("strata.lock"), "{}", stdout(&o));
     std::fs::read_to_string(work.spec_dir().join("strata.lock")).expect("strata.lock")
 }
@@ -198,7 +186,7 @@ fn lock_makes_builds_reproducible_and_locked_reports_the_difference() {
 
     // No lock: resolved in memory, and said so; no lock file is written.
     let o = run_ok(
-        strata(&work)
+        work.strata_debian()
             .arg("build")
             .arg(work.spec())
             .arg("--output")
@@ -210,7 +198,11 @@ fn lock_makes_builds_reproducible_and_locked_reports_the_difference() {
         stderr(&o)
     );
     assert!(!work.spec_dir().join("strata.lock").exists());
-    let o = run(strata(&work).arg("build").arg(work.spec()).arg("--locked"));
+    let o = run(work
+        .strata_debian()
+        .arg("build")
+        .arg(work.spec())
+        .arg("--locked"));
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("--locked: no lock file"),
@@ -244,7 +236,11 @@ fn lock_makes_builds_reproducible_and_locked_reports_the_difference() {
 
     // A spec change the lock does not cover: --locked names the half and the difference.
     work.write_spec(&spec(&name, &["bash"], &["less", "jq"]));
-    let o = run(strata(&work).arg("build").arg(work.spec()).arg("--locked"));
+    let o = run(work
+        .strata_debian()
+        .arg("build")
+        .arg(work.spec())
+        .arg("--locked"));
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(
@@ -257,7 +253,7 @@ fn lock_makes_builds_reproducible_and_locked_reports_the_difference() {
     );
     // Without --locked the base keeps its locked packages (same name), the user half resolves.
     let o = run_ok(
-        strata(&work)
+        work.strata_debian()
             .arg("build")
             .arg(work.spec())
             .arg("--json")
@@ -279,7 +275,11 @@ fn offline_builds_from_the_store_or_names_the_missing_packages() {
         &[],
     ));
     // Offline without a lock: resolving needs the network.
-    let o = run(strata(&work).arg("build").arg(work.spec()).arg("--offline"));
+    let o = run(work
+        .strata_debian()
+        .arg("build")
+        .arg(work.spec())
+        .arg("--offline"));
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("--offline: no lock file"),
@@ -329,7 +329,7 @@ fn work_with_a_nix_hello() -> (Work, String) {
 /// Builds the work dir's spec into `mixed.tar` with its private Nix store.
 fn build_mixed(work: &Work) -> (Build, std::path::PathBuf) {
     let archive = work.out("mixed.tar");
-    let mut cmd = strata(work);
+    let mut cmd = work.strata_debian();
     cmd.arg("build")
         .arg(work.spec())
         .arg("--json")

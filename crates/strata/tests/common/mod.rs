@@ -15,6 +15,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tempfile::TempDir;
 
+/// The Debian download cache the tests share (under Cargo's target tmp dir).
+pub fn shared_debian_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("strata-debian-cache")
+}
+
 /// The `strata` binary under test.
 pub fn strata_bin() -> &'static str {
     env!("CARGO_BIN_EXE_strata")
@@ -113,6 +118,14 @@ impl Work {
         cmd.env_remove("SOURCE_DATE_EPOCH")
             .env_remove("STRATA_STORE");
         cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// A `strata` command using this test's store and the Debian download cache every test
+    /// shares ([`shared_debian_cache`]), so each `.deb` is downloaded once per machine.
+    pub fn strata_debian(&self) -> Command {
+        let mut cmd = self.strata();
+        cmd.env("STRATA_DEBIAN_CACHE", shared_debian_cache());
         cmd
     }
 
