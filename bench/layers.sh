@@ -76,37 +76,13 @@ STRATA=$target_dir/release/strata
 [[ -x $STRATA ]] || die "no strata binary at $STRATA"
 
 # --- the tree ---------------------------------------------------------------------------------
-# A mix of big binaries and libraries and many small files: the same share of TARGET_MB from
-# each candidate directory, taking its children in name order while they fit.
-multiarch=/usr/lib/$(uname -m)-linux-gnu
-candidates=()
-for d in /usr/bin "$multiarch" /usr/share /usr/include; do
-    [[ -d $d ]] && candidates+=("$d")
-done
-
-make_tree() {
-    local budget=$((TARGET_MB * 1000000 / ${#candidates[@]}))
-    rm -rf "$TREE" "$TREE.tmp"
-    mkdir -p "$TREE.tmp"
-    local dir size path taken
-    for dir in "${candidates[@]}"; do
-        taken=0
-        mkdir -p "$TREE.tmp$dir"
-        while IFS=$'\t' read -r size path; do
-            ((taken + size <= budget)) || continue
-            cp -a --parents "$path" "$TREE.tmp/"
-            taken=$((taken + size))
-        done < <(du -s --apparent-size --block-size=1 -- "$dir"/* 2>/dev/null | LC_ALL=C sort -t$'\t' -k2)
-        log "  $dir: $((taken / 1000000)) MB"
-    done
-    mv "$TREE.tmp" "$TREE"
-}
+# shellcheck source=lib/tree.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/tree.sh"
 
 if [[ ! -f $BENCH_DIR/tree.done ]]; then
-    log "making a ~$TARGET_MB MB tree under $TREE from ${candidates[*]}"
     mkdir -p "$BENCH_DIR"
     rm -f "$BENCH_DIR/tree.done"
-    make_tree
+    make_usr_tree "$TREE" "$TARGET_MB"
     touch "$BENCH_DIR/tree.done"
 fi
 TREE_BYTES=$(du -s --apparent-size --block-size=1 "$TREE" | cut -f1)
@@ -127,7 +103,7 @@ log "tree: $TREE_MB MB, $TREE_FILES files, $TREE_ENTRIES entries in all"
     echo 'name = "strata-bench/split"'
     echo '[base]'
     echo 'tree = ['
-    for dir in "${candidates[@]}"; do
+    for dir in "${USR_TREE_DIRS[@]}"; do
         echo "  { src = \"tree$dir\", dest = \"$dir\" },"
     done
     echo ']'
