@@ -57,10 +57,26 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DebianError>
     })
 }
 
+/// Writes `bytes` to `path` through a temporary file beside it and a rename, without the
+/// `fsync` of [`write_atomic`]: for the extracted content files, which are many and small
+/// (the extraction manifest that names them is written, synced, after them).
+pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<(), DebianError> {
+    let (tmp, mut f) = temp_file(path)?;
+    let res = f.write_all(bytes).map_err(|e| io_err(&tmp, e));
+    drop(f);
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io_err(path, e)
+    })
+}
+
 /// Creates a fresh temporary file next to `path` (creating its directory).
 pub(crate) fn temp_file(path: &Path) -> Result<(PathBuf, File), DebianError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let name = format!(
         ".tmp-{}-{}-{}",
@@ -69,7 +85,16 @@ pub(crate) fn temp_file(path: &Path) -> Result<(PathBuf, File), DebianError> {
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
     );
     let tmp = dir.join(name);
-    let f = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+    // The directory usually exists: try first, so thousands of files do not each take the
+    // parent directory's lock for a `mkdir` that fails.
+    let f = match File::create(&tmp) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+            File::create(&tmp)
+        }
+        other => other,
+    }
+    .map_err(|e| io_err(&tmp, e))?;
     Ok((tmp, f))
 }
 
@@ -81,11 +106,15 @@ impl Cache {
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_recv_body(Some(Duration::from_secs(600)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
+            // Every download worker keeps its connection to the mirror between requests.
+            .max_idle_connections_per_host(32)
             .build();
-        Ok(Self {
-            root,
-            agent: config.into(),
-        })
+        let agent = ureq::Agent::with_parts(
+            config,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            crate::dns::CachingResolver,
+        );
+        Ok(Self { root, agent })
     }
 
     pub(crate) fn root(&self) -> &Path {

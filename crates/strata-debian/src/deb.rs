@@ -512,12 +512,31 @@ fn read_data(
     Ok((paths, entries))
 }
 
+/// Files up to this size are hashed in memory before they are written, straight into their
+/// final directory; larger ones are streamed through a staging file.
+const IN_MEMORY: usize = 1 << 20;
+
 /// Streams one file's bytes into the content store; returns its SHA256.
 fn store_content(cache: &Cache, r: &mut impl Read, buf: &mut [u8]) -> io::Result<String> {
+    // Small files (nearly all of them): read whole, hash, and skip the write when the content
+    // is already stored. The temporary file is made in the destination's own directory, one
+    // of 256, so parallel extractions do not all contend for one staging directory's lock.
+    let mut head = Vec::new();
+    let n = r.take(IN_MEMORY as u64 + 1).read_to_end(&mut head)?;
+    if n <= IN_MEMORY {
+        let sha = hex::encode(Sha256::digest(&head));
+        let dest = cache.content_path(&sha);
+        if !dest.exists() {
+            crate::cache::write_new(&dest, &head).map_err(io::Error::other)?;
+        }
+        return Ok(sha);
+    }
     let staging = cache.root().join("content").join("staging");
     let (tmp, mut f) = temp_file(&staging).map_err(io::Error::other)?;
     let mut hasher = Sha256::new();
     let res = (|| {
+        hasher.update(&head);
+        f.write_all(&head)?;
         loop {
             let n = r.read(buf)?;
             if n == 0 {

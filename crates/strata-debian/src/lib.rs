@@ -52,6 +52,7 @@
 //! writes go to a temporary file in the same directory and are renamed into place.
 
 mod cache;
+mod dns;
 mod deb;
 pub mod deb822;
 mod release;
@@ -642,6 +643,10 @@ fn fetch_with(
     let next = Mutex::new(0usize);
     let results: Mutex<BTreeMap<usize, Result<Package, DebianError>>> = Mutex::new(BTreeMap::new());
     let workers = PARALLEL.min(lock.packages.len()).max(1);
+    // Largest first, so the last downloads to finish are small ones and no worker is left
+    // fetching a big package alone at the end.
+    let mut order: Vec<usize> = (0..lock.packages.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(lock.packages[i].size));
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
@@ -652,13 +657,13 @@ fn fetch_with(
                         *n += 1;
                         i
                     };
-                    let Some(p) = lock.packages.get(i) else {
+                    let Some(p) = order.get(i).and_then(|&i| lock.packages.get(i)) else {
                         return;
                     };
                     let r = fetch_one(&c, p, reporter, offline);
                     let failed = r.is_err();
                     if let Ok(mut m) = results.lock() {
-                        m.insert(i, r);
+                        m.insert(order[i], r);
                     }
                     if failed {
                         // Stop handing out work after the first failure.
