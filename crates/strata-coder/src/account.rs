@@ -315,6 +315,9 @@ pub fn account_files(
                     e.kind = EntryKind::File {
                         content: match data {
                             FileData::Host(p) => Content::Host(p),
+                            FileData::HostAt { path, offset, .. } => {
+                                Content::HostAt { path, offset }
+                            }
                             FileData::Inline(b) => Content::Inline(Arc::clone(&b)),
                         },
                         size,

@@ -30,6 +30,15 @@ pub enum FileData {
     Inline(Arc<[u8]>),
     /// A file on the host (a tree source's file before the layer is written).
     Host(PathBuf),
+    /// Bytes at `offset` in a host file (a Debian package's kept `data.tar`).
+    HostAt {
+        /// The host file.
+        path: PathBuf,
+        /// Where the bytes start.
+        offset: u64,
+        /// How many.
+        size: u64,
+    },
 }
 
 /// What a path is.
@@ -462,6 +471,11 @@ fn node_of_entry(e: &Entry) -> Node {
             data: Some(match content {
                 Content::Host(p) => FileData::Host(p.clone()),
                 Content::Inline(b) => FileData::Inline(b.clone()),
+                Content::HostAt { path, offset } => FileData::HostAt {
+                    path: path.clone(),
+                    offset: *offset,
+                    size: *size,
+                },
             }),
         },
         EntryKind::Symlink { target } => NodeKind::Symlink(target.clone()),
@@ -480,6 +494,11 @@ pub fn read_data(data: &FileData) -> io::Result<Vec<u8>> {
     match data {
         FileData::Inline(b) => Ok(b.to_vec()),
         FileData::Host(p) => std::fs::read(p),
+        FileData::HostAt { path, offset, size } => Content::HostAt {
+            path: path.clone(),
+            offset: *offset,
+        }
+        .read(*size),
     }
 }
 

@@ -14,12 +14,12 @@ use crate::{DebianError, Reporter};
 pub(crate) const CACHE_DIR: &str = "debian-v1";
 
 /// Version of the extraction manifests in `trees/`; bump when extraction changes.
-const TREE_FORMAT: u32 = 2;
+const TREE_FORMAT: u32 = 3;
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// The cache directory layout: `files/` holds verified downloads by SHA256, `content/` the
-/// extracted file bytes by SHA256, `trees/` extraction manifests by the `.deb`'s SHA256.
+/// The cache directory layout: `files/` holds verified downloads by SHA256, `packs/` each
+/// package's uncompressed `data.tar` by SHA256, `trees/` extraction manifests by the `.deb`'s SHA256.
 #[derive(Debug, Clone)]
 pub(crate) struct Cache {
     root: PathBuf,
@@ -46,23 +46,6 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DebianError>
         .write_all(bytes)
         .and_then(|()| f.sync_all())
         .map_err(|e| io_err(&tmp, e));
-    drop(f);
-    if let Err(e) = res {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        io_err(path, e)
-    })
-}
-
-/// Writes `bytes` to `path` through a temporary file beside it and a rename, without the
-/// `fsync` of [`write_atomic`]: for the extracted content files, which are many and small
-/// (the extraction manifest that names them is written, synced, after them).
-pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<(), DebianError> {
-    let (tmp, mut f) = temp_file(path)?;
-    let res = f.write_all(bytes).map_err(|e| io_err(&tmp, e));
     drop(f);
     if let Err(e) = res {
         let _ = fs::remove_file(&tmp);
@@ -117,18 +100,14 @@ impl Cache {
         Ok(Self { root, agent })
     }
 
-    pub(crate) fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Where a verified download with this SHA256 lives.
     pub(crate) fn file_path(&self, sha256: &str) -> PathBuf {
         self.root.join("files").join(&sha256[..2]).join(sha256)
     }
 
-    /// Where extracted file bytes with this SHA256 live.
-    pub(crate) fn content_path(&self, sha256: &str) -> PathBuf {
-        self.root.join("content").join(&sha256[..2]).join(sha256)
+    /// Where a package's uncompressed `data.tar` with this SHA256 is kept.
+    pub(crate) fn pack_path(&self, sha256: &str) -> PathBuf {
+        self.root.join("packs").join(&sha256[..2]).join(sha256)
     }
 
     /// Where the extraction manifest of the `.deb` with this SHA256 lives.

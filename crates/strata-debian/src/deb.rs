@@ -133,18 +133,26 @@ pub(crate) struct Extracted {
     /// Paths as dpkg lists them (`/.`, `/bin`, `/bin/bash`), in archive order.
     pub paths: Vec<String>,
     pub entries: Vec<ManifestEntry>,
+    /// The uncompressed `data.tar`, kept whole in the cache under this name (its SHA256):
+    /// file entries point into it.
+    pub pack: String,
+    /// Its length.
+    pub pack_size: u64,
 }
 
-/// A serialisable tree entry (file bytes referenced by SHA256 in the content store).
+/// A serialisable tree entry (file bytes referenced by their offset in the kept `data.tar`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ManifestEntry {
     pub path: String,
     pub kind: String,
-    /// File: content SHA256; symlink / hardlink: target.
+    /// Symlink / hardlink: target.
     #[serde(default)]
     pub target: String,
     #[serde(default)]
     pub size: u64,
+    /// File: where its bytes start in the kept `data.tar`.
+    #[serde(default)]
+    pub offset: u64,
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
@@ -169,7 +177,10 @@ impl Extracted {
                     content: if m.size == 0 {
                         Content::Inline(Arc::from(Vec::new()))
                     } else {
-                        Content::Host(cache.content_path(&m.target))
+                        Content::HostAt {
+                            path: cache.pack_path(&self.pack),
+                            offset: m.offset,
+                        }
                     },
                     size: m.size,
                 },
@@ -195,13 +206,10 @@ impl Extracted {
         Ok(Tree::from_entries(entries))
     }
 
-    /// Whether every content file this extraction references is present with its size.
+    /// Whether the kept `data.tar` this extraction points into is present with its size.
     pub(crate) fn content_present(&self, cache: &Cache) -> bool {
-        self.entries.iter().all(|m| {
-            m.kind != "file"
-                || m.size == 0
-                || fs::metadata(cache.content_path(&m.target)).is_ok_and(|md| md.len() == m.size)
-        })
+        self.pack.len() == 64
+            && fs::metadata(cache.pack_path(&self.pack)).is_ok_and(|md| md.len() == self.pack_size)
     }
 }
 
@@ -336,11 +344,13 @@ pub(crate) fn extract(
         }
     }
     let control = control.ok_or_else(|| bad("no control.tar member".into()))?;
-    let (paths, entries) = data.ok_or_else(|| bad("no data.tar member".into()))?;
+    let data = data.ok_or_else(|| bad("no data.tar member".into()))?;
     Ok(Extracted {
         control,
-        paths,
-        entries,
+        paths: data.paths,
+        entries: data.entries,
+        pack: data.pack,
+        pack_size: data.pack_size,
     })
 }
 
@@ -422,14 +432,100 @@ fn read_control(r: Box<dyn Read + '_>, name: &str) -> Result<ControlFiles, Debia
     Ok(ControlFiles { files })
 }
 
-type DataResult = (Vec<String>, Vec<ManifestEntry>);
+/// What reading a `data.tar` gives.
+struct DataResult {
+    paths: Vec<String>,
+    entries: Vec<ManifestEntry>,
+    pack: String,
+    pack_size: u64,
+}
 
+/// A reader that copies everything read through it to `out` and hashes it.
+struct Tee<R, W> {
+    inner: R,
+    out: W,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl<R: Read, W: Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out.write_all(&buf[..n])?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads the data archive's entries while keeping the uncompressed archive whole in the
+/// cache (named by its SHA256): file entries are recorded by their offset in it, so a
+/// package becomes one file on disk, not one per member.
 fn read_data(
     cache: &Cache,
     r: Box<dyn Read + '_>,
     name: &str,
     warn: &mut dyn FnMut(String),
 ) -> Result<DataResult, DebianError> {
+    let staging = cache.pack_path(&"0".repeat(64));
+    let (tmp, f) = temp_file(&staging)?;
+    let mut tee = Tee {
+        inner: r,
+        out: io::BufWriter::with_capacity(256 * 1024, f),
+        hasher: Sha256::new(),
+        len: 0,
+    };
+    let result = read_entries(&mut tee, name, warn).and_then(|(paths, entries)| {
+        let bad = |e: io::Error| DebianError::BadArchive {
+            file: name.to_owned(),
+            message: format!("data.tar: {e}"),
+        };
+        // The rest of the stream (end-of-archive blocks), so the kept file is the whole tar.
+        io::copy(&mut tee, &mut io::sink()).map_err(bad)?;
+        tee.out.flush().map_err(bad)?;
+        Ok((paths, entries))
+    });
+    let Tee {
+        out, hasher, len, ..
+    } = tee;
+    drop(out);
+    let (paths, entries) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    let pack = hex::encode(hasher.finalize());
+    let dest = cache.pack_path(&pack);
+    if fs::metadata(&dest).is_ok_and(|m| m.len() == len) {
+        let _ = fs::remove_file(&tmp);
+    } else {
+        let moved = dest
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| fs::rename(&tmp, &dest));
+        if let Err(e) = moved {
+            let _ = fs::remove_file(&tmp);
+            return Err(DebianError::Io {
+                path: dest,
+                source: e,
+            });
+        }
+    }
+    Ok(DataResult {
+        paths,
+        entries,
+        pack,
+        pack_size: len,
+    })
+}
+
+fn read_entries(
+    r: &mut dyn Read,
+    name: &str,
+    warn: &mut dyn FnMut(String),
+) -> Result<(Vec<String>, Vec<ManifestEntry>), DebianError> {
     let bad = |message: String| DebianError::BadArchive {
         file: name.to_owned(),
         message: format!("data.tar: {message}"),
@@ -437,7 +533,6 @@ fn read_data(
     let mut ar = tar::Archive::new(r);
     let mut paths = vec!["/.".to_owned()];
     let mut entries = Vec::new();
-    let mut buf = vec![0u8; 128 * 1024];
     for e in ar.entries().map_err(|e| bad(e.to_string()))? {
         let mut e = e.map_err(|e| bad(e.to_string()))?;
         let Some(orig) = member_path(&e.path_bytes(), name)? else {
@@ -460,18 +555,16 @@ fn read_data(
             }
         }
         let path = merged_usr(&orig);
+        let mut offset = 0;
         let (kind, target, size) = match kind_t {
             // A top-level `bin`, `lib`, ... directory becomes `usr/bin`, ...: the old path
             // itself is left to the root symlink.
             tar::EntryType::Directory => ("dir", String::new(), 0),
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let size = e.size();
-                let sha = if size == 0 {
-                    String::new()
-                } else {
-                    store_content(cache, &mut e, &mut buf).map_err(|er| bad(er.to_string()))?
-                };
-                ("file", sha, size)
+                // The bytes are not read here: the archive reader passes them on to the kept
+                // copy of the archive when it moves to the next entry.
+                offset = e.raw_file_position();
+                ("file", String::new(), e.size())
             }
             tar::EntryType::Symlink => {
                 let t = e
@@ -502,6 +595,7 @@ fn read_data(
             kind: kind.to_owned(),
             target,
             size,
+            offset,
             mode,
             uid,
             gid,
@@ -510,59 +604,6 @@ fn read_data(
         });
     }
     Ok((paths, entries))
-}
-
-/// Files up to this size are hashed in memory before they are written, straight into their
-/// final directory; larger ones are streamed through a staging file.
-const IN_MEMORY: usize = 1 << 20;
-
-/// Streams one file's bytes into the content store; returns its SHA256.
-fn store_content(cache: &Cache, r: &mut impl Read, buf: &mut [u8]) -> io::Result<String> {
-    // Small files (nearly all of them): read whole, hash, and skip the write when the content
-    // is already stored. The temporary file is made in the destination's own directory, one
-    // of 256, so parallel extractions do not all contend for one staging directory's lock.
-    let mut head = Vec::new();
-    let n = r.take(IN_MEMORY as u64 + 1).read_to_end(&mut head)?;
-    if n <= IN_MEMORY {
-        let sha = hex::encode(Sha256::digest(&head));
-        let dest = cache.content_path(&sha);
-        if !dest.exists() {
-            crate::cache::write_new(&dest, &head).map_err(io::Error::other)?;
-        }
-        return Ok(sha);
-    }
-    let staging = cache.root().join("content").join("staging");
-    let (tmp, mut f) = temp_file(&staging).map_err(io::Error::other)?;
-    let mut hasher = Sha256::new();
-    let res = (|| {
-        hasher.update(&head);
-        f.write_all(&head)?;
-        loop {
-            let n = r.read(buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            f.write_all(&buf[..n])?;
-        }
-        f.flush()
-    })();
-    drop(f);
-    if let Err(e) = res {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    let sha = hex::encode(hasher.finalize());
-    let dest = cache.content_path(&sha);
-    if dest.exists() {
-        let _ = fs::remove_file(&tmp);
-    } else {
-        if let Some(d) = dest.parent() {
-            fs::create_dir_all(d)?;
-        }
-        fs::rename(&tmp, &dest)?;
-    }
-    Ok(sha)
 }
 
 #[cfg(test)]

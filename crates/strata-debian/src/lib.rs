@@ -46,8 +46,8 @@
 //! # Cache layout
 //!
 //! Everything lives under `CACHE/debian-v1/`: `files/XX/SHA256` verified downloads (signed
-//! Release files, indices, `.deb`s), re-hashed whenever they are used; `content/XX/SHA256`
-//! extracted file bytes, named by their SHA256; `trees/DEB-SHA256.vN.json` the extraction of each
+//! Release files, indices, `.deb`s), re-hashed whenever they are used; `packs/XX/SHA256`
+//! each package's uncompressed `data.tar`, named by its SHA256 (file entries point into it); `trees/DEB-SHA256.vN.json` the extraction of each
 //! `.deb` (entries, control files, dpkg paths), so a warm [`fetch`] reads no archive. All
 //! writes go to a temporary file in the same directory and are renamed into place.
 

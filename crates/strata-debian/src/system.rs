@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use md5::{Digest, Md5};
-use strata_fstree::{Content, Entry, EntryKind, ImagePath};
+use strata_fstree::{Entry, EntryKind, ImagePath};
 
 use crate::source::SourceFailure;
 use crate::{Package, Request, merged_usr};
@@ -82,17 +82,15 @@ impl<'a> Files<'a> {
             }
         }
         match &entry.kind {
-            EntryKind::File { content, .. } => match content {
-                Content::Inline(b) => Ok(Some(b.to_vec())),
-                Content::Host(host) => {
-                    std::fs::read(host)
-                        .map(Some)
-                        .map_err(|e| SourceFailure::System {
-                            file: format!("/{key} of {}", pkg.locked.name),
-                            message: format!("cannot read {}: {e}", host.display()),
-                        })
-                }
-            },
+            EntryKind::File { content, size } => {
+                content
+                    .read(*size)
+                    .map(Some)
+                    .map_err(|e| SourceFailure::System {
+                        file: format!("/{key} of {}", pkg.locked.name),
+                        message: format!("cannot read its bytes: {e}"),
+                    })
+            }
             _ => Ok(None),
         }
     }

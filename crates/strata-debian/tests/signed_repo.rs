@@ -539,12 +539,13 @@ fn good_signature_resolves_and_extracts() {
     match &bin.kind {
         EntryKind::File { content, size } => {
             assert_eq!(*size, 21);
-            let strata_fstree::Content::Host(p) = content else {
-                panic!("expected host content")
+            // The bytes are read from the package's data.tar kept in the cache.
+            let strata_fstree::Content::HostAt { path, .. } = content else {
+                panic!("expected content in the kept data.tar, got {content:?}")
             };
-            assert!(p.starts_with(cache.path()));
+            assert!(path.starts_with(cache.path()));
             assert_eq!(
-                std::fs::read(p).expect("content"),
+                content.read(*size).expect("content"),
                 b"#!/bin/sh\necho alpha\n"
             );
         }

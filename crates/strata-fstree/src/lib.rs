@@ -22,6 +22,39 @@ pub enum Content {
     Host(PathBuf),
     /// Bytes held in memory (generated files such as `/etc/passwd`).
     Inline(Arc<[u8]>),
+    /// The entry's bytes start at `offset` in a host file that holds more than this one file:
+    /// an uncompressed archive kept whole (a Debian package's `data.tar`), so extracting a
+    /// package creates one file instead of one per member.
+    HostAt {
+        /// The host file.
+        path: PathBuf,
+        /// Where the entry's bytes start in it.
+        offset: u64,
+    },
+}
+
+impl Content {
+    /// Reads all `size` bytes of the content into memory.
+    pub fn read(&self, size: u64) -> std::io::Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        match self {
+            Content::Inline(b) => Ok(b.to_vec()),
+            Content::Host(p) => std::fs::read(p),
+            Content::HostAt { path, offset } => {
+                let mut f = std::fs::File::open(path)?;
+                f.seek(SeekFrom::Start(*offset))?;
+                let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+                f.take(size).read_to_end(&mut out)?;
+                if out.len() as u64 != size {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("{} ends before byte {}", path.display(), offset + size),
+                    ));
+                }
+                Ok(out)
+            }
+        }
+    }
 }
 
 /// What an entry is.

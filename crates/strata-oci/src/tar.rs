@@ -8,7 +8,7 @@
 //! `SOURCE_DATE_EPOCH`, pax headers have fixed names and sorted records.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::Path;
 
 use strata_fstree::{Content, Entry, EntryKind};
@@ -183,6 +183,7 @@ fn write_entry<W: Write>(
                 write_padded(out, bytes)?;
             }
             Content::Host(path) => copy_host_file(path, *size, out, buf)?,
+            Content::HostAt { path, offset } => copy_host_range(path, *offset, *size, out, buf)?,
         }
     }
     Ok(())
@@ -247,6 +248,46 @@ fn copy_host_file<W: Write>(
                 actual,
             });
         }
+        out.write_all(&buf[..n]).map_err(LayerError::Write)?;
+        copied += n as u64;
+    }
+    if copied != size {
+        return Err(LayerError::SizeMismatch {
+            path: path.to_owned(),
+            expected: size,
+            actual: copied,
+        });
+    }
+    write_padding(out, size)
+}
+
+/// Copies `size` bytes at `offset` of the host file `path` to `out`, padded to a block,
+/// failing if the file ends before them.
+fn copy_host_range<W: Write>(
+    path: &Path,
+    offset: u64,
+    size: u64,
+    out: &mut W,
+    buf: &mut Vec<u8>,
+) -> Result<(), LayerError> {
+    let read_err = |source| LayerError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = File::open(path).map_err(read_err)?;
+    file.seek(io::SeekFrom::Start(offset)).map_err(read_err)?;
+    if buf.len() < READ_CHUNK {
+        buf.resize(READ_CHUNK, 0);
+    }
+    let mut copied = 0u64;
+    while copied < size {
+        let room = usize::try_from(size - copied).unwrap_or(usize::MAX).min(buf.len());
+        let n = match file.read(&mut buf[..room]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_err(e)),
+        };
         out.write_all(&buf[..n]).map_err(LayerError::Write)?;
         copied += n as u64;
     }

@@ -130,9 +130,11 @@ struct BuildArgs {
     /// image's own tag). Default: oci:./strata-out/NAME.
     #[arg(long, short, value_name = "DEST")]
     output: Option<String>,
-    /// Layer compression.
-    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
-    compression: String,
+    /// Layer compression. Default: gzip, except for docker-archive: and - outputs, whose
+    /// layers are stored uncompressed anyway, so they are built uncompressed (the archive's
+    /// bytes are the same either way; only the store's blobs differ).
+    #[arg(long, value_parser = ["gzip", "zstd", "none"])]
+    compression: Option<String>,
     /// Most layers the image may have (the last one is kept for customisation).
     #[arg(long, default_value_t = 100, value_name = "N")]
     max_layers: usize,
@@ -372,10 +374,12 @@ fn build(store_root: &std::path::Path, args: BuildArgs, flags: &RegistryFlags) -
             "--output - writes a tar stream; redirect stdout to a file or pipe it to `docker load`"
         );
     }
-    let compression: Compression = args
-        .compression
-        .parse()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let compression: Compression = match (&args.compression, &output) {
+        (Some(c), _) => c.parse().map_err(|e| anyhow::anyhow!("{e}"))?,
+        // Compressing layers that the archive writer decompresses again is wasted work.
+        (None, Some(Transport::DockerArchive(_) | Transport::Stdout)) => Compression::None,
+        (None, _) => Compression::Gzip,
+    };
     let opts = BuildOptions {
         compression,
         max_layers: args.max_layers,
