@@ -89,9 +89,8 @@ pub(crate) fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, ureq::Err
     {
         return Ok(addrs.clone());
     }
-    let addrs = ask(&key).map_err(|e| {
-        ureq::Error::Io(std::io::Error::other(format!("resolving {host}: {e}")))
-    })?;
+    let addrs = ask(&key)
+        .map_err(|e| ureq::Error::Io(std::io::Error::other(format!("resolving {host}: {e}"))))?;
     slot.answer = Some((Instant::now(), addrs.clone()));
     Ok(addrs)
 }
@@ -111,7 +110,11 @@ fn ask(host_port: &str) -> Answer {
                 .map_err(|e| e.to_string());
             let _ = tx.send(r);
         });
-        let wait = if attempt == ATTEMPTS { LAST_WAIT } else { ATTEMPT };
+        let wait = if attempt == ATTEMPTS {
+            LAST_WAIT
+        } else {
+            ATTEMPT
+        };
         // The first reply wins, a failure too: "no such host" is an answer, a lost reply is not.
         match rx.recv_timeout(wait) {
             Ok(Ok(addrs)) if addrs.is_empty() => return Err("no addresses".into()),
@@ -129,11 +132,17 @@ mod tests {
     #[test]
     fn loopback_resolves_and_is_cached() {
         let a = lookup("localhost", 8080).expect("localhost resolves");
-        assert!(a.iter().all(|s| s.port() == 8080 && s.ip().is_loopback()), "{a:?}");
+        assert!(
+            a.iter().all(|s| s.port() == 8080 && s.ip().is_loopback()),
+            "{a:?}"
+        );
         let b = lookup("localhost", 8080).expect("again");
         assert_eq!(a, b);
         let lit = lookup("127.0.0.1", 1).expect("an address literal");
-        assert_eq!(lit, vec!["127.0.0.1:1".parse::<SocketAddr>().expect("addr")]);
+        assert_eq!(
+            lit,
+            vec!["127.0.0.1:1".parse::<SocketAddr>().expect("addr")]
+        );
     }
 
     #[test]

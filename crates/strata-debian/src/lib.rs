@@ -52,9 +52,9 @@
 //! writes go to a temporary file in the same directory and are renamed into place.
 
 mod cache;
-mod dns;
 mod deb;
 pub mod deb822;
+mod dns;
 mod release;
 mod resolve;
 pub mod source;

@@ -617,7 +617,11 @@ fn fingerprint(tree: &Tree) -> String {
                     Content::Inline(b) => h.update(Sha256::digest(b)),
                     // The kept data.tar is named by its SHA256.
                     Content::HostAt { path, offset } => {
-                        h.update(path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or(b""));
+                        h.update(
+                            path.file_name()
+                                .map(|n| n.as_encoded_bytes())
+                                .unwrap_or(b""),
+                        );
                         h.update(format!("@{offset}").as_bytes());
                     }
                 }

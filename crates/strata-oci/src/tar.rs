@@ -281,7 +281,9 @@ fn copy_host_range<W: Write>(
     }
     let mut copied = 0u64;
     while copied < size {
-        let room = usize::try_from(size - copied).unwrap_or(usize::MAX).min(buf.len());
+        let room = usize::try_from(size - copied)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         let n = match file.read(&mut buf[..room]) {
             Ok(0) => break,
             Ok(n) => n,

@@ -425,6 +425,69 @@ fn size_mismatch_names_path_and_sizes() {
     assert!(matches!(err, LayerError::Read { ref path, .. } if *path == missing));
 }
 
+fn size_of(e: &Entry) -> u64 {
+    match e.kind {
+        EntryKind::File { size, .. } => size,
+        _ => 0,
+    }
+}
+
+/// Files whose bytes sit inside a larger host file (a package's kept data.tar) are written
+/// from their offset, and a host file that ends too early is an error naming it.
+#[test]
+fn content_at_an_offset_of_a_host_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pack = dir.path().join("pack");
+    std::fs::write(&pack, b"headerHELLOmiddleWORLD!trailer").expect("write");
+    let at = |name: &str, offset: u64, size: u64| {
+        let mut e = Entry::inline_file(p(name), 0o644, &b""[..]);
+        e.kind = EntryKind::File {
+            content: Content::HostAt {
+                path: pack.clone(),
+                offset,
+            },
+            size,
+        };
+        e
+    };
+    let a = at("a", 6, 5);
+    let b = at("b", 17, 6);
+    let mut tar = Vec::new();
+    write_tar([&a, &b], &TarOptions::default(), &mut tar).expect("tar");
+    let mut ar = tar::Archive::new(&tar[..]);
+    let got: Vec<(String, Vec<u8>)> = ar
+        .entries()
+        .expect("entries")
+        .map(|e| {
+            let mut e = e.expect("entry");
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).expect("read");
+            (e.path().expect("path").display().to_string(), data)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("a".to_owned(), b"HELLO".to_vec()),
+            ("b".to_owned(), b"WORLD!".to_vec())
+        ]
+    );
+    assert_eq!(b_content(&b), b"WORLD!");
+    let short = at("c", 25, 10);
+    let err = write_tar([&short], &TarOptions::default(), std::io::sink()).expect_err("short");
+    assert!(
+        matches!(err, LayerError::SizeMismatch { ref path, expected: 10, actual: 5 } if *path == pack),
+        "{err:?}"
+    );
+}
+
+fn b_content(e: &Entry) -> Vec<u8> {
+    match &e.kind {
+        EntryKind::File { content, size } => content.read(*size).expect("read"),
+        _ => Vec::new(),
+    }
+}
+
 fn gnu_tar(args: &[&str]) -> Option<String> {
     let out = Command::new("tar").args(args).output().ok()?;
     assert!(
@@ -497,10 +560,7 @@ fn gnu_tar_agrees() {
                     "{}",
                     e.path
                 );
-                let want = match content {
-                    Content::Inline(b) => b.to_vec(),
-                    Content::Host(h) => std::fs::read(h).expect("read host"),
-                };
+                let want = content.read(size_of(e)).expect("read content");
                 assert_eq!(std::fs::read(&host).expect("read"), want, "{}", e.path);
                 assert_eq!(meta.mtime(), e.mtime.min(SDE), "{}", e.path);
             }
