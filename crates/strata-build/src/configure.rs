@@ -29,6 +29,7 @@ use strata_fstree::{Content, Entry, EntryKind, ImagePath, Tree};
 use strata_sandbox::changes::{Change, scan_upper};
 use strata_sandbox::{
     Command, IdMapping, LayerFile, Sandbox, SandboxError, Stdio, User, prepare_rootfs, remove_tree,
+    unpack_rootfs,
 };
 use strata_source::{StoreObject, hash_parts};
 use strata_spec::{Part, Spec};
@@ -238,11 +239,31 @@ pub(crate) fn configure(
             })
         })
         .collect::<Result<Vec<_>, BuildError>>()?;
-    let rootfs_key = format!("configure-{}", &key[..32]);
-    let rootfs = prepare_rootfs(store, &rootfs_key, &blobs, &ids)
-        .map_err(|source| sandbox_err("unpacking the image", source))?;
-    let scratch = store.root().join("tmp");
-    let work = scratch.join(format!("configure-{}-{}", std::process::id(), &key[..16]));
+    // The unpacked image and the scripts' changes are thrown away after this step: they go
+    // to memory when there is room, where file creation and dpkg's fsyncs cost next to nothing.
+    let image_bytes: u64 = layers.iter().map(|l| l.uncompressed_size).sum();
+    let pid = std::process::id();
+    let (rootfs, work) = match strata_sandbox::memory_scratch(&ids, image_bytes * 2 + (512 << 20)) {
+        Some(mem) => {
+            let rootfs = mem.join(format!("{pid}-rootfs-{}", &key[..16]));
+            if fs::symlink_metadata(&rootfs).is_ok() {
+                remove_tree(&ids, &rootfs).map_err(|e| sandbox_err("clearing an old run", e))?;
+            }
+            unpack_rootfs(&rootfs, &blobs, &ids)
+                .map_err(|source| sandbox_err("unpacking the image", source))?;
+            (rootfs, mem.join(format!("{pid}-configure-{}", &key[..16])))
+        }
+        None => {
+            let rootfs_key = format!("configure-{}", &key[..32]);
+            let rootfs = prepare_rootfs(store, &rootfs_key, &blobs, &ids)
+                .map_err(|source| sandbox_err("unpacking the image", source))?;
+            let scratch = store.root().join("tmp");
+            (
+                rootfs,
+                scratch.join(format!("configure-{pid}-{}", &key[..16])),
+            )
+        }
+    };
     let result = run_and_write(
         spec, store, opts, &ids, &rootfs, &work, index, &key, reporter,
     );

@@ -273,26 +273,38 @@ pub fn prepare_rootfs(
     if fs::symlink_metadata(&temp).is_ok() {
         crate::spawn::remove_tree(ids, &temp)?;
     }
-    fs::create_dir(&temp).map_err(io_err("create", &temp))?;
-    fs::set_permissions(&temp, fs::Permissions::from_mode(0o755))
-        .map_err(io_err("set the mode of", &temp))?;
+    unpack_rootfs(&temp, layers, ids)?;
+    fs::rename(&temp, &dest).map_err(io_err("rename into place", &dest))?;
+    Ok(dest)
+}
+
+/// Unpacks `layers` (bottom first) into the new directory `dest`, as the owners they name
+/// (inside a user namespace with `ids` when not root). On failure nothing is left at `dest`.
+pub fn unpack_rootfs(
+    dest: &Path,
+    layers: &[LayerFile],
+    ids: &IdMapping,
+) -> Result<(), SandboxError> {
+    let temp = dest;
+    fs::create_dir(temp).map_err(io_err("create", temp))?;
+    fs::set_permissions(temp, fs::Permissions::from_mode(0o755))
+        .map_err(io_err("set the mode of", temp))?;
     let result = if ids.is_host_root() {
-        unpack_layers(&temp, layers)
+        unpack_layers(temp, layers)
     } else {
         // As root of a user namespace with the caller's id map, so owners other than the
         // caller can be set (within the subordinate range).
         let layers = layers.to_vec();
-        let target = temp.clone();
+        let target = temp.to_owned();
         crate::spawn::in_user_namespace(ids, move || {
             unpack_layers(&target, &layers).map_err(|e| crate::chain(&e))
         })
     };
     if let Err(e) = result {
-        let _ = crate::spawn::remove_tree(ids, &temp);
+        let _ = crate::spawn::remove_tree(ids, temp);
         return Err(e);
     }
-    fs::rename(&temp, &dest).map_err(io_err("rename into place", &dest))?;
-    Ok(dest)
+    Ok(())
 }
 
 #[cfg(test)]
