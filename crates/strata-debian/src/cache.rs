@@ -273,6 +273,22 @@ impl Cache {
     }
 }
 
+/// Writes `bytes` to `path` through a temporary file and a rename, without `fsync`: for
+/// files that are checked against their SHA256 whenever they are read.
+pub(crate) fn write_checked_later(path: &Path, bytes: &[u8]) -> Result<(), DebianError> {
+    let (tmp, mut f) = temp_file(path)?;
+    let res = f.write_all(bytes).map_err(|e| io_err(&tmp, e));
+    drop(f);
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io_err(path, e)
+    })
+}
+
 /// Runs `op` up to three times while it fails with a network error (never on a checksum or
 /// signature failure, which must stop the build), waiting 0.2 s, then 0.8 s.
 fn with_retries<T>(mut op: impl FnMut() -> Result<T, DebianError>) -> Result<T, DebianError> {

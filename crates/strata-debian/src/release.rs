@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use crate::cache::{Cache, sha256_hex, write_atomic};
+use crate::cache::{Cache, sha256_hex, write_atomic, write_checked_later};
 use crate::deb822;
 use crate::trust::Keyring;
 use crate::{DebianError, Reporter};
@@ -186,6 +186,12 @@ pub(crate) fn parse_release(
                 file: file.to_owned(),
                 message: format!("bad size in SHA256 line `{line}`"),
             })?;
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(DebianError::Parse {
+                    file: file.to_owned(),
+                    message: format!("bad SHA256 in line `{line}`"),
+                });
+            }
             sha256.insert(p.to_owned(), (size, h.to_ascii_lowercase()));
         }
     }
@@ -256,6 +262,17 @@ impl Release {
                 format!("{base}/{rel}")
             };
             let name = format!("{base}/{rel}");
+            let decode = |r: &mut dyn Read| -> std::io::Result<String> {
+                let mut text = String::new();
+                match ext {
+                    "xz" => liblzma::read::XzDecoder::new(std::io::BufReader::new(r))
+                        .read_to_string(&mut text),
+                    "gz" => flate2::read::GzDecoder::new(std::io::BufReader::new(r))
+                        .read_to_string(&mut text),
+                    _ => r.read_to_string(&mut text),
+                }?;
+                Ok(text)
+            };
             let path = match cache.fetch_verified(&url, &name, Some(*size), sha, reporter) {
                 // A mirror may lag behind on by-hash files: fall back to the plain path.
                 Err(DebianError::Http { .. }) if self.by_hash => cache.fetch_verified(
@@ -267,39 +284,46 @@ impl Release {
                 )?,
                 other => other?,
             };
-            let file = std::fs::File::open(&path).map_err(|e| DebianError::Io {
+            let mut file = std::fs::File::open(&path).map_err(|e| DebianError::Io {
                 path: path.clone(),
                 source: e,
             })?;
-            let mut text = String::new();
-            let res = match ext {
-                "xz" => liblzma::read::XzDecoder::new(std::io::BufReader::new(file))
-                    .read_to_string(&mut text),
-                "gz" => flate2::read::GzDecoder::new(std::io::BufReader::new(file))
-                    .read_to_string(&mut text),
-                _ => std::io::BufReader::new(file).read_to_string(&mut text),
-            };
-            res.map_err(|e| DebianError::Parse {
+            let text = decode(&mut file).map_err(|e| DebianError::Parse {
                 file: name.clone(),
                 message: format!("cannot decompress: {e}"),
             })?;
-            if let Some((psize, psha)) = &plain {
-                let actual = sha256_hex(text.as_bytes());
-                if actual != *psha || text.len() as u64 != *psize {
-                    return Err(DebianError::HashMismatch {
-                        file: plain_name,
-                        expected: psha.clone(),
-                        actual,
-                    });
-                }
-                let keep = cache.file_path(psha);
-                if !keep.exists() {
-                    write_atomic(&keep, text.as_bytes())?;
-                }
-            }
+            self.keep_plain(cache, &plain, &plain_name, &text)?;
             return Ok(Some(text));
         }
         Ok(None)
+    }
+
+    /// Checks a decompressed index against the Release's entry for the plain file (when it
+    /// lists one) and keeps it in the cache under that SHA256 for the next build.
+    fn keep_plain(
+        &self,
+        cache: &Cache,
+        plain: &Option<(u64, String)>,
+        plain_name: &str,
+        text: &str,
+    ) -> Result<(), DebianError> {
+        let Some((psize, psha)) = plain else {
+            return Ok(());
+        };
+        let actual = sha256_hex(text.as_bytes());
+        if actual != *psha || text.len() as u64 != *psize {
+            return Err(DebianError::HashMismatch {
+                file: plain_name.to_owned(),
+                expected: psha.clone(),
+                actual,
+            });
+        }
+        let keep = cache.file_path(psha);
+        if !keep.exists() {
+            // Checked against its SHA256 whenever it is read, so no fsync is needed.
+            write_checked_later(&keep, text.as_bytes())?;
+        }
+        Ok(())
     }
 }
 
