@@ -39,7 +39,7 @@ use crate::{BuildError, BuildOptions, LayerRecord, LayerReport, PlannedLayer, Re
 
 /// Version of what the configure step does; bump it when the script, the environment or the
 /// filtering changes so old configure layers are not reused.
-const CONFIGURE_FORMAT: &str = "configure-v1";
+const CONFIGURE_FORMAT: &str = "configure-v2";
 
 /// The `part` of the configure layer in reports and history.
 pub(crate) const PART: &str = "configure";
@@ -70,6 +70,16 @@ done
 dpkg --configure -a
 dpkg --triggers-only -a
 rm -f /usr/sbin/policy-rc.d
+"#;
+
+/// Put before [`SCRIPT`]: the image is being built, not booted, and `ischroot` must say so,
+/// as it does under debootstrap and mmdebstrap (libc6's postinst otherwise runs `telinit u`
+/// and sleeps a second). The stub lives in the sandbox's own `/tmp`, which is not part of the
+/// image.
+const IN_CHROOT: &str = r#"mkdir -p /tmp/.strata-bin
+printf '#!/bin/sh\nexit 0\n' >/tmp/.strata-bin/ischroot
+chmod 755 /tmp/.strata-bin/ischroot
+export PATH="/tmp/.strata-bin:$PATH"
 "#;
 
 /// A configure step failure.
@@ -319,7 +329,7 @@ fn run_and_write(
         .try_clone()
         .map_err(|e| BuildError::Configure(io_err("open", &log_path)(e)))?;
     let status = sandbox.run(Command {
-        argv: vec!["/bin/sh".into(), "-c".into(), SCRIPT.into()],
+        argv: vec!["/bin/sh".into(), "-c".into(), format!("{IN_CHROOT}{SCRIPT}")],
         env: script_env(opts.source_date_epoch),
         user: User::root(),
         workdir: "/".into(),
@@ -520,6 +530,24 @@ fn layer_entries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The scripts see `ischroot` succeed (a chroot), whatever the sandbox's PID 1 is.
+    #[test]
+    fn scripts_are_told_they_run_in_a_chroot() {
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "{IN_CHROOT}command -v ischroot; ischroot; echo rc=$?; rm -r /tmp/.strata-bin"
+            ))
+            .output()
+            .expect("run sh");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "/tmp/.strata-bin/ischroot\nrc=0\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     #[test]
     fn noise_is_left_out() {
