@@ -79,6 +79,8 @@ time_build() {
     echo "$t1 - $t0" | bc -l
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# spread VALUES...: "min-max" of the rounds, for the table.
+spread() { printf '%s\n' "$@" | sort -n | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%.2f-%.2f", lo, hi}'; }
 
 cold=() warm=() addone=() dcold=() dwarm=() daddone=() mmdeb=()
 for round in $(seq "$ROUNDS"); do
@@ -135,14 +137,15 @@ dw=$(printf '%s\n' "${dwarm[@]}" | median)
 da=$(printf '%s\n' "${daddone[@]}" | median)
 m=$(printf '%s\n' "${mmdeb[@]}" | median)
 packages=$(grep -c '' <<<"$("$STRATA" --store "$STORE" inspect "docker-archive:$BENCH_DIR/strata.tar" | grep -o 'deb:[^ ]*' || true)")
-printf '\n%-44s %9s %10s\n' "measurement (median of $ROUNDS)" "seconds" "vs mmdeb"
-printf '%-44s %9.2f %9.1fx\n' "strata configured cold (empty store, no lock)" "$c" "$(echo "$m / $c" | bc -l)"
-printf '%-44s %9.2f %9.1fx\n' "strata configured warm (all layers cached)" "$w" "$(echo "$m / $w" | bc -l)"
-printf '%-44s %9.2f %9.1fx\n' "strata configured warm, jq added to [user]" "$a" "$(echo "$m / $a" | bc -l)"
-printf '%-44s %9.2f %9.1fx\n' "strata declarative cold (configure = false)" "$dc" "$(echo "$m / $dc" | bc -l)"
-printf '%-44s %9.2f %9.1fx\n' "strata declarative warm (configure = false)" "$dw" "$(echo "$m / $dw" | bc -l)"
-printf '%-44s %9.2f %9.1fx\n' "strata declarative, locked base, jq added" "$da" "$(echo "$m / $da" | bc -l)"
-printf '%-44s %9.2f %9s\n' "mmdebstrap --variant=apt" "$m" "1.0x"
+printf '\n%-44s %9s %10s %13s\n' "measurement (median of $ROUNDS)" "seconds" "vs mmdeb" "rounds"
+row() { printf '%-44s %9.2f %9.1fx %13s\n' "$1" "$2" "$(echo "$m / $2" | bc -l)" "$3"; }
+row "strata configured cold (empty store, no lock)" "$c" "$(spread "${cold[@]}")"
+row "strata configured warm (all layers cached)" "$w" "$(spread "${warm[@]}")"
+row "strata configured warm, jq added to [user]" "$a" "$(spread "${addone[@]}")"
+row "strata declarative cold (configure = false)" "$dc" "$(spread "${dcold[@]}")"
+row "strata declarative warm (configure = false)" "$dw" "$(spread "${dwarm[@]}")"
+row "strata declarative, locked base, jq added" "$da" "$(spread "${daddone[@]}")"
+row "mmdebstrap --variant=apt" "$m" "$(spread "${mmdeb[@]}")"
 echo "store objects in the last image: $packages; image $(du -h "$BENCH_DIR/strata.tar" | cut -f1)," \
     "mmdebstrap tar $(du -h "$BENCH_DIR/mmdebstrap.tar" | cut -f1)"
 awk -v c="$c" -v dc="$dc" -v m="$m" -v a="$a" -v da="$da" 'BEGIN {
