@@ -718,8 +718,10 @@ fn nix_image_gets_the_account_merged_and_passes_the_check() {
     );
     let nix_root = work.root().join("nix");
     let nix_env = |cmd: &mut Command| {
-        cmd.env("NIX_REMOTE", &nix_root)
-            .env("NIX_CONFIG", "substituters =\nsandbox = false\n");
+        cmd.env("NIX_REMOTE", &nix_root).env(
+            "NIX_CONFIG",
+            "substituters =\nsandbox = false\nbuild-users-group =\n",
+        );
     };
     let add = |rel: &str| {
         let mut cmd = Command::new("nix-store");

@@ -344,8 +344,10 @@ fn build_mixed(work: &Work) -> (Build, std::path::PathBuf) {
 
 /// Points a command at the work dir's private Nix store, with no substituters and no sandbox.
 fn nix_env(work: &Work, cmd: &mut Command) {
-    cmd.env("NIX_REMOTE", work.root().join("nix"))
-        .env("NIX_CONFIG", "substituters =\nsandbox = false");
+    cmd.env("NIX_REMOTE", work.root().join("nix")).env(
+        "NIX_CONFIG",
+        "substituters =\nsandbox = false\nbuild-users-group =\n",
+    );
 }
 
 #[test]

@@ -116,8 +116,10 @@ impl NixWork {
 
     /// Points a command at this test's store, without substituters or sandbox.
     fn nix_env<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
-        cmd.env("NIX_REMOTE", self.nix_root())
-            .env("NIX_CONFIG", "substituters =\nsandbox = false\n")
+        cmd.env("NIX_REMOTE", self.nix_root()).env(
+            "NIX_CONFIG",
+            "substituters =\nsandbox = false\nbuild-users-group =\n",
+        )
     }
 
     fn nix(&self, program: &str) -> Command {
