@@ -14,7 +14,7 @@ use crate::{DebianError, Reporter};
 pub(crate) const CACHE_DIR: &str = "debian-v1";
 
 /// Version of the extraction manifests in `trees/`; bump when extraction changes.
-const TREE_FORMAT: u32 = 3;
+const TREE_FORMAT: u32 = 4;
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 

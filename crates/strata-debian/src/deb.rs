@@ -8,7 +8,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use strata_fstree::{Content, Entry, EntryKind, ImagePath, Tree};
 
 use crate::DebianError;
@@ -133,8 +132,8 @@ pub(crate) struct Extracted {
     /// Paths as dpkg lists them (`/.`, `/bin`, `/bin/bash`), in archive order.
     pub paths: Vec<String>,
     pub entries: Vec<ManifestEntry>,
-    /// The uncompressed `data.tar`, kept whole in the cache under this name (its SHA256):
-    /// file entries point into it.
+    /// The uncompressed `data.tar`, kept whole in the cache under this name (the SHA256 of
+    /// the `.deb` it came from): file entries point into it.
     pub pack: String,
     /// Its length.
     pub pack_size: u64,
@@ -275,9 +274,12 @@ fn relead_hardlinks(entries: &mut [Entry], name: &str) -> Result<(), DebianError
 
 /// Reads the `.deb` at `path` (named `name` in errors), storing file contents in the
 /// cache's content store.
+/// Reads the `.deb` at `path` (whose SHA256 is `deb_sha256`, which names the kept
+/// `data.tar`).
 pub(crate) fn extract(
     cache: &Cache,
     path: &Path,
+    deb_sha256: &str,
     name: &str,
     warn: &mut dyn FnMut(String),
 ) -> Result<Extracted, DebianError> {
@@ -332,6 +334,7 @@ pub(crate) fn extract(
             data = Some(read_data(
                 cache,
                 decompress(comp, &mut body).map_err(ioerr)?,
+                deb_sha256,
                 name,
                 warn,
             )?);
@@ -440,11 +443,10 @@ struct DataResult {
     pack_size: u64,
 }
 
-/// A reader that copies everything read through it to `out` and hashes it.
+/// A reader that copies everything read through it to `out`.
 struct Tee<R, W> {
     inner: R,
     out: W,
-    hasher: Sha256,
     len: u64,
 }
 
@@ -452,27 +454,33 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.out.write_all(&buf[..n])?;
-        self.hasher.update(&buf[..n]);
         self.len += n as u64;
         Ok(n)
     }
 }
 
 /// Reads the data archive's entries while keeping the uncompressed archive whole in the
-/// cache (named by its SHA256): file entries are recorded by their offset in it, so a
-/// package becomes one file on disk, not one per member.
+/// cache (named by the `.deb`'s SHA256, which determines it): file entries are recorded by
+/// their offset in it, so a package becomes one file on disk, not one per member.
 fn read_data(
     cache: &Cache,
     r: Box<dyn Read + '_>,
+    deb_sha256: &str,
     name: &str,
     warn: &mut dyn FnMut(String),
 ) -> Result<DataResult, DebianError> {
-    let staging = cache.pack_path(&"0".repeat(64));
-    let (tmp, f) = temp_file(&staging)?;
+    let pack = deb_sha256.to_ascii_lowercase();
+    if pack.len() != 64 || !pack.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(DebianError::BadArchive {
+            file: name.to_owned(),
+            message: format!("invalid SHA256 `{deb_sha256}`"),
+        });
+    }
+    let dest = cache.pack_path(&pack);
+    let (tmp, f) = temp_file(&dest)?;
     let mut tee = Tee {
         inner: r,
         out: io::BufWriter::with_capacity(256 * 1024, f),
-        hasher: Sha256::new(),
         len: 0,
     };
     let result = read_entries(&mut tee, name, warn).and_then(|(paths, entries)| {
@@ -485,9 +493,7 @@ fn read_data(
         tee.out.flush().map_err(bad)?;
         Ok((paths, entries))
     });
-    let Tee {
-        out, hasher, len, ..
-    } = tee;
+    let Tee { out, len, .. } = tee;
     drop(out);
     let (paths, entries) = match result {
         Ok(v) => v,
@@ -496,8 +502,6 @@ fn read_data(
             return Err(e);
         }
     };
-    let pack = hex::encode(hasher.finalize());
-    let dest = cache.pack_path(&pack);
     if fs::metadata(&dest).is_ok_and(|m| m.len() == len) {
         let _ = fs::remove_file(&tmp);
     } else {

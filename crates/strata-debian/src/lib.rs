@@ -725,7 +725,7 @@ fn fetch_one(
         c.fetch_verified(&name, &name, Some(p.size), &sha, reporter)?
     };
     let mut warn = |m: String| reporter.message(&m);
-    let ex = deb::extract(c, &path, &name, &mut warn)?;
+    let ex = deb::extract(c, &path, &sha, &name, &mut warn)?;
     let json = serde_json::to_vec(&ex).map_err(|e| DebianError::Lock(e.to_string()))?;
     cache::write_atomic(&manifest, &json)?;
     Ok(Package {
@@ -772,7 +772,12 @@ pub fn extract_deb(
     let c = cache::Cache::new(cache)?;
     let name = deb.display().to_string();
     let mut warn = |m: String| reporter.message(&m);
-    let ex = deb::extract(&c, deb, &name, &mut warn)?;
+    // A local file is not in any index: its own SHA256 names what is kept of it.
+    let (_, sha) = cache::hash_file(deb).map_err(|e| DebianError::Io {
+        path: deb.to_owned(),
+        source: e,
+    })?;
+    let ex = deb::extract(&c, deb, &sha, &name, &mut warn)?;
     Ok((ex.tree(&c, &name)?, ex.control, ex.paths))
 }
 
