@@ -275,11 +275,13 @@ fn relead_hardlinks(entries: &mut [Entry], name: &str) -> Result<(), DebianError
 /// Reads the `.deb` at `path` (named `name` in errors), storing file contents in the
 /// cache's content store.
 /// Reads the `.deb` at `path` (whose SHA256 is `deb_sha256`, which names the kept
-/// `data.tar`).
+/// `data.tar`). `verified`: that SHA256 was checked against a signed index, so the xz
+/// members' own CRC64 checks are skipped (they would guard the same bytes again).
 pub(crate) fn extract(
     cache: &Cache,
     path: &Path,
     deb_sha256: &str,
+    verified: bool,
     name: &str,
     warn: &mut dyn FnMut(String),
 ) -> Result<Extracted, DebianError> {
@@ -327,13 +329,13 @@ pub(crate) fn extract(
             }
         } else if let Some(comp) = member.strip_prefix("control.tar") {
             control = Some(read_control(
-                decompress(comp, &mut body).map_err(ioerr)?,
+                decompress(comp, &mut body, verified).map_err(ioerr)?,
                 name,
             )?);
         } else if let Some(comp) = member.strip_prefix("data.tar") {
             data = Some(read_data(
                 cache,
-                decompress(comp, &mut body).map_err(ioerr)?,
+                decompress(comp, &mut body, verified).map_err(ioerr)?,
                 deb_sha256,
                 name,
                 warn,
@@ -368,9 +370,21 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-fn decompress<'a>(ext: &str, r: &'a mut dyn Read) -> io::Result<Box<dyn Read + 'a>> {
+fn decompress<'a>(
+    ext: &str,
+    r: &'a mut dyn Read,
+    verified: bool,
+) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match ext {
-        ".xz" => Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)),
+        ".xz" => {
+            let mut flags = liblzma::stream::CONCATENATED;
+            if verified {
+                flags |= liblzma::stream::IGNORE_CHECK;
+            }
+            let stream = liblzma::stream::Stream::new_stream_decoder(u64::MAX, flags)
+                .map_err(io::Error::other)?;
+            Box::new(liblzma::read::XzDecoder::new_stream(r, stream))
+        }
         ".gz" => Box::new(flate2::read::GzDecoder::new(r)),
         ".zst" => Box::new(zstd::stream::read::Decoder::new(r)?),
         "" => Box::new(r),

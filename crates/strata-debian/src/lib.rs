@@ -725,7 +725,7 @@ fn fetch_one(
         c.fetch_verified(&name, &name, Some(p.size), &sha, reporter)?
     };
     let mut warn = |m: String| reporter.message(&m);
-    let ex = deb::extract(c, &path, &sha, &name, &mut warn)?;
+    let ex = deb::extract(c, &path, &sha, true, &name, &mut warn)?;
     let json = serde_json::to_vec(&ex).map_err(|e| DebianError::Lock(e.to_string()))?;
     cache::write_atomic(&manifest, &json)?;
     Ok(Package {
@@ -777,7 +777,7 @@ pub fn extract_deb(
         path: deb.to_owned(),
         source: e,
     })?;
-    let ex = deb::extract(&c, deb, &sha, &name, &mut warn)?;
+    let ex = deb::extract(&c, deb, &sha, false, &name, &mut warn)?;
     Ok((ex.tree(&c, &name)?, ex.control, ex.paths))
 }
 
