@@ -329,7 +329,11 @@ fn run_and_write(
         .try_clone()
         .map_err(|e| BuildError::Configure(io_err("open", &log_path)(e)))?;
     let status = sandbox.run(Command {
-        argv: vec!["/bin/sh".into(), "-c".into(), format!("{IN_CHROOT}{SCRIPT}")],
+        argv: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!("{IN_CHROOT}{SCRIPT}"),
+        ],
         env: script_env(opts.source_date_epoch),
         user: User::root(),
         workdir: "/".into(),
