@@ -51,7 +51,8 @@ enum Command {
     ///
     /// Examples:
     ///   strata build examples/hello/strata.toml
-    ///   strata build strata.toml --output docker-archive:ws.tar --compression zstd
+    ///   strata build strata.toml --output oci:ws --compression zstd
+    ///   strata build strata.toml --output docker-archive:ws.tar   # uncompressed layers
     ///   strata build strata.toml --output - | docker load
     #[command(verbatim_doc_comment)]
     Build(BuildArgs),
