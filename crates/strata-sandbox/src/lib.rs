@@ -69,7 +69,7 @@ use nix::sched::CloneFlags;
 
 pub use idmap::{IdMapping, IdRange, MapWriter};
 pub use plan::{BindMount, RootfsMode};
-pub use rootfs::{LayerFile, prepare_rootfs, unpack_rootfs};
+pub use rootfs::{LayerFile, prepare_rootfs, remove_unused_rootfs, unpack_rootfs};
 pub use spawn::{in_user_namespace, remove_tree};
 pub use user::{User, resolve_user};
 

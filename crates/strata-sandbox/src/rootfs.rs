@@ -278,6 +278,31 @@ pub fn prepare_rootfs(
     Ok(dest)
 }
 
+/// Removes the kept root file systems (see [`prepare_rootfs`]) whose image key is not in
+/// `keep`, and leftovers of unpacks that died. Returns how many were removed. The caller
+/// holds the store lock exclusively, so no run is using them.
+pub fn remove_unused_rootfs(
+    store: &Store,
+    keep: &std::collections::BTreeSet<String>,
+    ids: &IdMapping,
+) -> Result<usize, SandboxError> {
+    let base = store.source_dir("rootfs")?;
+    let mut removed = 0;
+    for entry in fs::read_dir(&base)
+        .map_err(io_err("list", &base))?
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // `KEY-IDMAP`, where KEY is the image config digest's hex (64 characters).
+        let wanted = !name.starts_with('.') && name.get(..64).is_some_and(|k| keep.contains(k));
+        if !wanted {
+            crate::spawn::remove_tree(ids, &entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Unpacks `layers` (bottom first) into the new directory `dest`, as the owners they name
 /// (inside a user namespace with `ids` when not root). On failure nothing is left at `dest`.
 pub fn unpack_rootfs(

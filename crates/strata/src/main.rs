@@ -323,14 +323,32 @@ fn run(cli: Cli) -> Result<()> {
         Command::Gc(args) => {
             let store = Store::open(&store_root)?;
             let report = store.gc::<strata_build::LayerRecord>()?;
+            // Root file systems unpacked for `strata run`: kept for the images the store
+            // records, dropped for the others (a later run unpacks again).
+            let rootfs_removed = {
+                let _exclusive = store.lock_store(true)?;
+                let keep: std::collections::BTreeSet<String> = store
+                    .images()?
+                    .iter()
+                    .flat_map(|r| r.blobs.iter())
+                    .filter_map(|d| strata_store::digest_hex(d).ok().map(str::to_owned))
+                    .collect();
+                let ids = strata_sandbox::IdMapping::detect();
+                strata_sandbox::remove_unused_rootfs(&store, &keep, &ids)
+                    .context("removing unpacked root file systems")?
+            };
             if args.json {
-                out!("{}", serde_json::to_string_pretty(&report)?);
+                let mut json = serde_json::to_value(&report)?;
+                json["rootfs_removed"] = rootfs_removed.into();
+                out!("{}", serde_json::to_string_pretty(&json)?);
             } else {
                 out!(
-                    "removed {} blobs ({} bytes) and {} stale layer records",
+                    "removed {} blobs ({} bytes), {} stale layer records and {} unpacked root file \
+                     systems",
                     report.blobs_removed,
                     report.bytes_freed,
-                    report.records_removed
+                    report.records_removed,
+                    rootfs_removed
                 );
             }
             Ok(())

@@ -124,6 +124,8 @@ fn open_target(store: &Store, target: &str, flags: &RegistryFlags) -> Result<Tar
 fn run_inner(store_root: &Path, args: RunArgs, flags: &RegistryFlags) -> Result<i32> {
     let _ = args.interactive;
     let store = Store::open(store_root)?;
+    // Held for the whole run, so `strata gc` does not remove the root file system in use.
+    let _shared = store.lock_store(false)?;
     let target = open_target(&store, &args.target, flags)?;
     let image = &target.image;
     let config: ImageConfig = serde_json::from_slice(&image.config)

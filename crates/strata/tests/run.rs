@@ -709,3 +709,64 @@ fn concurrent_first_runs_share_one_unpacked_root() {
         "one unpacked root, no temporary left: {unpacked:?}"
     );
 }
+
+/// The unpacked root file systems `strata run` keeps in the store.
+fn rootfs_dirs(work: &Work) -> Vec<String> {
+    fs::read_dir(work.store().join("v1/sources/rootfs"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `strata gc` keeps the root file system of an image the store built and removes the one
+/// of an image it only ran (built with another store).
+#[test]
+fn gc_removes_root_file_systems_of_images_the_store_does_not_record() {
+    let work = Work::new();
+    busybox_spec(&work);
+    let layout = work.out("layout");
+    work.build(&format!("oci:{}", layout.display()), &[]);
+    let out = run(&mut strata_run(
+        &work,
+        &format!("oci:{}", layout.display()),
+        &["--", "sh", "-c", "echo $GREETING"],
+    ));
+    assert_eq!(stdout(&out), "hello-from-strata\n", "{}", stderr(&out));
+    let own = rootfs_dirs(&work);
+    assert_eq!(own.len(), 1, "{own:?}");
+
+    // The same image with another config (another env), built by a second store.
+    let other = Work::new();
+    busybox_spec(&other);
+    let spec = fs::read_to_string(other.spec()).expect("read spec");
+    other.write_spec(&spec.replace("hello-from-strata", "from-elsewhere"));
+    let foreign = other.out("layout");
+    other.build(&format!("oci:{}", foreign.display()), &[]);
+    let out = run(&mut strata_run(
+        &work,
+        &format!("oci:{}", foreign.display()),
+        &["--", "sh", "-c", "echo $GREETING"],
+    ));
+    assert_eq!(stdout(&out), "from-elsewhere\n", "{}", stderr(&out));
+    assert_eq!(rootfs_dirs(&work).len(), 2, "{:?}", rootfs_dirs(&work));
+
+    let report = run_ok(work.strata().args(["gc", "--json"]));
+    let json: serde_json::Value = serde_json::from_slice(&report.stdout).expect("gc --json");
+    assert_eq!(json["rootfs_removed"], 1, "{json}");
+    assert_eq!(
+        rootfs_dirs(&work),
+        own,
+        "the built image's root file system is kept"
+    );
+
+    // The foreign image still runs: its root file system is unpacked again.
+    let out = run(&mut strata_run(
+        &work,
+        &format!("oci:{}", foreign.display()),
+        &["--", "sh", "-c", "echo $GREETING"],
+    ));
+    assert_eq!(stdout(&out), "from-elsewhere\n", "{}", stderr(&out));
+}
