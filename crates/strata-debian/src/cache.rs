@@ -41,10 +41,15 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
 /// reader never sees a partial file.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DebianError> {
+    write_via_temp(path, bytes, true)
+}
+
+/// [`write_atomic`], with an `fsync` of the temporary file before the rename when `sync`.
+fn write_via_temp(path: &Path, bytes: &[u8], sync: bool) -> Result<(), DebianError> {
     let (tmp, mut f) = temp_file(path)?;
     let res = f
         .write_all(bytes)
-        .and_then(|()| f.sync_all())
+        .and_then(|()| if sync { f.sync_all() } else { Ok(()) })
         .map_err(|e| io_err(&tmp, e));
     drop(f);
     if let Err(e) = res {
@@ -276,17 +281,7 @@ impl Cache {
 /// Writes `bytes` to `path` through a temporary file and a rename, without `fsync`: for
 /// files that are checked against their SHA256 whenever they are read.
 pub(crate) fn write_checked_later(path: &Path, bytes: &[u8]) -> Result<(), DebianError> {
-    let (tmp, mut f) = temp_file(path)?;
-    let res = f.write_all(bytes).map_err(|e| io_err(&tmp, e));
-    drop(f);
-    if let Err(e) = res {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        io_err(path, e)
-    })
+    write_via_temp(path, bytes, false)
 }
 
 /// Runs `op` up to three times while it fails with a network error (never on a checksum or
