@@ -182,8 +182,10 @@ fn write_entry<W: Write>(
                 }
                 write_padded(out, bytes)?;
             }
-            Content::Host(path) => copy_host_file(path, *size, out, buf)?,
-            Content::HostAt { path, offset } => copy_host_range(path, *offset, *size, out, buf)?,
+            Content::Host(path) => copy_host_bytes(path, None, *size, out, buf)?,
+            Content::HostAt { path, offset } => {
+                copy_host_bytes(path, Some(*offset), *size, out, buf)?
+            }
         }
     }
     Ok(())
@@ -205,10 +207,12 @@ fn write_padding<W: Write>(out: &mut W, len: u64) -> Result<(), LayerError> {
     Ok(())
 }
 
-/// Copies exactly `size` bytes of the host file `path` to `out`, padded to a block, failing if
-/// the file is shorter or longer.
-fn copy_host_file<W: Write>(
+/// Copies `size` bytes of the host file `path` to `out`, padded to a block. `offset: None`:
+/// the bytes are the whole file, and a file shorter or longer than `size` is an error.
+/// `Some(o)`: they start at `o` inside a larger file, which must not end before them.
+fn copy_host_bytes<W: Write>(
     path: &Path,
+    offset: Option<u64>,
     size: u64,
     out: &mut W,
     buf: &mut Vec<u8>,
@@ -218,8 +222,12 @@ fn copy_host_file<W: Write>(
         source,
     };
     let mut file = File::open(path).map_err(read_err)?;
-    // One byte more than the file should have, so a grown file shows up in the last read.
-    let want = usize::try_from(size.saturating_add(1))
+    if let Some(o) = offset {
+        file.seek(io::SeekFrom::Start(o)).map_err(read_err)?;
+    }
+    // A whole file is read one byte past `size`, so a grown file shows up in the last read.
+    let extra = u64::from(offset.is_none());
+    let want = usize::try_from(size.saturating_add(extra))
         .unwrap_or(usize::MAX)
         .min(READ_CHUNK);
     if buf.len() < want {
@@ -227,9 +235,11 @@ fn copy_host_file<W: Write>(
     }
     let mut copied = 0u64;
     loop {
-        let room = usize::try_from((size - copied).saturating_add(1))
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
+        let left = (size - copied).saturating_add(extra);
+        if left == 0 {
+            break;
+        }
+        let room = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
         let n = match file.read(&mut buf[..room]) {
             Ok(0) => break,
             Ok(n) => n,
@@ -248,48 +258,6 @@ fn copy_host_file<W: Write>(
                 actual,
             });
         }
-        out.write_all(&buf[..n]).map_err(LayerError::Write)?;
-        copied += n as u64;
-    }
-    if copied != size {
-        return Err(LayerError::SizeMismatch {
-            path: path.to_owned(),
-            expected: size,
-            actual: copied,
-        });
-    }
-    write_padding(out, size)
-}
-
-/// Copies `size` bytes at `offset` of the host file `path` to `out`, padded to a block,
-/// failing if the file ends before them.
-fn copy_host_range<W: Write>(
-    path: &Path,
-    offset: u64,
-    size: u64,
-    out: &mut W,
-    buf: &mut Vec<u8>,
-) -> Result<(), LayerError> {
-    let read_err = |source| LayerError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let mut file = File::open(path).map_err(read_err)?;
-    file.seek(io::SeekFrom::Start(offset)).map_err(read_err)?;
-    if buf.len() < READ_CHUNK {
-        buf.resize(READ_CHUNK, 0);
-    }
-    let mut copied = 0u64;
-    while copied < size {
-        let room = usize::try_from(size - copied)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        let n = match file.read(&mut buf[..room]) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(read_err(e)),
-        };
         out.write_all(&buf[..n]).map_err(LayerError::Write)?;
         copied += n as u64;
     }
