@@ -287,16 +287,21 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes every blob no recorded image uses, the layer records pointing at removed
-    /// blobs, and leftover temporary files. Holds the store lock exclusively.
-    pub fn gc<T: DeserializeOwned + BlobRef>(&self) -> Result<GcReport> {
-        let _lock = self.lock_store(true)?;
-        let keep: BTreeSet<String> = self
+    /// The hex digests of every blob a recorded image uses (manifest, config, layers).
+    pub fn used_blobs(&self) -> Result<BTreeSet<String>> {
+        Ok(self
             .images()?
             .into_iter()
             .flat_map(|r| r.blobs)
             .filter_map(|d| digest_hex(&d).ok().map(str::to_owned))
-            .collect();
+            .collect())
+    }
+
+    /// Removes every blob no recorded image uses, the layer records pointing at removed
+    /// blobs, and leftover temporary files. Holds the store lock exclusively.
+    pub fn gc<T: DeserializeOwned + BlobRef>(&self) -> Result<GcReport> {
+        let _lock = self.lock_store(true)?;
+        let keep = self.used_blobs()?;
         let mut report = GcReport::default();
         let blobs = self.root.join("blobs/sha256");
         for entry in fs::read_dir(&blobs).map_err(io_err("list", &blobs))? {

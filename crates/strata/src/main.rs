@@ -327,14 +327,8 @@ fn run(cli: Cli) -> Result<()> {
             // records, dropped for the others (a later run unpacks again).
             let rootfs_removed = {
                 let _exclusive = store.lock_store(true)?;
-                let keep: std::collections::BTreeSet<String> = store
-                    .images()?
-                    .iter()
-                    .flat_map(|r| r.blobs.iter())
-                    .filter_map(|d| strata_store::digest_hex(d).ok().map(str::to_owned))
-                    .collect();
                 let ids = strata_sandbox::IdMapping::detect();
-                strata_sandbox::remove_unused_rootfs(&store, &keep, &ids)
+                strata_sandbox::remove_unused_rootfs(&store, &store.used_blobs()?, &ids)
                     .context("removing unpacked root file systems")?
             };
             if args.json {
