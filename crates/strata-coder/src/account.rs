@@ -5,13 +5,11 @@
 //! Everything is merged with what the image's lower layers already hold: existing lines are kept
 //! byte for byte, the account's lines are appended.
 
-use std::sync::Arc;
-
-use strata_fstree::{Content, Entry, EntryKind, ImagePath};
+use strata_fstree::{Entry, EntryKind, ImagePath};
 use strata_spec::Account;
 
 use crate::check::DEFAULT_PATH;
-use crate::index::{FileData, FileIndex, NodeKind, Resolved};
+use crate::index::{FileIndex, NodeKind, Resolved};
 use crate::passwd::{self, append_line};
 
 /// What the account adds to an image.
@@ -313,13 +311,7 @@ pub fn account_files(
                 } => {
                     let mut e = Entry::directory(dest, node.mode);
                     e.kind = EntryKind::File {
-                        content: match data {
-                            FileData::Host(p) => Content::Host(p),
-                            FileData::HostAt { path, offset, .. } => {
-                                Content::HostAt { path, offset }
-                            }
-                            FileData::Inline(b) => Content::Inline(Arc::clone(&b)),
-                        },
+                        content: data,
                         size,
                     };
                     e
@@ -371,6 +363,7 @@ pub fn account_files(
 mod tests {
     use super::*;
     use crate::index::Node;
+    use strata_fstree::Content;
 
     fn account() -> Account {
         Account {
@@ -389,7 +382,7 @@ mod tests {
         Node {
             kind: NodeKind::File {
                 size: data.len() as u64,
-                data: Some(FileData::Inline(data.as_bytes().into())),
+                data: Some(Content::Inline(data.as_bytes().into())),
             },
             mode,
             uid: 0,

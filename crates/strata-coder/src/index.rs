@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use strata_fstree::{Content, Entry, EntryKind};
 
@@ -23,24 +22,6 @@ const KEEP_PREFIXES: &[&str] = &["etc/"];
 /// Largest file whose content a layer index keeps.
 const KEEP_LIMIT: u64 = 1 << 20;
 
-/// Where the bytes of a regular file can be read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FileData {
-    /// Held in memory.
-    Inline(Arc<[u8]>),
-    /// A file on the host (a tree source's file before the layer is written).
-    Host(PathBuf),
-    /// Bytes at `offset` in a host file (a Debian package's kept `data.tar`).
-    HostAt {
-        /// The host file.
-        path: PathBuf,
-        /// Where the bytes start.
-        offset: u64,
-        /// How many.
-        size: u64,
-    },
-}
-
 /// What a path is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeKind {
@@ -50,8 +31,8 @@ pub enum NodeKind {
     File {
         /// Size in bytes.
         size: u64,
-        /// The bytes, when kept.
-        data: Option<FileData>,
+        /// Where the bytes are, when kept.
+        data: Option<Content>,
     },
     /// A symbolic link, its target verbatim.
     Symlink(String),
@@ -307,11 +288,15 @@ impl FileIndex {
             Some(Resolved {
                 node:
                     Node {
-                        kind: NodeKind::File { data: Some(d), .. },
+                        kind:
+                            NodeKind::File {
+                                data: Some(d),
+                                size,
+                            },
                         ..
                     },
                 ..
-            }) => read_data(&d).map(Some),
+            }) => d.read(size).map(Some),
             _ => Ok(None),
         }
     }
@@ -375,7 +360,7 @@ impl FileIndex {
                     let data = if keep {
                         let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
                         entry.read_to_end(&mut bytes)?;
-                        Some(FileData::Inline(bytes.into()))
+                        Some(Content::Inline(bytes.into()))
                     } else {
                         None
                     };
@@ -468,15 +453,7 @@ fn node_of_entry(e: &Entry) -> Node {
         EntryKind::Directory => NodeKind::Directory,
         EntryKind::File { content, size } => NodeKind::File {
             size: *size,
-            data: Some(match content {
-                Content::Host(p) => FileData::Host(p.clone()),
-                Content::Inline(b) => FileData::Inline(b.clone()),
-                Content::HostAt { path, offset } => FileData::HostAt {
-                    path: path.clone(),
-                    offset: *offset,
-                    size: *size,
-                },
-            }),
+            data: Some(content.clone()),
         },
         EntryKind::Symlink { target } => NodeKind::Symlink(target.clone()),
         EntryKind::Hardlink { target } => NodeKind::Hardlink(target.as_str().to_owned()),
@@ -486,19 +463,6 @@ fn node_of_entry(e: &Entry) -> Node {
         mode: e.mode & 0o7777,
         uid: e.uid,
         gid: e.gid,
-    }
-}
-
-/// Reads the bytes a [`FileData`] stands for.
-pub fn read_data(data: &FileData) -> io::Result<Vec<u8>> {
-    match data {
-        FileData::Inline(b) => Ok(b.to_vec()),
-        FileData::Host(p) => std::fs::read(p),
-        FileData::HostAt { path, offset, size } => Content::HostAt {
-            path: path.clone(),
-            offset: *offset,
-        }
-        .read(*size),
     }
 }
 
