@@ -283,7 +283,7 @@ impl Sandbox {
             path: self.scratch.clone(),
             source,
         })?;
-        sweep_stale(&self.ids, &self.scratch);
+        sweep_dead(&self.ids, &self.scratch, "run-");
         let run_dir = tempfile::Builder::new()
             .prefix(&format!("run-{}-", std::process::id()))
             .tempdir_in(&self.scratch)
@@ -448,27 +448,19 @@ pub fn memory_scratch(ids: &IdMapping, min_free: u64) -> Option<PathBuf> {
     if !meta.is_dir() || meta.uid() != uid || meta.permissions().mode() & 0o077 != 0 {
         return None;
     }
-    let entries = fs::read_dir(&dir).ok()?;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = remove_tree(ids, &entry.path());
-        }
-    }
+    sweep_dead(ids, &dir, "");
     Some(dir)
 }
 
-fn sweep_stale(ids: &IdMapping, scratch: &Path) {
-    let Ok(entries) = fs::read_dir(scratch) else {
+/// Removes the entries of `dir` named `PREFIXPID-...` whose process no longer exists.
+fn sweep_dead(ids: &IdMapping, dir: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(pid) = name
-            .strip_prefix("run-")
+            .strip_prefix(prefix)
             .and_then(|r| r.split('-').next())
             .and_then(|p| p.parse::<u32>().ok())
         else {
