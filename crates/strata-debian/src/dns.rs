@@ -30,10 +30,7 @@ const LAST_WAIT: Duration = Duration::from_secs(10);
 type Answer = Result<Vec<SocketAddr>, String>;
 
 /// One host's entry: the answer once known, and when it was got.
-#[derive(Default)]
-struct Slot {
-    answer: Option<(Instant, Vec<SocketAddr>)>,
-}
+type Slot = Option<(Instant, Vec<SocketAddr>)>;
 
 /// Answers by `host:port`. Each host has its own mutex, held while it is looked up, so
 /// concurrent requests for one host wait for a single lookup.
@@ -84,14 +81,14 @@ pub(crate) fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, ureq::Err
         map.entry(key.clone()).or_default().clone()
     };
     let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((at, addrs)) = &slot.answer
+    if let Some((at, addrs)) = &*slot
         && at.elapsed() < TTL
     {
         return Ok(addrs.clone());
     }
     let addrs = ask(&key)
         .map_err(|e| ureq::Error::Io(std::io::Error::other(format!("resolving {host}: {e}"))))?;
-    slot.answer = Some((Instant::now(), addrs.clone()));
+    *slot = Some((Instant::now(), addrs.clone()));
     Ok(addrs)
 }
 
