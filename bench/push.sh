@@ -51,25 +51,10 @@ case "$BENCH_DIR" in
 esac
 
 # --- tools ------------------------------------------------------------------------------------
-declare -A PACKAGE=([hyperfine]=hyperfine [jq]=jq [skopeo]=skopeo [docker-registry]=docker-registry
-    [curl]=curl)
-missing=()
-for tool in "${!PACKAGE[@]}"; do
-    command -v "$tool" >/dev/null || missing+=("${PACKAGE[$tool]}")
-done
-if ((${#missing[@]})); then
-    log "installing ${missing[*]}"
-    sudo=()
-    [[ $(id -u) == 0 ]] || sudo=(sudo)
-    "${sudo[@]}" apt-get install -y "${missing[@]}" >&2 ||
-        die "cannot install ${missing[*]}; install them and run again"
-fi
-
-log "cargo build --release -p strata"
-cargo build --release -p strata >&2
-target_dir=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
-STRATA=$target_dir/release/strata
-[[ -x $STRATA ]] || die "no strata binary at $STRATA"
+# shellcheck source=lib/setup.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/setup.sh"
+install_missing hyperfine=hyperfine jq=jq skopeo=skopeo docker-registry=docker-registry curl=curl
+build_strata
 
 # --- registries -------------------------------------------------------------------------------
 # Every registry gets its own directory (config, storage, logs) under $WORK/registries and a
