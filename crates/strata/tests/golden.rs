@@ -94,7 +94,11 @@ fn layout_digests(layout: &Path) -> (String, String) {
     let manifest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
     let hex = manifest.strip_prefix("sha256:").unwrap();
     let path = layout.join("blobs/sha256").join(hex);
-    assert_eq!(sha256_file(&path), manifest, "manifest blob {hex} is corrupt");
+    assert_eq!(
+        sha256_file(&path),
+        manifest,
+        "manifest blob {hex} is corrupt"
+    );
     let body: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
     let config = body["config"]["digest"].as_str().unwrap().to_owned();
     (manifest, config)
@@ -120,7 +124,11 @@ fn check_golden(example: &str) {
                 &["--compression", compression, "--threads", threads],
             );
             let (manifest, config) = layout_digests(&out);
-            assert_eq!(build.digest(), manifest, "--json digest vs the layout's index");
+            assert_eq!(
+                build.digest(),
+                manifest,
+                "--json digest vs the layout's index"
+            );
             if let Some(first) = &seen {
                 assert_eq!(
                     first,
