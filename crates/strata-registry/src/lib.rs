@@ -14,6 +14,9 @@
 //!   `config.json` (with credential helpers) or podman's `auth.json`, and
 //!   never appear in `Debug` output or errors.
 
+// Library crate: every public item is documented, and no input can make it panic through unwrap.
+#![deny(missing_docs, clippy::unwrap_used)]
+
 mod auth;
 mod client;
 mod error;
