@@ -18,10 +18,6 @@ fn link_target(k: &EntryKind) -> Option<&str> {
     }
 }
 
-fn have(tool: &str) -> bool {
-    Command::new(tool).arg("--version").output().is_ok()
-}
-
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("spawn");
     assert!(
@@ -317,8 +313,7 @@ impl Default for Publish<'_> {
 
 impl Repo {
     fn new() -> Option<Self> {
-        if !have("gpg") || !have("dpkg-deb") {
-            eprintln!("gpg or dpkg-deb missing; skipping");
+        if !strata_test_support::require(&["gpg", "dpkg-deb"]) {
             return None;
         }
         let dir = tempfile::tempdir().expect("tempdir");
