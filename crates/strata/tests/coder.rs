@@ -425,19 +425,8 @@ fn start_workspace(work: &Work, build: &Build, archive: &Path) -> Bootstrap {
     set_mode(&out_dir, 0o777);
     let token = "strata-test-token-0123456789";
     let entrypoint = serde_json::to_string(&["sh", "-c", &init_script(&url, arch)]).unwrap();
-    let run_out = run(Command::new("podman")
-        .args([
-            "run",
-            "--rm",
-            "--cgroup-manager=cgroupfs",
-            "--runtime=runc",
-            "--ulimit",
-            "nofile=20000:20000",
-            "--ulimit",
-            "nproc=20000:20000",
-            "--network=host",
-            "-e",
-        ])
+    let run_out = run(podman_run()
+        .args(["--network=host", "-e"])
         .arg(format!("CODER_AGENT_TOKEN={token}"))
         .arg("-v")
         .arg(format!("{}:/agent-out", out_dir.display()))

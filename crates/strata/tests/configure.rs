@@ -49,20 +49,8 @@ fn load(archive: &Path, b: &Build) -> LoadedImage {
 /// Runs `sh -c SCRIPT` in the image as root; returns stdout, panics on failure.
 fn sh(image: &LoadedImage, script: &str) -> String {
     let o = run_ok(
-        Command::new("podman")
-            .args([
-                "run",
-                "--rm",
-                "--cgroup-manager=cgroupfs",
-                "--runtime=runc",
-                "--ulimit",
-                "nofile=20000:20000",
-                "--ulimit",
-                "nproc=20000:20000",
-                "--network=none",
-                "--user",
-                "root",
-            ])
+        podman_run()
+            .args(["--network=none", "--user", "root"])
             .arg(&image.reference)
             .args(["sh", "-c", script]),
     );

@@ -54,18 +54,8 @@ fn load(archive: &Path, b: &Build) -> LoadedImage {
 /// Runs `sh -c SCRIPT`-style arguments in the image; returns stdout, panics on failure.
 fn podman_run(image: &LoadedImage, args: &[&str]) -> String {
     let o = run_ok(
-        Command::new("podman")
-            .args([
-                "run",
-                "--rm",
-                "--cgroup-manager=cgroupfs",
-                "--runtime=runc",
-                "--ulimit",
-                "nofile=20000:20000",
-                "--ulimit",
-                "nproc=20000:20000",
-                "--network=none",
-            ])
+        strata_test_support::podman_run()
+            .arg("--network=none")
             .arg(&image.reference)
             .args(args),
     );

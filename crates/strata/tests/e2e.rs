@@ -24,19 +24,8 @@ const COMPRESSIONS: [&str; 3] = ["gzip", "zstd", "none"];
 /// Podman with the settings this machine needs.
 fn podman_run(image: &str, args: &[&str]) -> std::process::Output {
     run_ok(
-        Command::new("podman")
-            .args([
-                "run",
-                "--rm",
-                "--cgroup-manager=cgroupfs",
-                "--runtime=runc",
-                "--ulimit",
-                "nofile=20000:20000",
-                "--ulimit",
-                "nproc=20000:20000",
-                "--network=none",
-                image,
-            ])
+        strata_test_support::podman_run()
+            .args(["--network=none", image])
             .args(args),
     )
 }

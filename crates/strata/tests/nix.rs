@@ -221,9 +221,7 @@ fn env_of(config: &Value) -> Vec<String> {
 /// Podman with the settings this machine needs (global flags, so `create`, `cp` and `start`
 /// agree).
 fn podman() -> Command {
-    let mut cmd = Command::new("podman");
-    cmd.args(["--cgroup-manager=cgroupfs", "--runtime=runc"]);
-    cmd
+    strata_test_support::podman()
 }
 
 /// Removes a podman container when dropped.

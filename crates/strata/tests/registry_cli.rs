@@ -172,21 +172,8 @@ fn podman(args: &[&str]) -> Output {
 
 fn podman_run_hi(image: &str) {
     // The ulimits the e2e tests use on this machine.
-    let out = podman(&[
-        "run",
-        "--rm",
-        "--cgroup-manager=cgroupfs",
-        "--runtime=runc",
-        "--ulimit",
-        "nofile=20000:20000",
-        "--ulimit",
-        "nproc=20000:20000",
-        "--network=none",
-        image,
-        "/bin/busybox",
-        "echo",
-        "hi",
-    ]);
+    need(&["podman"]);
+    let out = run_ok(podman_run().args(["--network=none", image, "/bin/busybox", "echo", "hi"]));
     assert_eq!(
         stdout(&out),
         "hi\n",
