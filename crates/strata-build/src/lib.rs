@@ -280,6 +280,14 @@ fn sources_for(
             .collect();
         sources.push(Box::new(strata_nix::NixSource::new(input)));
     }
+    // Downloads sit below the half's tree entries, which may override their files.
+    let fetch = strata_fetch::FetchOptions {
+        locked: opts.debian.locked,
+        offline: opts.debian.offline,
+    };
+    if let Some(source) = strata_fetch::FetchSource::from_spec(spec, part, fetch) {
+        sources.push(Box::new(source));
+    }
     let inputs: Vec<TreeInput> = half
         .tree
         .iter()

@@ -383,6 +383,52 @@ pub(crate) fn mirror_url(raw: &str) -> Result<String, Rejection> {
     }
 }
 
+/// The URL of a download: `http://` or `https://` with a host. Messages show it without
+/// credentials.
+pub(crate) fn download_url(raw: &str) -> Result<String, Rejection> {
+    let hint = "write an http:// or https:// URL such as \"https://example.org/tool.tar.gz\"";
+    let shown = without_credentials(raw);
+    let rest = ["http://", "https://"]
+        .iter()
+        .find_map(|scheme| raw.strip_prefix(scheme));
+    match rest {
+        Some(rest)
+            if !rest.is_empty()
+                && !rest.starts_with('/')
+                && !raw.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            Ok(raw.to_owned())
+        }
+        _ => Err(reject(format!("`{shown}` is not a download URL"), hint)),
+    }
+}
+
+/// A URL with any `user:password@` removed (for hashing and messages).
+pub(crate) fn without_credentials(url: &str) -> String {
+    let Some(i) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[i + 3..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{}{}", &url[..i + 3], &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// A SHA-256 in hex (either case), returned in lowercase.
+pub(crate) fn sha256(raw: &str) -> Result<String, Rejection> {
+    if raw.len() == 64 && raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(raw.to_ascii_lowercase())
+    } else {
+        Err(reject(
+            format!("`{raw}` is not a SHA-256 (64 hex digits)"),
+            "copy the hash from the release page or `sha256sum`, or remove the key and run \
+             `strata lock` to record it",
+        ))
+    }
+}
+
 /// A Nix installable as the `nix` command line takes it (flake reference or path).
 pub(crate) fn nix_installable(raw: &str) -> Result<String, Rejection> {
     if raw.is_empty() {

@@ -115,6 +115,37 @@ pub struct Half {
     pub debian: Option<DebianSection>,
     /// Nix installables and store paths, if the half uses the Nix source.
     pub nix: Option<NixSection>,
+    /// Downloads from pinned URLs, in the order written (later entries win where they
+    /// overlap).
+    pub fetch: Vec<FetchEntry>,
+}
+
+/// One `fetch` entry: a file downloaded from a URL, verified by its SHA-256, placed at a path
+/// in the image as it is or unpacked from an archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchEntry {
+    /// The `http://` or `https://` URL (it may hold credentials, which are never shown).
+    pub url: String,
+    /// SHA-256 of the downloaded bytes, 64 lowercase hex digits; `None` means the lock file
+    /// pins it (`strata lock` fills it in).
+    pub sha256: Option<String>,
+    /// Where the file goes, or the directory an archive is unpacked into.
+    pub dest: ImagePath,
+    /// Permission bits of the file (default `0o644`), or of `dest` when unpacking.
+    pub mode: Option<u32>,
+    /// Owner of every entry; `None` means root (0).
+    pub uid: Option<u32>,
+    /// Group of every entry; `None` means root (0).
+    pub gid: Option<u32>,
+    /// The archive format to unpack (`tar.gz`, `tar.xz`, `tar.zst`, `tar.bz2`, `tar`, `zip`);
+    /// `None` places the file as it is.
+    pub unpack: Option<String>,
+    /// Leading path components dropped from every archive entry (only with `unpack`).
+    pub strip_components: Option<u32>,
+    /// Where this entry is written in the spec file.
+    pub location: Location,
+    /// The key path of this entry, e.g. `base.fetch[0]`.
+    pub key: String,
 }
 
 /// One `tree` entry: a host file or directory copied to a path in the image.
@@ -463,14 +494,36 @@ impl Spec {
                 ("profile", Json::Str(n.effective_profile().absolute())),
             ])
         });
-        Json::obj([
+        let mut form = Json::obj([
             ("format", Json::Int(CANONICAL_FORMAT)),
             ("part", Json::str(part.name())),
             ("tree", Json::Arr(tree.collect())),
             ("debian", debian),
             ("nix", nix),
-        ])
-        .render()
+        ]);
+        // Like the account, `fetch` appears only when used, so specs without it keep their
+        // hashes.
+        if let Json::Obj(fields) = &mut form
+            && !half.fetch.is_empty()
+        {
+            let fetch = half.fetch.iter().map(|f| {
+                Json::obj([
+                    ("url", Json::Str(check::without_credentials(&f.url))),
+                    ("sha256", Json::opt(f.sha256.as_ref(), Json::str)),
+                    ("dest", Json::Str(f.dest.absolute())),
+                    ("mode", Json::opt(f.mode, |m| Json::Int(m.into()))),
+                    ("uid", Json::Int(f.uid.unwrap_or(0).into())),
+                    ("gid", Json::Int(f.gid.unwrap_or(0).into())),
+                    ("unpack", Json::opt(f.unpack.as_ref(), Json::str)),
+                    (
+                        "strip_components",
+                        Json::Int(f.strip_components.unwrap_or(0).into()),
+                    ),
+                ])
+            });
+            fields.insert("fetch".to_owned(), Json::Arr(fetch.collect()));
+        }
+        form.render()
     }
 
     /// Canonical JSON of everything that is neither half: `[image]` (architecture included) and
