@@ -416,8 +416,9 @@ pub(crate) fn without_credentials(url: &str) -> String {
     }
 }
 
-/// A SHA-256 in hex (either case), returned in lowercase.
+/// A SHA-256 in hex (either case, optionally prefixed `sha256:`), returned in lowercase.
 pub(crate) fn sha256(raw: &str) -> Result<String, Rejection> {
+    let raw = raw.strip_prefix("sha256:").unwrap_or(raw);
     if raw.len() == 64 && raw.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(raw.to_ascii_lowercase())
     } else {

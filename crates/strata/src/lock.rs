@@ -1,7 +1,7 @@
 //! `strata lock`, and the lock file checks `strata build` makes before building.
 //!
 //! The lock file of `DIR/NAME.toml` is `DIR/NAME.lock` ([`strata_debian::source::lock_path`]):
-//! the exact Debian packages of both halves. `strata lock` (re)writes it; `strata build` uses
+//! the exact Debian packages of both halves and the hashes of their downloads. `strata lock` (re)writes it; `strata build` uses
 //! it when it matches the spec and never writes it.
 
 use std::path::{Path, PathBuf};
@@ -38,35 +38,61 @@ pub fn debian_cache(store: &Store) -> Result<PathBuf> {
     }
 }
 
-/// `strata lock SPEC`: resolves both halves and writes the lock file.
+/// Download progress of `strata lock` on stderr.
+struct FetchStderr;
+
+impl strata_fetch::Reporter for FetchStderr {
+    fn message(&self, msg: &str) {
+        eprintln!("{msg}");
+    }
+}
+
+/// `strata lock SPEC`: resolves both halves and writes the lock file: the Debian packages,
+/// then the downloads (`[[fetch]]`: hash, size and final URL of every `fetch` URL).
 pub fn run(store_root: &Path, args: LockArgs) -> Result<()> {
     let spec = Spec::load(&args.spec)?;
     let (base, user) = (
         source::request_for(&spec, Part::Base),
         source::request_for(&spec, Part::User),
     );
-    if base.is_none() && user.is_none() {
+    let has_fetch = !spec.base.fetch.is_empty() || !spec.user.fetch.is_empty();
+    if base.is_none() && user.is_none() && !has_fetch {
         bail!(
-            "{}: neither [base] nor [user] has a `debian` key: there is nothing to lock",
+            "{}: neither [base] nor [user] has a `debian` or `fetch` key: there is nothing to lock",
             args.spec.display()
         );
     }
     let store = Store::open(store_root)?;
-    let cache = debian_cache(&store)?;
-    let lock = source::resolve_spec(base.as_ref(), user.as_ref(), &cache, &StderrReporter)
-        .with_context(|| format!("locking {}", args.spec.display()))?;
+    let lock = if base.is_some() || user.is_some() {
+        let cache = debian_cache(&store)?;
+        source::resolve_spec(base.as_ref(), user.as_ref(), &cache, &StderrReporter)
+            .with_context(|| format!("locking {}", args.spec.display()))?
+    } else {
+        SpecLock {
+            version: source::SPEC_LOCK_VERSION,
+            base: None,
+            user: None,
+        }
+    };
+    let fetch = strata_fetch::lock_spec(&spec, &store.source_dir("fetch")?, &FetchStderr)
+        .with_context(|| format!("locking the downloads of {}", args.spec.display()))?;
     let path = source::lock_path(&spec.path);
-    let text = lock.to_toml()?;
+    let mut text = lock.to_toml()?;
+    if let Some(f) = &fetch {
+        text.push('\n');
+        text.push_str(&f.to_toml()?);
+    }
     let tmp = path.with_extension("lock.tmp");
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
     let count = |h: &Option<source::HalfLock>| h.as_ref().map_or(0, |h| h.lock.packages.len());
     println!(
-        "wrote {}: {} packages ({} base, {} user)",
+        "wrote {}: {} packages ({} base, {} user), {} downloads",
         path.display(),
         lock.package_count(),
         count(&lock.base),
-        count(&lock.user)
+        count(&lock.user),
+        fetch.as_ref().map_or(0, |f| f.len())
     );
     Ok(())
 }
