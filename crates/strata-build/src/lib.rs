@@ -288,6 +288,13 @@ fn sources_for(
     if let Some(source) = strata_fetch::FetchSource::from_spec(spec, part, fetch) {
         sources.push(Box::new(source));
     }
+    let python = strata_python::PythonOptions {
+        locked: opts.debian.locked,
+        offline: opts.debian.offline,
+    };
+    if let Some(source) = strata_python::PythonSource::from_spec(spec, part, python) {
+        sources.push(Box::new(source));
+    }
     let inputs: Vec<TreeInput> = half
         .tree
         .iter()

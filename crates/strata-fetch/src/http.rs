@@ -108,6 +108,12 @@ impl Http {
             .timeout_recv_response(Some(Duration::from_secs(60)))
             .timeout_recv_body(Some(Duration::from_secs(1800)))
             .max_redirects(10)
+            // The system's trust store (ca-certificates), as curl and apt use it.
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+                    .build(),
+            )
             .build();
         Self {
             agent: ureq::Agent::new_with_config(config),

@@ -416,6 +416,27 @@ pub(crate) fn without_credentials(url: &str) -> String {
     }
 }
 
+/// A Python requirement (PEP 508 without URLs or options: a name, extras, version
+/// specifiers, markers). The resolver checks the rest.
+pub(crate) fn python_requirement(raw: &str) -> Result<String, Rejection> {
+    let hint = "write a requirement such as \"rich\", \"requests>=2.31\" or \"ansible==9.1.0\"";
+    let name_ok = raw
+        .trim_start()
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    if !name_ok {
+        return Err(reject(format!("`{raw}` is not a Python requirement"), hint));
+    }
+    if raw.starts_with('-') || raw.contains("://") || raw.contains(['\n', '\r', '\0']) {
+        return Err(reject(
+            format!("`{raw}` is not a plain requirement (no options or URLs)"),
+            hint,
+        ));
+    }
+    Ok(raw.trim().to_owned())
+}
+
 /// A SHA-256 in hex (either case, optionally prefixed `sha256:`), returned in lowercase.
 pub(crate) fn sha256(raw: &str) -> Result<String, Rejection> {
     let raw = raw.strip_prefix("sha256:").unwrap_or(raw);

@@ -118,6 +118,37 @@ pub struct Half {
     /// Downloads from pinned URLs, in the order written (later entries win where they
     /// overlap).
     pub fetch: Vec<FetchEntry>,
+    /// Python packages from PyPI (or another index), if the half uses the Python source.
+    pub python: Option<PythonSection>,
+}
+
+/// The image path of the virtual environment used when `python.venv` is absent.
+pub const DEFAULT_PYTHON_VENV: &str = "/opt/venv";
+
+/// `python = { ... }`: Python distributions installed into a virtual environment of the
+/// image's own Python.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PythonSection {
+    /// Requirements as pip takes them (`rich`, `requests>=2.31`, `ansible==9.1.0`), in the
+    /// order written.
+    pub packages: Vec<String>,
+    /// The image path of the virtual environment; `None` means [`DEFAULT_PYTHON_VENV`].
+    pub venv: Option<ImagePath>,
+    /// The package index (a PEP 503 simple index URL); `None` means PyPI.
+    pub index_url: Option<String>,
+    /// Where the section is written in the spec file.
+    pub location: Location,
+    /// The key path of the section, e.g. `user.python`.
+    pub key: String,
+}
+
+impl PythonSection {
+    /// The virtual environment's path, with the default applied.
+    pub fn effective_venv(&self) -> ImagePath {
+        self.venv.clone().unwrap_or_else(|| {
+            ImagePath::new(DEFAULT_PYTHON_VENV).expect("DEFAULT_PYTHON_VENV is a valid image path")
+        })
+    }
 }
 
 /// One `fetch` entry: a file downloaded from a URL, verified by its SHA-256, placed at a path
@@ -522,6 +553,21 @@ impl Spec {
                 ])
             });
             fields.insert("fetch".to_owned(), Json::Arr(fetch.collect()));
+        }
+        if let Json::Obj(fields) = &mut form
+            && let Some(p) = &half.python
+        {
+            let python = Json::obj([
+                ("packages", Json::strs(p.packages.iter().cloned())),
+                ("venv", Json::Str(p.effective_venv().absolute())),
+                (
+                    "index_url",
+                    Json::opt(p.index_url.as_deref(), |u| {
+                        Json::Str(check::without_credentials(u))
+                    }),
+                ),
+            ]);
+            fields.insert("python".to_owned(), python);
         }
         form.render()
     }

@@ -11,7 +11,7 @@ use crate::check::{self, Rejection};
 use crate::error::{Diagnostic, Location, Problem, SpecError};
 use crate::{
     AccountSection, CoderSection, ConfigSection, DEFAULT_NAME, DebianSection, FetchEntry, Half,
-    ImageSection, NixSection, Spec, TreeEntry,
+    ImageSection, NixSection, PythonSection, Spec, TreeEntry,
 };
 
 const ROOT_KEYS: &[&str] = &["image", "base", "user", "config", "account", "coder"];
@@ -45,7 +45,8 @@ const IMAGE_KEYS: &[&str] = &[
     "version",
     "revision",
 ];
-const HALF_KEYS: &[&str] = &["tree", "debian", "nix", "fetch"];
+const HALF_KEYS: &[&str] = &["tree", "debian", "nix", "fetch", "python"];
+const PYTHON_KEYS: &[&str] = &["packages", "venv", "index_url"];
 const FETCH_KEYS: &[&str] = &[
     "url",
     "sha256",
@@ -486,7 +487,47 @@ impl<'t> Parser<'t> {
         if let Some(fetch) = t.take("fetch") {
             half.fetch = self.fetch(&fetch);
         }
+        if let Some(python) = t.take("python") {
+            half.python = self.python(&python);
+        }
         half
+    }
+
+    fn python(&mut self, f: &Field<'_>) -> Option<PythonSection> {
+        let mut t = self.table(
+            f,
+            "a table like { packages = [\"rich\", \"requests>=2.31\"] }",
+            PYTHON_KEYS,
+        )?;
+        let mut p = PythonSection {
+            packages: Vec::new(),
+            venv: None,
+            index_url: None,
+            location: f.loc.clone(),
+            key: f.path.clone(),
+        };
+        if let Some(list) = t.take("packages") {
+            p.packages = self
+                .strings_with(
+                    &list,
+                    "[\"rich\", \"requests>=2.31\"]",
+                    check::python_requirement,
+                )
+                .unwrap_or_default();
+        }
+        if let Some(v) = t.take("venv") {
+            p.venv = self.string_with(&v, "a string like \"/opt/venv\"", |s| {
+                check::image_path(s, crate::DEFAULT_PYTHON_VENV)
+            });
+        }
+        if let Some(u) = t.take("index_url") {
+            p.index_url = self.string_with(
+                &u,
+                "a string like \"https://pypi.org/simple\"",
+                check::download_url,
+            );
+        }
+        Some(p)
     }
 
     fn fetch(&mut self, f: &Field<'_>) -> Vec<FetchEntry> {

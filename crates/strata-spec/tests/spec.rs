@@ -39,7 +39,7 @@ fn unknown_keys_at_every_level() {
     assert_eq!(
         error(text),
         "examples/x/strata.toml:1:1: imagee: unknown key (expected one of: image, base, user, config, account, coder)\n\
-         examples/x/strata.toml:3:1: base.apt: unknown key (expected one of: tree, debian, nix, fetch)\n\
+         examples/x/strata.toml:3:1: base.apt: unknown key (expected one of: tree, debian, nix, fetch, python)\n\
          examples/x/strata.toml:5:1: config.envv: unknown key (expected one of: env, entrypoint, cmd, workdir, user, labels, exposed_ports)"
     );
     assert_eq!(

@@ -56,9 +56,11 @@ pub fn run(store_root: &Path, args: LockArgs) -> Result<()> {
         source::request_for(&spec, Part::User),
     );
     let has_fetch = !spec.base.fetch.is_empty() || !spec.user.fetch.is_empty();
-    if base.is_none() && user.is_none() && !has_fetch {
+    let has_python = spec.base.python.is_some() || spec.user.python.is_some();
+    if base.is_none() && user.is_none() && !has_fetch && !has_python {
         bail!(
-            "{}: neither [base] nor [user] has a `debian` or `fetch` key: there is nothing to lock",
+            "{}: neither [base] nor [user] has a `debian`, `fetch` or `python` key: there is \
+             nothing to lock",
             args.spec.display()
         );
     }
@@ -76,23 +78,36 @@ pub fn run(store_root: &Path, args: LockArgs) -> Result<()> {
     };
     let fetch = strata_fetch::lock_spec(&spec, &store.source_dir("fetch")?, &FetchStderr)
         .with_context(|| format!("locking the downloads of {}", args.spec.display()))?;
+    let python = strata_python::lock_spec(&spec, Some(&lock), &store.source_dir("python")?)
+        .with_context(|| format!("locking the Python packages of {}", args.spec.display()))?;
     let path = source::lock_path(&spec.path);
     let mut text = lock.to_toml()?;
     if let Some(f) = &fetch {
         text.push('\n');
         text.push_str(&f.to_toml()?);
     }
+    if let Some(p) = &python {
+        text.push('\n');
+        text.push_str(&p.to_toml()?);
+    }
     let tmp = path.with_extension("lock.tmp");
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
     let count = |h: &Option<source::HalfLock>| h.as_ref().map_or(0, |h| h.lock.packages.len());
     println!(
-        "wrote {}: {} packages ({} base, {} user), {} downloads",
+        "wrote {}: {} packages ({} base, {} user), {} downloads, {} Python distributions",
         path.display(),
         lock.package_count(),
         count(&lock.base),
         count(&lock.user),
-        fetch.as_ref().map_or(0, |f| f.len())
+        fetch.as_ref().map_or(0, |f| f.len()),
+        python.as_ref().map_or(0, |p| {
+            [&p.base, &p.user]
+                .into_iter()
+                .flatten()
+                .map(|h| h.dists.len())
+                .sum::<usize>()
+        })
     );
     Ok(())
 }
