@@ -329,6 +329,14 @@ pub fn resolve(
             .replace(index_with_credentials, &redact(index_with_credentials))
             .trim()
             .to_owned();
+        let message = if message.contains("no usable wheels") {
+            format!(
+                "{message}\nstrata installs wheels only: a requirement published only as a source \
+                 distribution (sdist) cannot be installed"
+            )
+        } else {
+            message
+        };
         return Err(PythonError::Resolve {
             context: context.to_owned(),
             message,
