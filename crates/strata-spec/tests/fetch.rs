@@ -100,3 +100,40 @@ fn canonical_sees_every_fetch_change() {
         "explicit defaults do not count"
     );
 }
+
+#[test]
+fn python_sections_parse_validate_and_hash() {
+    let spec = parse(
+        "[user]\npython = { packages = [\"rich\", \"requests>=2.31\"], venv = \"/opt/tools/\" }\n",
+    );
+    let p = spec.user.python.as_ref().expect("python");
+    assert_eq!(p.packages, ["rich", "requests>=2.31"]);
+    assert_eq!(p.effective_venv().absolute(), "/opt/tools");
+    assert_eq!(p.key, "user.python");
+    let d = parse("[user]\npython = { packages = [\"rich\"] }\n");
+    assert_eq!(
+        d.user
+            .python
+            .as_ref()
+            .map(|p| p.effective_venv().absolute())
+            .as_deref(),
+        Some("/opt/venv")
+    );
+    let explicit = parse("[user]\npython = { packages = [\"rich\"], venv = \"/opt/venv\" }\n");
+    assert_eq!(d.canonical(Part::User), explicit.canonical(Part::User));
+    let other = parse("[user]\npython = { packages = [\"rich>=13\"] }\n");
+    assert_ne!(d.canonical(Part::User), other.canonical(Part::User));
+    assert!(!d.canonical(Part::Base).contains("python"));
+
+    let msg = error(
+        "[user]\npython = { packages = [\"--index-url=x\", \"\"], venv = \"opt\", index = 1 }\n",
+    );
+    for w in [
+        "user.python.packages[0]: `--index-url=x` is not a Python requirement",
+        "user.python.packages[1]: `` is not a Python requirement",
+        "user.python.venv: `opt` is not an absolute path",
+        "user.python.index: unknown key (expected one of: packages, venv, index_url)",
+    ] {
+        assert!(msg.contains(w), "missing {w:?} in:\n{msg}");
+    }
+}
