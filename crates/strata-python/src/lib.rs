@@ -129,6 +129,11 @@ pub struct Request {
     pub target: Target,
     /// The index URL (without credentials).
     pub index: String,
+    /// `NAME==VERSION` of the distributions the base half installs into the same virtual
+    /// environment (user half only): the user half is resolved with them as constraints and
+    /// does not install them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub installed: Vec<String>,
 }
 
 /// One locked distribution: the wheel chosen for the target.
@@ -292,6 +297,19 @@ pub fn resolve(
     let uv = std::env::var(UV_ENV).unwrap_or_else(|_| "uv".to_owned());
     let reqs = request.packages.join("\n") + "\n";
     let mut cmd = Command::new(&uv);
+    let constraints = cache_dir.join("tmp").join(format!(
+        "constraints.{}.{}.txt",
+        std::process::id(),
+        request.installed.len()
+    ));
+    if !request.installed.is_empty() {
+        let io = |source| PythonError::Io {
+            path: constraints.clone(),
+            source,
+        };
+        std::fs::create_dir_all(cache_dir.join("tmp")).map_err(io)?;
+        std::fs::write(&constraints, request.installed.join("\n") + "\n").map_err(io)?;
+    }
     cmd.args([
         "pip",
         "compile",
@@ -323,7 +341,9 @@ pub fn resolve(
     }
     let out = child
         .wait_with_output()
-        .map_err(|source| PythonError::UvMissing { uv, source })?;
+        .map_err(|source| PythonError::UvMissing { uv, source });
+    let _ = std::fs::remove_file(&constraints);
+    let out = out?;
     if !out.status.success() {
         let message = String::from_utf8_lossy(&out.stderr)
             .replace(index_with_credentials, &redact(index_with_credentials))
@@ -350,6 +370,12 @@ pub fn resolve(
     let mut dists = Vec::new();
     for p in lock.packages {
         let version = p.version.unwrap_or_default();
+        if request
+            .installed
+            .contains(&format!("{}=={version}", p.name))
+        {
+            continue;
+        }
         let best = p
             .wheels
             .iter()
@@ -401,13 +427,22 @@ pub struct PythonSource {
     lock_file: PathBuf,
     options: PythonOptions,
     context: String,
+    /// The base half's source when this is the user half and both use the same venv.
+    base: Option<Box<PythonSource>>,
 }
 
 impl PythonSource {
     /// The source of one half of `spec`, or `None` when it has no `python` key.
     pub fn from_spec(spec: &Spec, part: Part, options: PythonOptions) -> Option<Self> {
         let p = spec.half(part).python.as_ref()?;
+        let base = match part {
+            Part::User => Self::from_spec(spec, Part::Base, options)
+                .filter(|b| b.venv == p.effective_venv())
+                .map(Box::new),
+            Part::Base => None,
+        };
         Some(Self {
+            base,
             part,
             packages: p.packages.clone(),
             venv: p.effective_venv(),
@@ -421,18 +456,30 @@ impl PythonSource {
         })
     }
 
-    /// The request for a target.
-    pub fn request(&self, target: Target) -> Request {
+    /// The request for a target, given the base half's distributions (see
+    /// [`Request::installed`]).
+    pub fn request(&self, target: Target, base: &[LockedDist]) -> Request {
+        let mut installed: Vec<String> = base
+            .iter()
+            .map(|d| format!("{}=={}", d.name, d.version))
+            .collect();
+        installed.sort();
         Request {
             packages: self.packages.clone(),
             target,
             index: strata_fetch::http::strip_credentials(&self.index).0,
+            installed,
         }
     }
 
-    /// Resolves this half for `target`: the locked distributions.
-    pub fn lock(&self, target: Target, cache_dir: &Path) -> Result<HalfLock, PythonError> {
-        let request = self.request(target);
+    /// Resolves this half for `target` on top of the base half's distributions `base`.
+    pub fn lock(
+        &self,
+        target: Target,
+        base: &[LockedDist],
+        cache_dir: &Path,
+    ) -> Result<HalfLock, PythonError> {
+        let request = self.request(target, base);
         let dists = resolve(&request, &self.index, cache_dir, &self.context)?;
         Ok(HalfLock { request, dists })
     }
@@ -449,7 +496,11 @@ impl PythonSource {
             }
         })?;
         let target = detect_target(debian.as_ref(), arch, &self.context)?;
-        let request = self.request(target.clone());
+        let base = match &self.base {
+            Some(b) => b.dists(cache_dir, arch)?.1,
+            None => Vec::new(),
+        };
+        let request = self.request(target.clone(), &base);
         let lock = PythonLock::read(&self.lock_file)?;
         match lock.half(self.part) {
             Some(h) if h.request == request => return Ok((target, h.dists.clone())),
@@ -480,7 +531,7 @@ impl PythonSource {
                 }
             }
         }
-        Ok((target, self.lock(request.target, cache_dir)?.dists))
+        Ok((target, self.lock(request.target, &base, cache_dir)?.dists))
     }
 
     fn resolve_objects(&self, ctx: &SourceContext<'_>) -> Result<Resolution, PythonError> {
@@ -641,7 +692,11 @@ pub fn lock_spec(
         };
         any = true;
         let target = detect_target(debian, &spec.image.architecture, &src.context)?;
-        let half = src.lock(target, cache_dir)?;
+        let base: Vec<LockedDist> = match (&src.base, &lock.base) {
+            (Some(_), Some(b)) => b.dists.clone(),
+            _ => Vec::new(),
+        };
+        let half = src.lock(target, &base, cache_dir)?;
         match part {
             Part::Base => lock.base = Some(half),
             Part::User => lock.user = Some(half),

@@ -172,3 +172,32 @@ fn unknown_package_conflict_and_sdist_only_are_clear_errors() {
         "says why: {sdist}"
     );
 }
+
+#[test]
+fn the_user_half_does_not_install_what_the_base_half_has() {
+    require_tool("uv");
+    let work = Work::new();
+    work.write_spec(&format!(
+        "[image]\nname = \"{}\"\n\n[base]\ndebian = {{ packages = [\"python3\"] }}\npython = {{ packages = [\"requests\"] }}\n\n[user]\npython = {{ packages = [\"rich\", \"requests\"] }}\n",
+        unique_name("py-halves")
+    ));
+    run_ok(work.strata_debian().arg("lock").arg(work.spec()));
+    let lock = std::fs::read_to_string(work.spec().with_extension("lock")).unwrap();
+    let base = &lock[lock.find("[python.base").unwrap()..lock.find("[python.user").unwrap()];
+    let user = &lock[lock.find("[python.user").unwrap()..];
+    for dist in ["requests", "urllib3", "certifi"] {
+        assert!(
+            base.contains(&format!("name = \"{dist}\"")),
+            "{dist} in base:\n{base}"
+        );
+        assert!(
+            !user.contains(&format!("name = \"{dist}\"")),
+            "{dist} not again in user:\n{user}"
+        );
+    }
+    assert!(user.contains("name = \"rich\""), "{user}");
+    assert!(
+        user.contains("installed = ["),
+        "the user request records the base's: {user}"
+    );
+}
