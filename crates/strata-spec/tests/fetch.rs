@@ -137,3 +137,12 @@ fn python_sections_parse_validate_and_hash() {
         assert!(msg.contains(w), "missing {w:?} in:\n{msg}");
     }
 }
+
+#[test]
+fn the_tools_example_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/tools/strata.toml");
+    let spec = Spec::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(spec.base.fetch.len(), 2);
+    assert_eq!(spec.base.fetch[0].unpack.as_deref(), Some("tar.gz"));
+    assert!(spec.user.python.is_some());
+}
