@@ -73,6 +73,20 @@ impl FromStr for Compression {
     }
 }
 
+/// A reader of the uncompressed tar of a layer blob compressed with `compression`: the one
+/// layer decompressor every reader of layers uses. Gzip is read as a multi-member stream (the
+/// parallel encoder's output, `pigz`'s, and concatenated gzip files are all valid layers).
+pub fn decompress<'a, R: io::BufRead + 'a>(
+    blob: R,
+    compression: Compression,
+) -> io::Result<Box<dyn io::Read + 'a>> {
+    Ok(match compression {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(blob)),
+        Compression::Zstd => Box::new(zstd::Decoder::with_buffer(blob)?),
+        Compression::None => Box::new(blob),
+    })
+}
+
 /// Size of the uncompressed blocks the parallel gzip encoder works on. Fixed, so the output
 /// never depends on the number of threads.
 pub const GZIP_BLOCK_SIZE: usize = 1 << 20;
