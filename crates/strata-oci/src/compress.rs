@@ -41,6 +41,18 @@ impl Compression {
         }
     }
 
+    /// The compression a blob starting with `head` has, told by its magic bytes (gzip
+    /// `1f 8b`, zstd `28 b5 2f fd`; anything else is taken for a plain tar).
+    pub fn sniff(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
     /// The name used on the command line and in configuration: `gzip`, `zstd` or `none`.
     pub fn as_str(&self) -> &'static str {
         match self {

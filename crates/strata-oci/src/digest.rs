@@ -126,6 +126,14 @@ impl fmt::Display for Digest {
     }
 }
 
+/// A digest reads as its `algorithm:hex` string wherever a `&str` is wanted.
+impl std::ops::Deref for Digest {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl AsRef<str> for Digest {
     fn as_ref(&self) -> &str {
         &self.0

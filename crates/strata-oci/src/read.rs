@@ -393,11 +393,7 @@ pub fn read_docker_archive(path: &Path) -> Result<ReadImage, ReadError> {
                 format!("layer `{name}` named in manifest.json is not in the archive"),
             )
         })?;
-        let compression = match m.magic {
-            [0x1f, 0x8b, ..] => Compression::Gzip,
-            [0x28, 0xb5, 0x2f, 0xfd] => Compression::Zstd,
-            _ => Compression::None,
-        };
+        let compression = Compression::sniff(&m.magic);
         layers.push(ReadLayer {
             digest: m.digest.clone(),
             diff_id: diff_id.clone(),

@@ -18,13 +18,15 @@ pub enum Whiteout<'a> {
     Remove(&'a str),
 }
 
-/// Whether the file name `name` (one path component) is a whiteout, and of what.
+/// Whether the file name `name` (one path component) is a whiteout, and of what. `.wh.`,
+/// `.wh..` and `.wh...` name no sibling (removing them would remove the directory itself or
+/// its parent) and are not whiteouts.
 pub fn parse(name: &str) -> Option<Whiteout<'_>> {
     if name == OPAQUE {
         return Some(Whiteout::Opaque);
     }
     name.strip_prefix(PREFIX)
-        .filter(|hidden| !hidden.is_empty())
+        .filter(|hidden| !matches!(*hidden, "" | "." | "..") && !hidden.contains('/'))
         .map(Whiteout::Remove)
 }
 
@@ -42,6 +44,8 @@ mod tests {
         assert_eq!(parse(".wh..wh..opq"), Some(Whiteout::Opaque));
         assert_eq!(parse(".wh.old.conf"), Some(Whiteout::Remove("old.conf")));
         assert_eq!(parse(".wh."), None);
+        assert_eq!(parse(".wh.."), None);
+        assert_eq!(parse(".wh..."), None);
         assert_eq!(parse("file"), None);
         assert_eq!(name_for("a"), ".wh.a");
         assert_eq!(parse(&name_for("a")), Some(Whiteout::Remove("a")));

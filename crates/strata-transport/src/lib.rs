@@ -60,6 +60,9 @@ pub enum TransportError {
     /// The image is malformed or not what was asked for.
     #[error("{0}")]
     Invalid(String),
+    /// A digest (from a registry) is malformed.
+    #[error(transparent)]
+    Digest(#[from] strata_oci::DigestError),
     /// Reading an image back failed.
     #[error(transparent)]
     Read(#[from] strata_oci::read::ReadError),
@@ -221,7 +224,7 @@ pub fn write_from(
                 manifest: image.manifest.clone(),
                 manifest_media_type: image.manifest_media_type.clone(),
                 config: Blob {
-                    digest: image.config_digest.clone(),
+                    digest: image.config_digest.to_string(),
                     size: image.config.len() as u64,
                     media_type: config_media_type(&image.manifest_media_type).to_owned(),
                     path: config_path,
@@ -231,7 +234,7 @@ pub fn write_from(
                     .layers
                     .iter()
                     .map(|l| Blob {
-                        digest: l.digests.digest.clone(),
+                        digest: l.digests.digest.to_string(),
                         size: l.digests.size,
                         media_type: l.media_type.clone(),
                         path: l.path.clone(),
