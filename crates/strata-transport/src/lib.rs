@@ -125,13 +125,43 @@ impl fmt::Display for Transport {
     }
 }
 
+/// What a command that runs or checks an image was given: a spec file (built first) or an
+/// image location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A spec file.
+    Spec(PathBuf),
+    /// An image location.
+    Image(Transport),
+}
+
+impl Target {
+    /// An argument with a location prefix (`oci:`, `docker-archive:`, `docker://`) is a
+    /// location, parsed by [`Transport::parse`]; anything else is a spec file's path.
+    pub fn parse(s: &str) -> Result<Self, TransportError> {
+        let is_location = ["oci:", "docker-archive:", "docker://"]
+            .iter()
+            .any(|p| s.starts_with(p));
+        if is_location {
+            Ok(Self::Image(Transport::parse(s)?))
+        } else {
+            Ok(Self::Spec(PathBuf::from(s)))
+        }
+    }
+}
+
 /// What writing an image produced.
 #[derive(Debug, Clone)]
 pub enum Written {
     /// Written to a local file or directory.
     Local,
     /// Pushed; per-blob outcomes in the report.
-    Pushed(PushReport),
+    Pushed {
+        /// Where it went: the destination with the tag it was pushed under.
+        reference: Reference,
+        /// What the push did.
+        report: PushReport,
+    },
 }
 
 /// Writes `image` to `dest`. For a registry without a tag in `dest`, the image's own tag is
@@ -244,7 +274,7 @@ pub fn write_from(
             };
             let report = client.push(&reference, &push, reporter)?;
             drop(config_file);
-            Ok(Written::Pushed(report))
+            Ok(Written::Pushed { reference, report })
         }
     }
 }
