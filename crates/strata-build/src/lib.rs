@@ -278,7 +278,8 @@ fn sources_for(
         input.system_files = spec.base.debian.is_none() && spec.user.debian.is_none();
         input.provided = [&spec.base, &spec.user]
             .iter()
-            .flat_map(|h| h.tree.iter().map(|t| t.dest.clone()))
+            // A `dest = "/"` tree provides paths known only once it is walked.
+            .flat_map(|h| h.tree.iter().filter_map(|t| t.dest.path().cloned()))
             .collect();
         sources.push(Box::new(strata_nix::NixSource::new(input)));
     }
