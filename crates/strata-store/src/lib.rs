@@ -416,10 +416,11 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     }
 }
 
-/// The hex part of a `sha256:<hex>` digest, checked.
+/// The hex part of a `sha256:<hex>` digest, checked with [`strata_oci::Digest`] (the store
+/// keeps sha256 blobs only).
 pub fn digest_hex(digest: &str) -> Result<&str> {
-    match digest.strip_prefix("sha256:") {
-        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(hex),
+    match strata_oci::Digest::parse(digest) {
+        Ok(d) if d.algorithm() == "sha256" => Ok(&digest["sha256:".len()..]),
         _ => Err(StoreError::BadDigest(digest.to_owned())),
     }
 }
