@@ -40,7 +40,9 @@ pub enum WalkError {
     )]
     Unsupported(PathBuf),
     /// `dest = "/"` for something that is not a directory.
-    #[error("`{0}` is not a directory; only a directory's contents can be copied to the image root `/`")]
+    #[error(
+        "`{0}` is not a directory; only a directory's contents can be copied to the image root `/`"
+    )]
     RootNotDir(PathBuf),
     /// The destination is not a usable image path.
     #[error(transparent)]

@@ -12,7 +12,9 @@ use std::str::FromStr;
 use sha2::Digest as _;
 
 /// A validated content digest, `sha256:<64 hex>` or `sha512:<128 hex>` (lowercase).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct Digest(String);
 

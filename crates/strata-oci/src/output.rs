@@ -337,7 +337,6 @@ pub fn temp_prefix() -> String {
     format!(".strata-tmp-{}-", std::process::id())
 }
 
-
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
     fs::write(path, bytes).map_err(io_err("write", path))
 }

@@ -333,7 +333,11 @@ pub fn read_docker_archive(path: &Path) -> Result<ReadImage, ReadError> {
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let name = entry.path().map_err(io_err(path))?.to_string_lossy().into_owned();
+        let name = entry
+            .path()
+            .map_err(io_err(path))?
+            .to_string_lossy()
+            .into_owned();
         let name = name.trim_start_matches("./").to_owned();
         // JSON documents are small; anything else may be a layer and is only measured.
         if name.ends_with(".json") && entry.size() < (64 << 20) {
@@ -457,7 +461,11 @@ pub fn unpack_docker_archive(path: &Path, dir: &Path) -> Result<ReadImage, ReadE
     let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 20, file));
     for entry in archive.entries().map_err(io_err(path))? {
         let mut entry = entry.map_err(io_err(path))?;
-        let name = entry.path().map_err(io_err(path))?.to_string_lossy().into_owned();
+        let name = entry
+            .path()
+            .map_err(io_err(path))?
+            .to_string_lossy()
+            .into_owned();
         let Some(digest) = wanted.remove(name.trim_start_matches("./")) else {
             continue;
         };
@@ -478,7 +486,10 @@ pub fn unpack_docker_archive(path: &Path, dir: &Path) -> Result<ReadImage, ReadE
         }
     }
     if let Some(name) = wanted.keys().next() {
-        return Err(invalid(path, format!("layer `{name}` vanished while reading")));
+        return Err(invalid(
+            path,
+            format!("layer `{name}` vanished while reading"),
+        ));
     }
     for l in &mut image.layers {
         l.source = LayerSource::File(l.digest.blob_path(dir));

@@ -97,7 +97,8 @@ pub fn open(
                         digest,
                         size: d.size,
                         // Unknown until decompressed; writers that need it measure it.
-                        uncompressed_size: if compression == strata_oci::compress::Compression::None {
+                        uncompressed_size: if compression == strata_oci::compress::Compression::None
+                        {
                             d.size
                         } else {
                             0

@@ -358,4 +358,3 @@ impl RegistryFlags {
         Ok(Client::new(opts)?)
     }
 }
-

@@ -788,7 +788,11 @@ fn template_image_from_the_registry_pins_the_pushed_digest() {
     coder_example(&work, "strata-e2e/coder-pushed");
     let pushed = work.build(&reg.docker("team/ws:v1"), &["--compression", "zstd"]);
     let gzip = work.build(&format!("oci:{}", work.out("oci").display()), &[]);
-    assert_ne!(pushed.digest(), gzip.digest(), "compression changes the digest");
+    assert_ne!(
+        pushed.digest(),
+        gzip.digest(),
+        "compression changes the digest"
+    );
 
     let dir = work.out("template-pushed");
     run_ok(

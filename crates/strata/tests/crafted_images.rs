@@ -51,7 +51,10 @@ fn set_index_digest(dir: &Path, digest: &str) {
 fn edit_manifest(dir: &Path, edit: impl FnOnce(&mut Value)) {
     let index = read_json(&dir.join("index.json"));
     let old = index["manifests"][0]["digest"].as_str().unwrap();
-    let blob = |d: &str| dir.join("blobs/sha256").join(d.strip_prefix("sha256:").unwrap());
+    let blob = |d: &str| {
+        dir.join("blobs/sha256")
+            .join(d.strip_prefix("sha256:").unwrap())
+    };
     let mut manifest = read_json(&blob(old));
     edit(&mut manifest);
     let bytes = serde_json::to_vec(&manifest).unwrap();
@@ -71,7 +74,10 @@ fn assert_refused(out: &Output, needle: &str) {
     assert!(!out.status.success(), "accepted:\n{stdout}\n{stderr}");
     assert!(!stderr.contains("panicked"), "panicked:\n{stderr}");
     assert!(stderr.contains("error:"), "{stderr}");
-    assert!(stderr.contains(needle), "the error does not name {needle:?}:\n{stderr}");
+    assert!(
+        stderr.contains(needle),
+        "the error does not name {needle:?}:\n{stderr}"
+    );
     assert!(!stdout.contains("root:"), "printed /etc/passwd:\n{stdout}");
 }
 
@@ -94,9 +100,10 @@ fn run_refuses_index_digest_sha256_dotdot_etc_passwd() {
     let work = Work::new();
     let dir = layout(&work);
     set_index_digest(&dir, TRAVERSAL);
-    let out = run(work
-        .strata()
-        .args(["run", &format!("oci:{}", dir.display()), "--", "/bin/true"]));
+    let out =
+        run(work
+            .strata()
+            .args(["run", &format!("oci:{}", dir.display()), "--", "/bin/true"]));
     assert_refused(&out, &not_a_digest(TRAVERSAL));
     assert_eq!(out.status.code(), Some(125), "the sandbox never started");
 }

@@ -332,7 +332,11 @@ fn without_i_stdin_is_dev_null() {
     busybox_spec(&work);
     let out = cat_stdin(&work, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out), "", "the command read strata's stdin without -i");
+    assert_eq!(
+        stdout(&out),
+        "",
+        "the command read strata's stdin without -i"
+    );
 }
 
 /// `dest = "/"`: a directory holding a whole root file system becomes the image's top level.
@@ -358,7 +362,12 @@ tree = [ { src = "rootfs", dest = "/" } ]
     );
     let out = run_spec_ok(
         &work,
-        &["--", "/bin/sh", "-c", "cat /etc/motd; ls -ld /tmp | cut -c1-10"],
+        &[
+            "--",
+            "/bin/sh",
+            "-c",
+            "cat /etc/motd; ls -ld /tmp | cut -c1-10",
+        ],
     );
     assert_eq!(out, "a whole root file system\ndrwxrwxrwt\n");
 }

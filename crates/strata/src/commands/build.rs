@@ -138,4 +138,3 @@ fn result_json(outcome: &BuildOutcome, output: &Transport) -> serde_json::Value 
         "layers": outcome.layers,
     })
 }
-

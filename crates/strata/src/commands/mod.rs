@@ -14,7 +14,7 @@ mod template;
 use anyhow::Result;
 use strata_store::Store;
 
-use crate::args::{Cli, Command, CoderCommand};
+use crate::args::{Cli, CoderCommand, Command};
 
 /// Runs the command `cli` names.
 pub fn run(cli: Cli) -> Result<()> {
