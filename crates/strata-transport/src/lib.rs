@@ -316,4 +316,23 @@ mod tests {
         assert!(Transport::parse("dir:x").is_err());
         assert!(Transport::parse("oci:").is_err());
     }
+
+    #[test]
+    fn targets_are_specs_or_locations_with_one_meaning() {
+        // oci:DIR:TAG means the same to run, check and inspect: the last colon splits the tag.
+        assert_eq!(
+            Target::parse("oci:out/a:b:v1").expect("parse"),
+            Target::Image(Transport::Oci("out/a:b".into(), Some("v1".into())))
+        );
+        assert_eq!(
+            Target::parse("oci:out/x").expect("parse"),
+            Target::Image(Transport::Oci("out/x".into(), None))
+        );
+        assert_eq!(
+            Target::parse("examples/hello/strata.toml").expect("parse"),
+            Target::Spec("examples/hello/strata.toml".into())
+        );
+        assert!(Target::parse("docker://").is_err());
+        assert!(Target::parse("oci:").is_err());
+    }
 }
