@@ -285,6 +285,22 @@ fn member_key(name: &str, archive: &Path) -> Result<String, ReadError> {
     Ok(key.to_owned())
 }
 
+/// A member name with `.` and `dir/..` folded (`..` above the top is dropped: such a target
+/// names nothing in the archive).
+fn normalise_member(name: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for p in name.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
+}
+
 /// Digest, size and first bytes of a member, measured while it streams past.
 struct Measured {
     digest: Digest,
@@ -328,17 +344,35 @@ pub fn read_docker_archive(path: &Path) -> Result<ReadImage, ReadError> {
     let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 20, file));
     let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut measured: BTreeMap<String, Measured> = BTreeMap::new();
+    // Members that are links to another member (docker stores a layer shared by two images
+    // once and links it): name → target, both as archive member names.
+    let mut links: Vec<(String, String)> = Vec::new();
     for entry in archive.entries().map_err(io_err(path))? {
         let mut entry = entry.map_err(io_err(path))?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
         let name = entry
             .path()
             .map_err(io_err(path))?
             .to_string_lossy()
             .into_owned();
         let name = name.trim_start_matches("./").to_owned();
+        let kind = entry.header().entry_type();
+        if kind.is_symlink() || kind.is_hard_link() {
+            if let Some(target) = entry.link_name().map_err(io_err(path))? {
+                let target = target.to_string_lossy().into_owned();
+                let target = match name.rsplit_once('/') {
+                    // A symbolic link's target is relative to the link's directory.
+                    Some((dir, _)) if kind.is_symlink() && !target.starts_with('/') => {
+                        format!("{dir}/{target}")
+                    }
+                    _ => target,
+                };
+                links.push((name, normalise_member(&target)));
+            }
+            continue;
+        }
+        if !kind.is_file() {
+            continue;
+        }
         // JSON documents are small; anything else may be a layer and is only measured.
         if name.ends_with(".json") && entry.size() < (64 << 20) {
             let mut bytes = Vec::new();
@@ -354,6 +388,16 @@ pub fn read_docker_archive(path: &Path) -> Result<ReadImage, ReadError> {
             small.insert(name, bytes);
         } else {
             measured.insert(name, measure(&mut entry, path)?);
+        }
+    }
+    for (name, target) in links {
+        if let Some(m) = measured.get(&target) {
+            let copy = Measured {
+                digest: m.digest.clone(),
+                size: m.size,
+                magic: m.magic,
+            };
+            measured.insert(name, copy);
         }
     }
     let manifest_bytes = small
@@ -466,6 +510,10 @@ pub fn unpack_docker_archive(path: &Path, dir: &Path) -> Result<ReadImage, ReadE
             .map_err(io_err(path))?
             .to_string_lossy()
             .into_owned();
+        // Links carry no data; their target's blob is the one written.
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
         let Some(digest) = wanted.remove(name.trim_start_matches("./")) else {
             continue;
         };
@@ -485,6 +533,8 @@ pub fn unpack_docker_archive(path: &Path, dir: &Path) -> Result<ReadImage, ReadE
             });
         }
     }
+    // Linked members share their target's blob, written under the same digest.
+    wanted.retain(|_, digest| !digest.blob_path(dir).is_file());
     if let Some(name) = wanted.keys().next() {
         return Err(invalid(
             path,
@@ -587,4 +637,68 @@ fn objects_by_layer(config: &ImageConfig) -> Vec<Vec<String>> {
             _ => Vec::new(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]) {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data).expect("append");
+    }
+
+    /// An archive whose second layer is a symbolic link to the first (as `docker save` writes a
+    /// layer two images share), and whose layers are empty tars.
+    fn archive_with_linked_layer(dir: &Path) -> PathBuf {
+        let layer = vec![0u8; 1024];
+        let diff_id = Digest::sha256(&layer);
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string(), diff_id.to_string()]},
+        });
+        let config = serde_json::to_vec(&config).expect("json");
+        let manifest = serde_json::json!([{
+            "Config": "config.json", "RepoTags": ["x:1"],
+            "Layers": ["a/layer.tar", "b/layer.tar"],
+        }]);
+        let mut b = tar::Builder::new(Vec::new());
+        append(&mut b, "config.json", &config);
+        append(&mut b, "a/layer.tar", &layer);
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        b.append_link(&mut h, "b/layer.tar", "../a/layer.tar")
+            .expect("link");
+        append(
+            &mut b,
+            "manifest.json",
+            &serde_json::to_vec(&manifest).expect("json"),
+        );
+        let path = dir.join("image.tar");
+        fs::write(&path, b.into_inner().expect("tar")).expect("write");
+        path
+    }
+
+    #[test]
+    fn docker_archive_with_a_linked_layer_reads_and_unpacks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = archive_with_linked_layer(dir.path());
+        let image = read_docker_archive(&path).expect("read");
+        assert_eq!(image.layers.len(), 2);
+        assert_eq!(image.layers[0].digest, image.layers[1].digest);
+        assert_eq!(image.layers[1].size, 1024);
+        assert_eq!(image.references, ["x:1"]);
+        let unpacked = unpack_docker_archive(&path, &dir.path().join("out")).expect("unpack");
+        for l in &unpacked.layers {
+            let LayerSource::File(file) = &l.source else {
+                panic!("not unpacked: {l:?}");
+            };
+            assert!(l.digest.matches(&fs::read(file).expect("read")));
+        }
+    }
 }
