@@ -2,7 +2,7 @@
 //!
 //! Each check returns the normalised value, or an error pair `(reason, hint)`.
 
-use strata_fstree::{ImagePath, PathError};
+use strata_fstree::{Dest, ImagePath, PathError};
 
 /// `(reason, hint)` of a rejected value.
 pub(crate) type Rejection = (String, String);
@@ -157,6 +157,15 @@ pub(crate) fn image_path(raw: &str, example: &str) -> Result<ImagePath, Rejectio
         ),
         PathError::Nul(_) => reject("the path contains a NUL character", "remove it"),
     })
+}
+
+/// Where a `tree` entry goes: an absolute image path, or `/` (a directory's contents become
+/// the image's top level).
+pub(crate) fn tree_dest(raw: &str, example: &str) -> Result<Dest, Rejection> {
+    if raw.starts_with('/') && raw.split('/').all(|c| c.is_empty() || c == ".") {
+        return Ok(Dest::Root);
+    }
+    image_path(raw, example).map(Dest::Path)
 }
 
 /// An absolute directory in the image, for `workdir`; the root is allowed. Returns the

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use strata_fstree::ImagePath;
+use strata_fstree::{Dest, ImagePath};
 
 pub use error::{Diagnostic, Location, Problem, SpecError};
 use json::Json;
@@ -184,8 +184,9 @@ pub struct FetchEntry {
 pub struct TreeEntry {
     /// The host path as written, relative to [`Spec::dir`] (see [`Spec::source_path`]).
     pub src: PathBuf,
-    /// Where the file or directory lands in the image.
-    pub dest: ImagePath,
+    /// Where the file or directory lands in the image; [`Dest::Root`] (`dest = "/"`) copies
+    /// a directory's contents to the top of the image.
+    pub dest: Dest,
     /// Permission bits (at most `0o7777`) for the copied entries; `None` keeps the host's.
     pub mode: Option<u32>,
     /// Owner of the copied entries; `None` means root (0).

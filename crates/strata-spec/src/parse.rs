@@ -656,7 +656,7 @@ impl<'t> Parser<'t> {
             let dest = match t.take("dest") {
                 Some(dest) => {
                     self.string_with(&dest, "a string like \"/usr/local/bin/hello\"", |s| {
-                        check::image_path(s, "/usr/local/bin/hello")
+                        check::tree_dest(s, "/usr/local/bin/hello")
                     })
                 }
                 None => {

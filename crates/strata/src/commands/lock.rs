@@ -1,4 +1,4 @@
-//! `strata lock`, and the lock file checks `strata build` makes before building.
+//! `strata lock SPEC`.
 //!
 //! The lock file of `DIR/NAME.toml` is `DIR/NAME.lock` ([`strata_debian::source::lock_path`]):
 //! the exact Debian packages of both halves and the hashes of their downloads. `strata lock` (re)writes it; `strata build` uses
@@ -7,17 +7,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use strata_debian::source::{self, HalfState, SpecLock};
+use strata_debian::source;
 use strata_spec::{Part, Spec};
 use strata_store::Store;
 
-/// Arguments of `strata lock`.
-#[derive(Debug, clap::Args)]
-pub struct LockArgs {
-    /// The spec file.
-    #[arg(value_name = "SPEC")]
-    spec: PathBuf,
-}
+use crate::args::LockArgs;
 
 /// Progress messages of the resolver on stderr.
 struct StderrReporter;
@@ -109,48 +103,5 @@ pub fn run(store_root: &Path, args: LockArgs) -> Result<()> {
                 .sum::<usize>()
         })
     );
-    Ok(())
-}
-
-/// Before a build: with `--locked` (or `--offline`), fails unless the lock file matches the
-/// spec, naming the half and what differs; otherwise says on stderr which halves are resolved
-/// in memory because the lock is missing or out of date.
-pub fn preflight(spec: &Spec, locked: bool, offline: bool) -> Result<()> {
-    let (base, user) = (
-        source::request_for(spec, Part::Base),
-        source::request_for(spec, Part::User),
-    );
-    if base.is_none() && user.is_none() {
-        return Ok(());
-    }
-    let path = source::lock_path(&spec.path);
-    let file = SpecLock::read(&path)?;
-    let states = source::check_lock(file.as_ref(), base.as_ref(), user.as_ref());
-    for (half, state) in ["base", "user"].into_iter().zip(states) {
-        let why = match state {
-            HalfState::Fresh | HalfState::Absent => continue,
-            HalfState::Missing if file.is_none() => format!("no lock file {}", path.display()),
-            HalfState::Missing => format!("{} has no lock for [{half}].debian", path.display()),
-            HalfState::Stale(d) => {
-                format!("{} does not match [{half}].debian: {d}", path.display())
-            }
-        };
-        if locked {
-            bail!(
-                "--locked: {why}; run `strata lock {}` to update it",
-                spec.path.display()
-            );
-        }
-        if offline {
-            bail!(
-                "--offline: {why}; resolving needs the network, run `strata lock {}` first",
-                spec.path.display()
-            );
-        }
-        eprintln!(
-            "strata: {why}; resolving [{half}].debian in memory (`strata lock {}` writes the lock)",
-            spec.path.display()
-        );
-    }
     Ok(())
 }
