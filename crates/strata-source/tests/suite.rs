@@ -4,14 +4,14 @@
 
 use std::path::Path;
 
-use strata_fstree::ImagePath;
+use strata_fstree::Dest;
 use strata_source::{Source, SourceContext, TreeInput, TreeSource};
 use strata_test_support::source_suite::{check_source, check_source_error};
 
 fn input(src: &Path, dest: &str, context: &str) -> TreeInput {
     TreeInput {
         src: src.to_owned(),
-        dest: ImagePath::new(dest).unwrap(),
+        dest: Dest::new(dest).unwrap(),
         mode: None,
         uid: Some(1000),
         gid: None,

@@ -28,6 +28,27 @@ pub fn debian_package(check: &str) -> Option<&'static str> {
     })
 }
 
+/// How to install `check`: `apt-get install PACKAGE` from the REQUIREMENTS list, or for a tool
+/// `scripts/test` installs with pip at a pinned version (`uv`: `UV_VERSION=...`), the pip
+/// command. Panics for a tool `scripts/test` does not install, so CI's fresh machine has it.
+pub fn install_hint(check: &str) -> String {
+    if let Some(package) = debian_package(check) {
+        return format!("apt-get install {package}");
+    }
+    let pinned = format!("{}_VERSION=", check.to_ascii_uppercase().replace('-', "_"));
+    if let Some(version) = SCRIPTS_TEST
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(pinned.as_str()))
+    {
+        let version = version.trim_matches(|c| c == '"' || c == '\'');
+        return format!("python3 -m pip install {check}=={version}");
+    }
+    panic!(
+        "`{check}` is not installed by scripts/test; add a line `{check} DEBIAN-PACKAGE` to its \
+         REQUIREMENTS (or a pinned pip install) so CI has it"
+    )
+}
+
 /// Whether `check` is present, with the meaning `scripts/test` gives it: a command on PATH,
 /// an absolute path that exists, or `static:PATH`, a statically linked executable.
 pub fn present(check: &str) -> bool {
@@ -85,15 +106,10 @@ fn test_name() -> String {
 /// ```
 pub fn require(checks: &[&str]) -> bool {
     for check in checks {
-        let Some(package) = debian_package(check) else {
-            panic!(
-                "`{check}` is not in the REQUIREMENTS list of scripts/test; add a line \
-                 `{check} DEBIAN-PACKAGE` there so CI installs it"
-            );
-        };
+        let hint = install_hint(check);
         if !present(check) {
             return skip(&format!(
-                "`{check}` is missing (run ./scripts/test, or apt-get install {package})"
+                "`{check}` is missing (run ./scripts/test, or {hint})"
             ));
         }
     }
@@ -105,12 +121,10 @@ pub fn require(checks: &[&str]) -> bool {
 /// the top of the test, which lets a local run skip.
 pub fn need(checks: &[&str]) {
     for check in checks {
-        let package = debian_package(check).unwrap_or_else(|| {
-            panic!("`{check}` is not in the REQUIREMENTS list of scripts/test; add it there")
-        });
+        let hint = install_hint(check);
         assert!(
             present(check),
-            "{}: `{check}` is missing (run ./scripts/test, or apt-get install {package})",
+            "{}: `{check}` is missing (run ./scripts/test, or {hint})",
             test_name()
         );
     }
@@ -146,6 +160,7 @@ mod tests {
             Some("busybox-static")
         );
         assert_eq!(debian_package("no-such-tool"), None);
+        assert!(install_hint("uv").starts_with("python3 -m pip install uv=="));
     }
 
     /// Run by [`missing_tools_fail_under_ci_and_skip_locally`] with an empty PATH.
