@@ -300,8 +300,8 @@ impl FetchSource {
                     uid: input.uid,
                     gid: input.gid,
                 };
-                let (tree, _) =
-                    walk(&root, &input.dest, &opts).map_err(|source| FetchError::Walk {
+                let (tree, _) = walk(&root, &strata_fstree::Dest::Path(input.dest.clone()), &opts)
+                    .map_err(|source| FetchError::Walk {
                         url: redact(&input.url),
                         source,
                     })?;

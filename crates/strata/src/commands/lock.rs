@@ -64,7 +64,7 @@ pub fn run(store_root: &Path, args: LockArgs) -> Result<()> {
         source::resolve_spec(base.as_ref(), user.as_ref(), &cache, &StderrReporter)
             .with_context(|| format!("locking {}", args.spec.display()))?
     } else {
-        SpecLock {
+        source::SpecLock {
             version: source::SPEC_LOCK_VERSION,
             base: None,
             user: None,
