@@ -6,13 +6,19 @@ use anyhow::{Context, Result, bail};
 use strata_build::{BuildOptions, BuildOutcome, NoReporter};
 use strata_coder::template::{TemplateInput, TemplateKind, generate};
 use strata_coder::{CheckReport, ImageFiles, check_coder};
+use strata_registry::Platform;
 use strata_spec::Spec;
 use strata_store::Store;
+use strata_transport::Transport;
+
+use crate::registry::RegistryFlags;
 
 /// Arguments of `strata check`.
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// The image: oci:DIR[:TAG], docker-archive:FILE, or a spec file (built first).
+    /// The image: oci:DIR[:TAG], docker-archive:FILE, docker://HOST/REPO[:TAG|@DIGEST]
+    /// (pulled into a temporary directory, for the host's platform), or a spec file (built
+    /// first).
     #[arg(value_name = "IMAGE")]
     pub image: String,
     /// Check Coder's workspace-image minimums (the only check so far).
@@ -68,7 +74,7 @@ fn build_spec(store_root: &Path, spec_path: &Path) -> Result<(Spec, BuildOutcome
     Ok((spec, outcome))
 }
 
-fn open_image(store_root: &Path, image: &str) -> Result<ImageFiles> {
+fn open_image(store_root: &Path, image: &str, flags: &RegistryFlags) -> Result<ImageFiles> {
     if let Some(rest) = image.strip_prefix("oci:") {
         // oci:DIR:TAG, as skopeo writes it; a colon inside DIR is not supported.
         let (dir, tag) = match rest.split_once(':') {
@@ -86,9 +92,18 @@ fn open_image(store_root: &Path, image: &str) -> Result<ImageFiles> {
             .with_context(|| format!("reading {image}"));
     }
     if image.starts_with("docker://") {
-        bail!(
-            "`{image}`: check reads local images; copy it first with `strata pull {image} --output oci:DIR`, then check oci:DIR"
-        );
+        // Pulled (every blob verified) into a temporary directory that goes when the files are
+        // indexed.
+        let source = Transport::parse(image)?;
+        let client = flags.client()?;
+        let opened = strata_transport::open(
+            &source,
+            Some(&client),
+            &Platform::host(),
+            &store_root.join("v1/tmp"),
+        )
+        .with_context(|| format!("pulling {image}"))?;
+        return strata_coder::open_built(&opened.image).with_context(|| format!("reading {image}"));
     }
     let path = Path::new(image);
     if path.is_file() {
@@ -96,7 +111,9 @@ fn open_image(store_root: &Path, image: &str) -> Result<ImageFiles> {
         return strata_coder::open_built(&outcome.image)
             .with_context(|| format!("reading the image built from {image}"));
     }
-    bail!("`{image}` is not an image: use oci:DIR[:TAG], docker-archive:FILE or a spec file")
+    bail!(
+        "`{image}` is not an image: use oci:DIR[:TAG], docker-archive:FILE, docker://HOST/REPO[:TAG] or a spec file"
+    )
 }
 
 fn print_report(report: &CheckReport, json: bool, what: &str) -> Result<()> {
@@ -115,11 +132,11 @@ fn print_report(report: &CheckReport, json: bool, what: &str) -> Result<()> {
 }
 
 /// `strata check IMAGE --coder`: prints the checklist; fails when a required item fails.
-pub fn check(store_root: &Path, args: CheckArgs) -> Result<()> {
+pub fn check(store_root: &Path, args: CheckArgs, flags: &RegistryFlags) -> Result<()> {
     if !args.coder {
         bail!("say what to check: --coder checks Coder's workspace-image minimums");
     }
-    let image = open_image(store_root, &args.image)?;
+    let image = open_image(store_root, &args.image, flags)?;
     let report = check_coder(&image);
     print_report(&report, args.json, &args.image)?;
     fail_unless_passed(&report)

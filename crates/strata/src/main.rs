@@ -72,6 +72,7 @@ enum Command {
     ///
     /// Examples:
     ///   strata check oci:strata-out/strata/0f3a... --coder
+    ///   strata check docker://127.0.0.1:5000/team/ws:v1 --coder
     ///   strata check strata.toml --coder --json
     #[command(verbatim_doc_comment)]
     Check(coder::CheckArgs),
@@ -270,7 +271,7 @@ fn run(cli: Cli) -> Result<()> {
     let flags = &cli.registry;
     match cli.command {
         Command::Build(args) => build(&store_root, args, flags),
-        Command::Check(args) => coder::check(&store_root, args),
+        Command::Check(args) => coder::check(&store_root, args, flags),
         Command::Coder(cmd) => coder::run(&store_root, cmd),
         Command::Push(args) => {
             let src = Transport::parse(&args.source)?;
