@@ -79,7 +79,9 @@ pub fn fix_tar_checksums(tar: &mut [u8]) {
 pub fn fix_deb_tars(deb: &mut [u8]) {
     let mut at = 8usize;
     while at + 60 <= deb.len() {
-        let name = String::from_utf8_lossy(&deb[at..at + 16]).trim_end().to_owned();
+        let name = String::from_utf8_lossy(&deb[at..at + 16])
+            .trim_end()
+            .to_owned();
         let Some(size) = std::str::from_utf8(&deb[at + 48..at + 58])
             .ok()
             .and_then(|s| s.trim().parse::<usize>().ok())
@@ -111,6 +113,7 @@ pub fn tar_of(members: &[(String, &[u8])]) -> Vec<u8> {
 
 /// Writes `bytes` to `path`; false when it cannot (the input is then skipped).
 pub fn write(path: &Path, bytes: &[u8]) -> bool {
-    path.parent().is_none_or(|p| std::fs::create_dir_all(p).is_ok())
+    path.parent()
+        .is_none_or(|p| std::fs::create_dir_all(p).is_ok())
         && std::fs::write(path, bytes).is_ok()
 }
