@@ -57,6 +57,7 @@ pub mod deb822;
 mod dns;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
+pub mod preflight;
 mod release;
 mod resolve;
 pub mod source;
