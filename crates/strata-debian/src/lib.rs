@@ -55,6 +55,8 @@ mod cache;
 mod deb;
 pub mod deb822;
 mod dns;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 pub mod preflight;
 mod release;
 mod resolve;
