@@ -398,10 +398,8 @@ fn build(store_root: &std::path::Path, args: BuildArgs, flags: &RegistryFlags) -
         max_layers: args.max_layers,
         threads: args.threads.unwrap_or(BuildOptions::default().threads),
         source_date_epoch: args.source_date_epoch,
-        debian: strata_debian::DebianOptions {
-            locked: args.locked,
-            offline: args.offline,
-        },
+        locked: args.locked,
+        offline: args.offline,
     };
     lock::preflight(&spec, args.locked, args.offline)?;
     let store = Store::open(store_root)?;

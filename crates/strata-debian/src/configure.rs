@@ -25,24 +25,21 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use strata_fstree::{Content, Entry, EntryKind, ImagePath, Tree};
+use strata_fstree::{Content, Entry, EntryKind, ImagePath};
 use strata_sandbox::changes::{Change, scan_upper};
 use strata_sandbox::{
     Command, IdMapping, LayerFile, Sandbox, SandboxError, Stdio, User, prepare_rootfs, remove_tree,
     unpack_rootfs,
 };
-use strata_source::{StoreObject, hash_parts};
-use strata_spec::{Part, Spec};
+use strata_source::{PostLayerStep, StepContext, StepError, StepLayer, StepPlace, hash_parts};
 use strata_store::Store;
-
-use crate::{BuildError, BuildOptions, LayerRecord, LayerReport, PlannedLayer, Reporter};
 
 /// Version of what the configure step does; bump it when the script, the environment or the
 /// filtering changes so old configure layers are not reused.
 const CONFIGURE_FORMAT: &str = "configure-v2";
 
 /// The `part` of the configure layer in reports and history.
-pub(crate) const PART: &str = "configure";
+pub const PART: &str = "configure";
 
 /// Runs inside the image: marks the packages unpacked, runs `preinst install`, configures
 /// everything, processes pending triggers.
@@ -149,172 +146,162 @@ fn host_architecture() -> &'static str {
     }
 }
 
-/// Whether the spec asks for configured Debian content: some half has a `debian` section and
-/// none sets `configure = false`.
-pub(crate) fn requested(spec: &Spec) -> bool {
-    let sections: Vec<_> = [Part::Base, Part::User]
-        .into_iter()
-        .filter_map(|p| spec.half(p).debian.as_ref())
-        .collect();
-    !sections.is_empty() && sections.iter().all(|d| d.configure.unwrap_or(true))
+/// The configure step of an image's Debian packages (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct ConfigureStep {
+    /// The image's OCI architecture.
+    pub architecture: String,
 }
 
-/// Whether the build will try to configure: requested, and the image runs on this machine.
-pub(crate) fn wanted(spec: &Spec) -> bool {
-    requested(spec) && spec.image.architecture == host_architecture()
+impl ConfigureStep {
+    /// Whether the scripts can run here: the image runs on this machine.
+    fn runs_here(&self) -> bool {
+        self.architecture == host_architecture()
+    }
 }
 
-/// Adds the configure layer on top of `layers` when the spec wants one (see the module
-/// documentation). `Ok(None)`: the image stays declarative.
-pub(crate) fn configure(
-    spec: &Spec,
-    store: &Store,
-    opts: &BuildOptions,
-    planned: &[PlannedLayer],
-    layers: &[LayerReport],
-    reporter: &dyn Reporter,
-) -> Result<Option<LayerReport>, BuildError> {
-    if !requested(spec) {
-        return Ok(None);
+impl PostLayerStep for ConfigureStep {
+    fn name(&self) -> &'static str {
+        PART
     }
-    let holds = |path: &str| {
-        planned
-            .iter()
-            .flat_map(|l| &l.objects)
-            .flat_map(|o| o.tree.entries())
-            .any(|e| e.path.as_str() == path)
-    };
-    if !holds("usr/bin/dpkg") || !holds("usr/bin/sh") {
-        eprintln!(
-            "strata: note: the image has no dpkg or /bin/sh (`essential = false`?), so the Debian \
-             maintainer scripts are not run; the image holds the declarative system files instead"
-        );
-        return Ok(None);
+
+    fn place(&self) -> StepPlace {
+        StepPlace::Top
     }
-    let host = host_architecture();
-    if spec.image.architecture != host {
-        eprintln!(
-            "strata: note: the Debian maintainer scripts are not run for a {} image on a {host} \
-             machine; the image holds the declarative system files instead",
-            spec.image.architecture
-        );
-        return Ok(None);
+
+    fn reserves_layer(&self) -> bool {
+        self.runs_here()
     }
-    let index = layers.len() + 1;
-    let sde = opts.source_date_epoch.to_string();
-    let key = hash_parts(
-        [
-            CONFIGURE_FORMAT.as_bytes(),
-            super::LAYER_FORMAT.as_bytes(),
-            opts.compression.as_str().as_bytes(),
-            sde.as_bytes(),
-            spec.image.architecture.as_bytes(),
-        ]
-        .into_iter()
-        .chain(layers.iter().map(|l| l.diff_id.as_bytes())),
-    );
-    let lookup = |store: &Store| -> Result<Option<LayerRecord>, BuildError> {
-        match store.layer_record::<LayerRecord>(&key)? {
-            Some(rec) if store.has_blob(&rec.digests.digest)? => Ok(Some(rec)),
-            _ => Ok(None),
+
+    fn phase(&self) -> &'static str {
+        "configuring Debian packages"
+    }
+
+    fn key(&self, ctx: &StepContext<'_>) -> Option<String> {
+        if !(ctx.holds)("usr/bin/dpkg") || !(ctx.holds)("usr/bin/sh") {
+            eprintln!(
+                "strata: note: the image has no dpkg or /bin/sh (`essential = false`?), so the \
+                 Debian maintainer scripts are not run; the image holds the declarative system \
+                 files instead"
+            );
+            return None;
         }
-    };
-    let report = |record: LayerRecord, cached: bool| LayerReport {
-        digest: record.digests.digest.clone(),
-        diff_id: record.digests.diff_id.clone(),
-        size: record.digests.size,
-        uncompressed_size: record.digests.uncompressed_size,
-        part: PART,
-        objects: vec![PART.to_owned()],
-        cached,
-    };
-    if let Some(rec) = lookup(store)? {
-        reporter.layer_done(index, 0, true);
-        return Ok(Some(report(rec, true)));
-    }
-    let _lock = store.lock_key(&format!("configure-{key}"))?;
-    if let Some(rec) = lookup(store)? {
-        reporter.layer_done(index, 0, true);
-        return Ok(Some(report(rec, true)));
+        if !self.runs_here() {
+            eprintln!(
+                "strata: note: the Debian maintainer scripts are not run for a {} image on a {} \
+                 machine; the image holds the declarative system files instead",
+                ctx.architecture,
+                host_architecture()
+            );
+            return None;
+        }
+        let sde = ctx.source_date_epoch.to_string();
+        Some(hash_parts(
+            [
+                CONFIGURE_FORMAT.as_bytes(),
+                sde.as_bytes(),
+                ctx.architecture.as_bytes(),
+            ]
+            .into_iter()
+            .chain(ctx.below.iter().map(|l| l.diff_id.as_bytes())),
+        ))
     }
 
-    reporter.phase("configuring Debian packages");
+    fn run(&self, ctx: &StepContext<'_>, key: &str) -> Result<Option<StepLayer>, StepError> {
+        configure(ctx, key).map_err(|e| StepError(Box::new(e)))
+    }
+}
+
+/// Where a run keeps the unpacked image and the scripts' changes; removed when dropped.
+struct Scratch {
+    ids: IdMapping,
+    rootfs: PathBuf,
+    work: PathBuf,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = remove_tree(&self.ids, &self.work);
+        let _ = remove_tree(&self.ids, &self.rootfs);
+    }
+}
+
+/// Unpacks the image below, runs the scripts and collects their changes. `Ok(None)` when the
+/// sandbox is not usable on this machine.
+fn configure(ctx: &StepContext<'_>, key: &str) -> Result<Option<StepLayer>, ConfigureError> {
+    let store = ctx.store;
     let ids = IdMapping::detect();
-    let blobs = layers
+    let blobs: Vec<LayerFile> = ctx
+        .below
         .iter()
-        .map(|l| {
-            Ok(LayerFile {
-                path: store.blob_path(&l.digest)?,
-                compression: opts.compression,
-            })
+        .map(|l| LayerFile {
+            path: l.blob.clone(),
+            compression: l.compression,
         })
-        .collect::<Result<Vec<_>, BuildError>>()?;
+        .collect();
     // The unpacked image and the scripts' changes are thrown away after this step: they go
     // to memory when there is room, where file creation and dpkg's fsyncs cost next to nothing.
-    let image_bytes: u64 = layers.iter().map(|l| l.uncompressed_size).sum();
+    let image_bytes: u64 = ctx.below.iter().map(|l| l.uncompressed_size).sum();
     let pid = std::process::id();
-    let (rootfs, work) = match strata_sandbox::memory_scratch(&ids, image_bytes * 2 + (512 << 20)) {
+    let scratch = match strata_sandbox::memory_scratch(&ids, image_bytes * 2 + (512 << 20)) {
         Some(mem) => {
             let rootfs = mem.join(format!("{pid}-rootfs-{}", &key[..16]));
             if fs::symlink_metadata(&rootfs).is_ok() {
                 remove_tree(&ids, &rootfs).map_err(|e| sandbox_err("clearing an old run", e))?;
             }
-            unpack_rootfs(&rootfs, &blobs, &ids)
+            let work = mem.join(format!("{pid}-configure-{}", &key[..16]));
+            let scratch = Scratch {
+                ids: ids.clone(),
+                rootfs,
+                work,
+            };
+            unpack_rootfs(&scratch.rootfs, &blobs, &ids)
                 .map_err(|source| sandbox_err("unpacking the image", source))?;
-            (rootfs, mem.join(format!("{pid}-configure-{}", &key[..16])))
+            scratch
         }
         None => {
             let rootfs_key = format!("configure-{}", &key[..32]);
             let rootfs = prepare_rootfs(store, &rootfs_key, &blobs, &ids)
                 .map_err(|source| sandbox_err("unpacking the image", source))?;
-            let scratch = store.root().join("tmp");
-            (
+            let work = store
+                .root()
+                .join("tmp")
+                .join(format!("configure-{pid}-{}", &key[..16]));
+            Scratch {
+                ids: ids.clone(),
                 rootfs,
-                scratch.join(format!("configure-{pid}-{}", &key[..16])),
-            )
+                work,
+            }
         }
     };
-    let result = run_and_write(
-        spec, store, opts, &ids, &rootfs, &work, index, &key, reporter,
-    );
-    let _ = remove_tree(&ids, &work);
-    let _ = remove_tree(&ids, &rootfs);
-    match result? {
-        Some(record) => {
-            store.put_layer_record(&key, &record)?;
-            Ok(Some(report(record, false)))
-        }
-        None => Ok(None),
+    let entries = run_scripts(store, ctx.source_date_epoch, &scratch)?;
+    Ok(entries.map(|entries| StepLayer {
+        entries,
+        scratch: Box::new(scratch),
+    }))
+}
+
+fn sandbox_err(context: &str, source: SandboxError) -> ConfigureError {
+    ConfigureError::Sandbox {
+        context: context.to_owned(),
+        source,
     }
 }
 
-fn sandbox_err(context: &str, source: SandboxError) -> BuildError {
-    BuildError::Configure(ConfigureError::Sandbox {
-        context: context.to_owned(),
-        source,
-    })
-}
-
-/// Runs the scripts over `rootfs` (changes kept in `work`) and writes the layer. `Ok(None)`
-/// when the sandbox is not usable on this machine.
-#[allow(clippy::too_many_arguments)]
-fn run_and_write(
-    _spec: &Spec,
+/// Runs the scripts over the scratch root file system (changes kept in its work directory)
+/// and returns the layer's entries. `Ok(None)` when the sandbox is not usable on this machine.
+fn run_scripts(
     store: &Store,
-    opts: &BuildOptions,
-    ids: &IdMapping,
-    rootfs: &Path,
-    work: &Path,
-    index: usize,
-    key: &str,
-    reporter: &dyn Reporter,
-) -> Result<Option<LayerRecord>, BuildError> {
+    source_date_epoch: i64,
+    scratch: &Scratch,
+) -> Result<Option<Vec<Entry>>, ConfigureError> {
+    let (ids, rootfs, work) = (&scratch.ids, &scratch.rootfs, &scratch.work);
     if fs::symlink_metadata(work).is_ok() {
         remove_tree(ids, work).map_err(|e| sandbox_err("clearing an old run", e))?;
     }
-    fs::create_dir_all(work).map_err(|e| BuildError::Configure(io_err("create", work)(e)))?;
-    let scratch = store.root().join("tmp");
-    let mut sandbox = Sandbox::new(vec![rootfs.to_owned()], scratch);
+    fs::create_dir_all(work).map_err(io_err("create", work))?;
+    let tmp = store.root().join("tmp");
+    let mut sandbox = Sandbox::new(vec![rootfs.to_owned()], tmp);
     sandbox.ids = ids.clone();
     sandbox.keep_changes = Some(work.to_owned());
     let log_path = work.join("configure.log");
@@ -324,27 +311,21 @@ fn run_and_write(
         .read(true)
         .write(true)
         .open(&log_path)
-        .map_err(|e| BuildError::Configure(io_err("create", &log_path)(e)))?;
-    let dup = log
-        .try_clone()
-        .map_err(|e| BuildError::Configure(io_err("open", &log_path)(e)))?;
+        .map_err(io_err("create", &log_path))?;
+    let dup = log.try_clone().map_err(io_err("open", &log_path))?;
     let status = sandbox.run(Command {
         argv: vec![
             "/bin/sh".into(),
             "-c".into(),
             format!("{IN_CHROOT}{SCRIPT}"),
         ],
-        env: script_env(opts.source_date_epoch),
+        env: script_env(source_date_epoch),
         user: User::root(),
         workdir: "/".into(),
         tty: false,
         stdin: Stdio::Null,
         stdout: Stdio::Fd(dup.into()),
-        stderr: Stdio::Fd(
-            log.try_clone()
-                .map_err(|e| BuildError::Configure(io_err("open", &log_path)(e)))?
-                .into(),
-        ),
+        stderr: Stdio::Fd(log.try_clone().map_err(io_err("open", &log_path))?.into()),
     });
     let status = match status {
         Ok(s) => s,
@@ -364,26 +345,14 @@ fn run_and_write(
         Err(e) => return Err(sandbox_err("running dpkg in the image", e)),
     };
     if status.code() != 0 {
-        return Err(BuildError::Configure(ConfigureError::Scripts {
+        return Err(ConfigureError::Scripts {
             status: status.code(),
             tail: tail(log, 40),
-        }));
+        });
     }
     let upper = work.join("upper");
     let changes = scan_upper(&upper).map_err(|e| sandbox_err("reading the changes", e))?;
-    let entries = layer_entries(&upper, &changes, ids)?;
-    let planned = PlannedLayer {
-        part: PART,
-        objects: vec![StoreObject {
-            id: PART.into(),
-            tree: Tree::from_entries(entries),
-            references: Vec::new(),
-            cache_key: key.to_owned(),
-        }],
-        parents: Vec::new(),
-    };
-    let (record, _) = super::build_layer(index, &planned, store, opts, reporter)?;
-    Ok(Some(record))
+    layer_entries(&upper, &changes, ids).map(Some)
 }
 
 /// The environment of the scripts.
@@ -450,13 +419,11 @@ fn inside_id(ranges: &[strata_sandbox::IdRange], id: u32) -> u32 {
         .map_or(id, |r| r.inside + (id - r.outside))
 }
 
-fn image_path(rel: &Path) -> Result<ImagePath, BuildError> {
+fn image_path(rel: &Path) -> Result<ImagePath, ConfigureError> {
     let s = rel.to_string_lossy();
-    ImagePath::new(&s).map_err(|e| {
-        BuildError::Configure(ConfigureError::Path {
-            path: s.into_owned(),
-            message: e.to_string(),
-        })
+    ImagePath::new(&s).map_err(|e| ConfigureError::Path {
+        path: s.into_owned(),
+        message: e.to_string(),
     })
 }
 
@@ -465,7 +432,7 @@ fn layer_entries(
     upper: &Path,
     changes: &[Change],
     ids: &IdMapping,
-) -> Result<Vec<Entry>, BuildError> {
+) -> Result<Vec<Entry>, ConfigureError> {
     let mut out = Vec::new();
     for change in changes {
         match change {
@@ -475,14 +442,12 @@ fn layer_entries(
                     continue;
                 }
                 let host = upper.join(rel);
-                let meta = fs::symlink_metadata(&host)
-                    .map_err(|e| BuildError::Configure(io_err("stat", &host)(e)))?;
+                let meta = fs::symlink_metadata(&host).map_err(io_err("stat", &host))?;
                 let ft = meta.file_type();
                 let kind = if ft.is_dir() {
                     EntryKind::Directory
                 } else if ft.is_symlink() {
-                    let target = fs::read_link(&host)
-                        .map_err(|e| BuildError::Configure(io_err("read", &host)(e)))?;
+                    let target = fs::read_link(&host).map_err(io_err("read", &host))?;
                     EntryKind::Symlink {
                         target: target.to_string_lossy().into_owned(),
                     }
