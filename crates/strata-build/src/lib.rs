@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use strata_oci::compress::Compression;
 use strata_oci::layer::LayerDigests;
 use strata_oci::output::BuiltImage;
+use strata_source::StepPlace;
 use strata_spec::Spec;
 use strata_store::{BlobRef, ImageRecord, Store};
 
@@ -155,11 +156,33 @@ pub fn build(
     let resolved = resolve::resolve(spec, store, opts)?;
 
     reporter.phase("planning layers");
-    let plan = plan::plan(spec, resolved, opts)?;
-    reporter.layers_planned(plan.layers.len(), plan.content_bytes());
+    let mut plan = plan::plan(resolved, opts);
+    reporter.layers_planned(plan.layers.len() + 1, plan.content_bytes());
 
     let written = layers::write(&plan.layers, store, opts, reporter)?;
-    let layers = steps::run(spec, &plan, written, store, opts, reporter)?;
+    let mut stack = steps::Stack::new(written);
+    let places = [StepPlace::Base, StepPlace::User];
+    steps::run(spec, &plan, &places, &mut stack, store, opts, reporter)?;
+    if let Some(custom) = plan::customisation_layer(spec, &mut plan, &stack.step_files)? {
+        let index = stack.layers.len() + 1;
+        let (record, cached) = layers::build_layer(index, &custom, store, opts, reporter)?;
+        stack.layers.push((
+            steps::section_of_part(custom.part),
+            layers::report(&custom, &record, cached),
+        ));
+        plan.layers.push(custom);
+    }
+    steps::run(
+        spec,
+        &plan,
+        &[StepPlace::Top],
+        &mut stack,
+        store,
+        opts,
+        reporter,
+    )?;
+    let kept = std::mem::take(&mut stack.kept_blobs);
+    let layers = stack.into_layers();
 
     reporter.phase("writing image configuration");
     let image = assemble::assemble(spec, store, opts, &layers, &plan.env, plan.account.as_ref())?;
@@ -169,6 +192,7 @@ pub fn build(
         blobs: [image.manifest_digest.clone(), image.config_digest.clone()]
             .into_iter()
             .chain(layers.iter().map(|l| l.digest.clone()))
+            .chain(kept)
             .collect(),
     })?;
     Ok(BuildOutcome { image, layers })

@@ -17,13 +17,17 @@ use crate::{BuildError, BuildOptions};
 
 /// The image's layers before anything is written.
 pub(crate) struct Plan {
-    /// The package layers, base then user, and the customisation layer last.
+    /// The package layers, base then user.
     pub layers: Vec<PlannedLayer>,
+    /// The sources' generated files, for the customisation layer.
+    pub customisation: Vec<Entry>,
     /// The sources' post-layer steps.
     pub steps: Vec<Arc<dyn PostLayerStep>>,
-    /// The environment the content needs (the account's defaults first).
+    /// The environment the content needs (the account's defaults first, once
+    /// [`customisation_layer`] has run).
     pub env: Vec<(String, String)>,
-    /// The workspace account, when the spec has one.
+    /// The workspace account, when the spec has one (known once [`customisation_layer`] has
+    /// run).
     pub account: Option<strata_coder::AccountFiles>,
 }
 
@@ -38,17 +42,13 @@ impl Plan {
     }
 }
 
-/// Plans the layers of the resolved sources.
-pub(crate) fn plan(
-    spec: &Spec,
-    resolved: Resolved,
-    opts: &BuildOptions,
-) -> Result<Plan, BuildError> {
+/// Plans the package layers of the resolved sources.
+pub(crate) fn plan(resolved: Resolved, opts: &BuildOptions) -> Plan {
     let Resolved {
         objects,
         groups,
-        mut customisation,
-        mut env,
+        customisation,
+        env,
         steps,
     } = resolved;
     let nodes: Vec<Node> = objects
@@ -77,18 +77,39 @@ pub(crate) fn plan(
             parents: Vec::new(),
         })
         .collect();
-    let account = account_customisation(spec, &layers, &mut customisation, &mut env)?;
-    if !customisation.is_empty() {
-        let customisation = through_lower_symlinks(&layers, customisation);
-        layers.push(customisation_layer(customisation));
-    }
     add_parents(&mut layers);
-    Ok(Plan {
+    Plan {
         layers,
+        customisation,
         steps,
         env,
-        account,
-    })
+        account: None,
+    }
+}
+
+/// The customisation layer: the sources' generated files and the workspace account, made
+/// over the package layers and what the steps below left in `/etc` (`step_files`). Gives
+/// every layer its parent directories anew, the customisation layer included.
+pub(crate) fn customisation_layer(
+    spec: &Spec,
+    plan: &mut Plan,
+    step_files: &[Entry],
+) -> Result<Option<PlannedLayer>, BuildError> {
+    let mut customisation = std::mem::take(&mut plan.customisation);
+    plan.account = account_customisation(
+        spec,
+        &plan.layers,
+        step_files,
+        &mut customisation,
+        &mut plan.env,
+    )?;
+    if customisation.is_empty() {
+        return Ok(None);
+    }
+    let customisation = through_lower_symlinks(&plan.layers, customisation);
+    plan.layers.push(customisation_layer_of(customisation));
+    add_parents(&mut plan.layers);
+    Ok(plan.layers.pop())
 }
 
 /// A layer to write.
@@ -166,7 +187,7 @@ fn resolve_dir(path: &str, links: &BTreeMap<&str, &str>) -> Option<String> {
 }
 
 /// The last layer: what the sources generated to tie their content together.
-fn customisation_layer(entries: Vec<Entry>) -> PlannedLayer {
+fn customisation_layer_of(entries: Vec<Entry>) -> PlannedLayer {
     let tree = Tree::from_entries(entries);
     // Generated entries are small and held in memory, so their description is their content.
     let key = hash_parts([
@@ -238,6 +259,7 @@ fn add_parents(layers: &mut [PlannedLayer]) {
 fn account_customisation(
     spec: &Spec,
     planned: &[PlannedLayer],
+    step_files: &[Entry],
     customisation: &mut Vec<Entry>,
     source_env: &mut Vec<(String, String)>,
 ) -> Result<Option<strata_coder::AccountFiles>, BuildError> {
@@ -249,6 +271,7 @@ fn account_customisation(
             .iter()
             .flat_map(|l| &l.objects)
             .flat_map(|o| o.tree.entries())
+            .chain(step_files)
             .chain(customisation.iter()),
     );
     let path_env = image_env(source_env, &spec.config.env)

@@ -1,75 +1,100 @@
-//! The Debian *configure layer*: the packages' maintainer scripts run inside the image.
+//! The Debian *configure layers*: the packages' maintainer scripts run inside the image, one
+//! half at a time.
 //!
-//! After the package layers and the customisation layer are written, an image with Debian
-//! content (and `configure` not false in any Debian half, and the host's architecture) is
-//! unpacked into the store ([`strata_sandbox::prepare_rootfs`]) and, in a sandbox with no
-//! network, its own `dpkg` configures every package: the status file marks them `unpacked`,
-//! each `preinst install` runs, then `dpkg --configure -a` runs every `postinst` in dependency
-//! order (and pending triggers), with `DEBIAN_FRONTEND=noninteractive`, a `policy-rc.d` that
-//! forbids starting services and `SOURCE_DATE_EPOCH` set (Python then writes hash-checked,
-//! reproducible bytecode).
+//! A configured image has a configure layer per half that has packages: the base half's sits
+//! right above the base's layers and sees nothing of the user half, so its key (and blob) is
+//! the same for every user of that base; the user half's sits right above the user's layers.
+//! Each is made the same way: the layers below are unpacked (in memory when there is room,
+//! else in the store, [`strata_sandbox::prepare_rootfs`]) with the half's dpkg database files
+//! on top, and in a sandbox with no network the image's own `dpkg` configures the half's
+//! packages as dpkg itself would install them: each package's `preinst install` runs in
+//! dependency order, a package's `Pre-Depends` configured before it, then
+//! `dpkg --configure -a` runs every `postinst` in dependency order and
+//! `dpkg --triggers-only -a` the pending triggers, with `DEBIAN_FRONTEND=noninteractive`, a
+//! `policy-rc.d` that forbids starting services and `SOURCE_DATE_EPOCH` set (Python then
+//! writes hash-checked, reproducible bytecode).
 //!
-//! What the scripts created, changed or deleted (the overlay's upper directory) becomes one
-//! layer above the others, deletions as OCI whiteouts (`.wh.NAME`, `.wh..wh..opq`). Files that
-//! differ from run to run by nature (logs, `*-old` backups, ldconfig's aux cache, the machine
-//! id) are left out; the layer writer clamps every mtime to `SOURCE_DATE_EPOCH`.
+//! The base half starts from the declarative system files of its packages (dpkg's database
+//! with every package `unpacked`, the accounts, `/bin/sh`, the CA bundle, the alternatives).
+//! The user half starts from the configured base: its packages are added to the base's dpkg
+//! status as `unpacked`, and only their scripts run; a trigger a user package activates on a
+//! base package (a file under a base package's `interest` path, or an explicit `activate` of
+//! a name a base package is interested in) marks that base package `triggers-pending`, so
+//! its `postinst triggered` runs too.
 //!
-//! The layer is cached in the store by the hash of the layers below it (the exact package set
-//! and the customisation content), so an unchanged image runs no script. Without a usable
-//! sandbox, or for a foreign architecture, the image keeps the declarative customisation layer
-//! alone and a note says so on stderr.
+//! What the scripts created, changed or deleted (the overlay's upper directory), over the
+//! starting files, becomes the layer, deletions as OCI whiteouts (`.wh.NAME`, `.wh..wh..opq`).
+//! Files that differ from run to run by nature (logs, `*-old` backups, ldconfig's aux cache,
+//! the machine id) are left out; the layer writer clamps every mtime to `SOURCE_DATE_EPOCH`.
+//!
+//! A layer's key is the content below it (diff ids, never their compression), the starting
+//! files and the script, so an unchanged half runs no script. Without a usable sandbox the
+//! layer holds the declarative files alone and a note says so on stderr; for a foreign
+//! architecture, or an image without dpkg, nothing is configured and the Debian source puts
+//! its declarative files into the customisation layer.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use strata_fstree::{Content, Entry, EntryKind, ImagePath};
+use strata_oci::compress::Compression;
 use strata_sandbox::changes::{Change, scan_upper};
 use strata_sandbox::{
     Command, IdMapping, LayerFile, Sandbox, SandboxError, Stdio, User, prepare_rootfs, remove_tree,
     unpack_rootfs,
 };
 use strata_source::{PostLayerStep, StepContext, StepError, StepLayer, StepPlace, hash_parts};
+use strata_spec::Part;
 use strata_store::Store;
+
+use crate::Package;
+use crate::Request;
+use crate::source::SourceFailure;
 
 /// Version of what the configure step does; bump it when the script, the environment or the
 /// filtering changes so old configure layers are not reused.
-const CONFIGURE_FORMAT: &str = "configure-v2";
+const CONFIGURE_FORMAT: &str = "configure-v3";
 
-/// The `part` of the configure layer in reports and history.
-pub const PART: &str = "configure";
+/// The `part` of the base half's configure layer in reports and history.
+pub const BASE_PART: &str = "base-configure";
+/// The `part` of the user half's configure layer.
+pub const USER_PART: &str = "user-configure";
 
-/// Runs inside the image: marks the packages unpacked, runs `preinst install`, configures
-/// everything, processes pending triggers.
-const SCRIPT: &str = r#"set -e
+/// Starts every run: services may not start.
+const SCRIPT_HEAD: &str = r#"set -e
 exec </dev/null
 mkdir -p /usr/sbin
 printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
 chmod 755 /usr/sbin/policy-rc.d
-sed -i 's/^Status: install ok installed$/Status: install ok unpacked/' /var/lib/dpkg/status
-# The declarative layer's certificate links: update-ca-certificates makes them afresh, with
-# the hash links, as on a fresh system.
+arch=$(dpkg --print-architecture)
+preinst() {
+    echo "strata: $1 preinst install"
+    DPKG_MAINTSCRIPT_PACKAGE=${1%%:*} DPKG_MAINTSCRIPT_NAME=preinst \
+        DPKG_MAINTSCRIPT_ARCH=$arch DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT=1 DPKG_ROOT= \
+        "/var/lib/dpkg/info/$1.preinst" install
+}
+"#;
+
+/// A base (first) run: the declarative status says `installed`; the scripts must see
+/// `unpacked`. The declarative layer's certificate links go: update-ca-certificates makes them
+/// afresh, with the hash links, as on a fresh system.
+const SCRIPT_FIRST: &str = r#"sed -i 's/^Status: install ok installed$/Status: install ok unpacked/' /var/lib/dpkg/status
 if [ -x /usr/sbin/update-ca-certificates ] && [ -d /etc/ssl/certs ]; then
     find /etc/ssl/certs -maxdepth 1 -type l -delete
 fi
-arch=$(dpkg --print-architecture)
-for f in /var/lib/dpkg/info/*.preinst; do
-    [ -e "$f" ] || continue
-    p=${f##*/}
-    p=${p%.preinst}
-    echo "strata: $p preinst install"
-    DPKG_MAINTSCRIPT_PACKAGE=${p%%:*} DPKG_MAINTSCRIPT_NAME=preinst \
-        DPKG_MAINTSCRIPT_ARCH=$arch DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT=1 DPKG_ROOT= \
-        "$f" install
-done
-dpkg --configure -a
+"#;
+
+/// Ends every run: configure what is left, process the triggers.
+const SCRIPT_TAIL: &str = r#"dpkg --configure -a
 dpkg --triggers-only -a
 rm -f /usr/sbin/policy-rc.d
 "#;
 
-/// Put before [`SCRIPT`]: the image is being built, not booted, and `ischroot` must say so,
+/// Put before the script: the image is being built, not booted, and `ischroot` must say so,
 /// as it does under debootstrap and mmdebstrap (libc6's postinst otherwise runs `telinit u`
 /// and sleeps a second). The stub lives in the sandbox's own `/tmp`, which is not part of the
 /// image.
@@ -113,6 +138,12 @@ pub enum ConfigureError {
         #[source]
         source: io::Error,
     },
+    /// The store failed.
+    #[error("configuring the Debian packages")]
+    Store(#[source] strata_store::StoreError),
+    /// The starting files could not be written.
+    #[error("configuring the Debian packages: writing dpkg's database files")]
+    Files(#[source] strata_oci::layer::LayerError),
     /// A changed path is not a valid image path.
     #[error("configuring the Debian packages: `{path}` is not a valid image path: {message}")]
     Path {
@@ -146,61 +177,436 @@ fn host_architecture() -> &'static str {
     }
 }
 
-/// The configure step of an image's Debian packages (see the module documentation).
-#[derive(Debug, Clone)]
-pub struct ConfigureStep {
-    /// The image's OCI architecture.
-    pub architecture: String,
+/// What [`half_system`] needs of one Debian half.
+pub(crate) struct Half<'a> {
+    /// The half.
+    pub part: Part,
+    /// The base half's packages.
+    pub base: &'a [Package],
+    /// The user half's packages (those the base does not have).
+    pub user: &'a [Package],
+    /// `[base].debian`'s request.
+    pub base_request: Option<&'a Request>,
+    /// `[user].debian`'s request.
+    pub user_request: Option<&'a Request>,
+    /// No Debian section says `configure = false`.
+    pub configure: bool,
+    /// The image's architecture.
+    pub architecture: &'a str,
 }
 
-impl ConfigureStep {
-    /// Whether the scripts can run here: the image runs on this machine.
-    fn runs_here(&self) -> bool {
-        self.architecture == host_architecture()
-    }
-}
+/// A half's post-layer steps.
+type Steps = Vec<Arc<dyn PostLayerStep>>;
 
-impl PostLayerStep for ConfigureStep {
-    fn name(&self) -> &'static str {
-        PART
+/// The half's system files for the customisation layer, and its configure step: a
+/// configured half's system files go into its configure layer instead.
+pub(crate) fn half_system(
+    half: &Half<'_>,
+) -> Result<(Vec<Entry>, Steps), SourceFailure> {
+    let all: Vec<&Package> = half.base.iter().chain(half.user.iter()).collect();
+    let request = half.base_request.or(half.user_request);
+    // The system files describe every package of the image; when the user half has its own
+    // packages, it writes them (they win over the base's in the customisation layer). That
+    // half also says why nothing is configured.
+    let writes_system = half.part == Part::User || half.user_request.is_none();
+    let declarative = || -> Result<_, SourceFailure> {
+        let files = if writes_system {
+            crate::system::generate(&all, request)?
+        } else {
+            Vec::new()
+        };
+        Ok((files, Vec::new()))
+    };
+    if !half.configure {
+        return declarative();
     }
-
-    fn place(&self) -> StepPlace {
-        StepPlace::Top
+    let host = host_architecture();
+    if half.architecture != host {
+        if writes_system {
+            eprintln!(
+                "strata: note: the Debian maintainer scripts are not run for a {} image on a \
+                 {host} machine; the image holds the declarative system files instead",
+                half.architecture
+            );
+        }
+        return declarative();
     }
-
-    fn reserves_layer(&self) -> bool {
-        self.runs_here()
-    }
-
-    fn phase(&self) -> &'static str {
-        "configuring Debian packages"
-    }
-
-    fn key(&self, ctx: &StepContext<'_>) -> Option<String> {
-        if !(ctx.holds)("usr/bin/dpkg") || !(ctx.holds)("usr/bin/sh") {
+    // dpkg and a shell must come with the first half that has packages.
+    let first: Vec<&Package> = if half.base.is_empty() {
+        half.user.iter().collect()
+    } else {
+        half.base.iter().collect()
+    };
+    let has = |path: &str| {
+        first
+            .iter()
+            .any(|p| p.tree.entries().iter().any(|e| e.path.as_str() == path))
+    };
+    let shell = has("usr/bin/sh")
+        || first
+            .iter()
+            .any(|p| matches!(p.locked.name.as_str(), "dash" | "bash"));
+    if !has("usr/bin/dpkg") || !shell {
+        if writes_system {
             eprintln!(
                 "strata: note: the image has no dpkg or /bin/sh (`essential = false`?), so the \
                  Debian maintainer scripts are not run; the image holds the declarative system \
                  files instead"
             );
-            return None;
         }
-        if !self.runs_here() {
-            eprintln!(
-                "strata: note: the Debian maintainer scripts are not run for a {} image on a {} \
-                 machine; the image holds the declarative system files instead",
-                ctx.architecture,
-                host_architecture()
+        return declarative();
+    }
+    let step = match half.part {
+        Part::Base if !half.base.is_empty() => ConfigureStep {
+            place: StepPlace::Base,
+            packages: half.base.iter().map(step_package).collect(),
+            files: crate::system::generate(&half.base.iter().collect::<Vec<_>>(), request)?,
+            start: Start::Declarative,
+        },
+        Part::User if !half.user.is_empty() && half.base.is_empty() => ConfigureStep {
+            place: StepPlace::User,
+            packages: half.user.iter().map(step_package).collect(),
+            files: crate::system::generate(&half.user.iter().collect::<Vec<_>>(), request)?,
+            start: Start::Declarative,
+        },
+        Part::User if !half.user.is_empty() => {
+            let user: Vec<&Package> = half.user.iter().collect();
+            let mut files = Vec::new();
+            let mut stanzas = String::new();
+            for e in crate::system::dpkg_files(&user)? {
+                match e.path.as_str() {
+                    "var/lib/dpkg/status" => {
+                        if let EntryKind::File {
+                            content: Content::Inline(b),
+                            ..
+                        } = &e.kind
+                        {
+                            stanzas = String::from_utf8_lossy(b).replace(
+                                "\nStatus: install ok installed\n",
+                                "\nStatus: install ok unpacked\n",
+                            );
+                        }
+                    }
+                    "var/lib/dpkg/available" | "var/lib/dpkg/info/format" => {}
+                    _ => files.push(e),
+                }
+            }
+            ConfigureStep {
+                place: StepPlace::User,
+                packages: half.user.iter().map(step_package).collect(),
+                files,
+                start: Start::OverConfigured {
+                    stanzas,
+                    pending: pending_triggers(half.base, half.user),
+                    fallback: crate::system::generate(&all, request)?,
+                },
+            }
+        }
+        _ => return Ok((Vec::new(), Vec::new())),
+    };
+    Ok((Vec::new(), vec![Arc::new(step)]))
+}
+
+/// The names (every alternative) of a control field's relations.
+fn relation_names(control: &str, field: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut lines = control.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        if !k.eq_ignore_ascii_case(field) {
+            continue;
+        }
+        let mut value = v.to_owned();
+        while let Some(next) = lines.peek() {
+            if next.starts_with(' ') || next.starts_with('\t') {
+                value.push_str(next);
+                lines.next();
+            } else {
+                break;
+            }
+        }
+        for alt in value.split([',', '|']) {
+            let name = alt.trim().split([' ', '(', ':', '[']).next().unwrap_or("");
+            if !name.is_empty() {
+                out.push(name.to_owned());
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// What the script needs of a package.
+fn step_package(p: &Package) -> StepPackage {
+    let control = p.control.control().unwrap_or("");
+    let multi_arch_same = control
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("Multi-Arch: same"));
+    let pre_depends = relation_names(control, "Pre-Depends");
+    let mut depends = relation_names(control, "Depends");
+    depends.extend(pre_depends.iter().cloned());
+    depends.sort();
+    depends.dedup();
+    StepPackage {
+        name: p.locked.name.clone(),
+        info: if multi_arch_same {
+            format!("{}:{}", p.locked.name, p.locked.architecture)
+        } else {
+            p.locked.name.clone()
+        },
+        preinst: p.control.get("preinst").is_some(),
+        pre_depends,
+        depends,
+    }
+}
+
+/// A package's `.triggers` directives: (directive, trigger name) pairs.
+fn trigger_lines(p: &Package) -> Vec<(String, String)> {
+    let text = p
+        .control
+        .get("triggers")
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some((it.next()?.to_owned(), it.next()?.to_owned()))
+        })
+        .collect()
+}
+
+/// The base packages whose triggers the user packages activate, with the trigger names: a
+/// file trigger (`interest /PATH`) when a user package has a file at or below the path, a
+/// named one when a user package's `.triggers` says `activate NAME`.
+fn pending_triggers(base: &[Package], user: &[Package]) -> BTreeMap<String, Vec<String>> {
+    let activated: std::collections::BTreeSet<String> = user
+        .iter()
+        .flat_map(trigger_lines)
+        .filter(|(d, _)| d.starts_with("activate"))
+        .map(|(_, n)| n)
+        .collect();
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for b in base {
+        for (directive, name) in trigger_lines(b) {
+            if !directive.starts_with("interest") {
+                continue;
+            }
+            let hit = if let Some(path) = name.strip_prefix('/') {
+                let path = crate::merged_usr(path.trim_end_matches('/'));
+                user.iter().any(|u| {
+                    u.tree.entries().iter().any(|e| {
+                        let p = e.path.as_str();
+                        p == path
+                            || p.strip_prefix(path.as_str())
+                                .is_some_and(|r| r.starts_with('/'))
+                    })
+                })
+            } else {
+                activated.contains(&name)
+            };
+            if hit {
+                let names = out.entry(b.locked.name.clone()).or_default();
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One package the step configures, as the script needs it.
+#[derive(Debug, Clone)]
+pub struct StepPackage {
+    /// Package name.
+    pub name: String,
+    /// Its `/var/lib/dpkg/info` name (`NAME`, or `NAME:ARCH` for `Multi-Arch: same`).
+    pub info: String,
+    /// Whether it has a `preinst`.
+    pub preinst: bool,
+    /// Names it `Pre-Depends` on (every alternative).
+    pub pre_depends: Vec<String>,
+    /// Names it `Depends` or `Pre-Depends` on (every alternative).
+    pub depends: Vec<String>,
+}
+
+/// How a run starts.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// From the declarative system files of the half's packages (the base half, or a user
+    /// half over a base without Debian packages).
+    Declarative,
+    /// Over a configured base: the half's stanzas (`Status: install ok unpacked`) are added
+    /// to the base's dpkg status, and `pending` (base package → trigger names) marks the base
+    /// packages whose triggers the half activates.
+    OverConfigured {
+        /// The half's status stanzas.
+        stanzas: String,
+        /// Base package name → the trigger names it must process.
+        pending: BTreeMap<String, Vec<String>>,
+        /// What the layer holds when the sandbox cannot run: the declarative files of both
+        /// halves (the highest layer's win).
+        fallback: Vec<Entry>,
+    },
+}
+
+/// The configure step of one half's Debian packages (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct ConfigureStep {
+    /// The half whose packages it configures.
+    pub place: StepPlace,
+    /// The packages, in no particular order.
+    pub packages: Vec<StepPackage>,
+    /// The files the run starts from (dpkg's database for the half's packages, and for a
+    /// declarative start every other system file).
+    pub files: Vec<Entry>,
+    /// How the run starts.
+    pub start: Start,
+}
+
+impl ConfigureStep {
+    /// The shell script that configures the packages.
+    fn script(&self) -> String {
+        let mut s = String::from(SCRIPT_HEAD);
+        if matches!(self.start, Start::Declarative) {
+            s.push_str(SCRIPT_FIRST);
+        }
+        for line in install_order(&self.packages) {
+            s.push_str(&line);
+            s.push('\n');
+        }
+        s.push_str(SCRIPT_TAIL);
+        s
+    }
+}
+
+/// The lines that run the packages' `preinst` scripts in dependency order, each package's
+/// `Pre-Depends` (with what they depend on, in this run) configured before its `preinst`,
+/// as dpkg unpacks and configures.
+fn install_order(packages: &[StepPackage]) -> Vec<String> {
+    let by_name: BTreeMap<&str, &StepPackage> =
+        packages.iter().map(|p| (p.name.as_str(), p)).collect();
+    // Dependencies first, depth first in name order; a cycle is broken where it closes.
+    fn visit<'a>(
+        name: &'a str,
+        by_name: &BTreeMap<&'a str, &'a StepPackage>,
+        seen: &mut std::collections::BTreeSet<&'a str>,
+        order: &mut Vec<&'a str>,
+    ) {
+        if !seen.insert(name) {
+            return;
+        }
+        if let Some(p) = by_name.get(name) {
+            for d in &p.depends {
+                if by_name.contains_key(d.as_str()) {
+                    visit(d, by_name, seen, order);
+                }
+            }
+            order.push(name);
+        }
+    }
+    let mut order = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for name in by_name.keys() {
+        visit(name, &by_name, &mut seen, &mut order);
+    }
+    let mut lines = Vec::new();
+    let mut preinst_done = std::collections::BTreeSet::new();
+    let mut configured = std::collections::BTreeSet::new();
+    for name in order.iter().copied() {
+        let p = by_name[name];
+        // What must be configured first: the Pre-Depends and everything they depend on in
+        // this run that is not configured yet.
+        let mut closure = std::collections::BTreeSet::new();
+        let mut todo: Vec<&str> = p
+            .pre_depends
+            .iter()
+            .map(String::as_str)
+            .filter(|d| *d != name && by_name.contains_key(d))
+            .collect();
+        while let Some(d) = todo.pop() {
+            if configured.contains(d) || !closure.insert(d) {
+                continue;
+            }
+            todo.extend(
+                by_name[d]
+                    .depends
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|x| by_name.contains_key(x)),
             );
-            return None;
         }
+        closure.remove(name);
+        if !closure.is_empty() {
+            // Their own preinst first (dependency order puts them earlier; a cycle may not).
+            for d in order.iter().copied().filter(|d| closure.contains(d)) {
+                if preinst_done.insert(d) && by_name[d].preinst {
+                    lines.push(format!("preinst {}", by_name[d].info));
+                }
+            }
+            let names: Vec<&str> = order
+                .iter()
+                .copied()
+                .filter(|d| closure.contains(d))
+                .map(|d| by_name[d].info.as_str())
+                .collect();
+            lines.push(format!("dpkg --configure {}", names.join(" ")));
+            configured.extend(closure);
+        }
+        if preinst_done.insert(name) && p.preinst {
+            lines.push(format!("preinst {}", p.info));
+        }
+    }
+    lines
+}
+
+impl PostLayerStep for ConfigureStep {
+    fn name(&self) -> &'static str {
+        match self.place {
+            StepPlace::Base => BASE_PART,
+            _ => USER_PART,
+        }
+    }
+
+    fn place(&self) -> StepPlace {
+        self.place
+    }
+
+    fn reserves_layer(&self) -> bool {
+        true
+    }
+
+    fn phase(&self) -> &'static str {
+        match self.place {
+            StepPlace::Base => "configuring the base half's Debian packages",
+            _ => "configuring the user half's Debian packages",
+        }
+    }
+
+    fn key(&self, ctx: &StepContext<'_>) -> Option<String> {
         let sde = ctx.source_date_epoch.to_string();
+        let files = format!(
+            "{:?}",
+            strata_fstree::Tree::from_entries(self.files.clone())
+        );
+        let start = match &self.start {
+            Start::Declarative => String::new(),
+            Start::OverConfigured {
+                stanzas, pending, ..
+            } => format!("{stanzas}\n{pending:?}"),
+        };
         Some(hash_parts(
             [
                 CONFIGURE_FORMAT.as_bytes(),
                 sde.as_bytes(),
                 ctx.architecture.as_bytes(),
+                self.script().as_bytes(),
+                files.as_bytes(),
+                start.as_bytes(),
             ]
             .into_iter()
             .chain(ctx.below.iter().map(|l| l.diff_id.as_bytes())),
@@ -208,7 +614,7 @@ impl PostLayerStep for ConfigureStep {
     }
 
     fn run(&self, ctx: &StepContext<'_>, key: &str) -> Result<Option<StepLayer>, StepError> {
-        configure(ctx, key).map_err(|e| StepError(Box::new(e)))
+        configure(self, ctx, key).map_err(|e| StepError(Box::new(e)))
     }
 }
 
@@ -226,12 +632,42 @@ impl Drop for Scratch {
     }
 }
 
-/// Unpacks the image below, runs the scripts and collects their changes. `Ok(None)` when the
-/// sandbox is not usable on this machine.
-fn configure(ctx: &StepContext<'_>, key: &str) -> Result<Option<StepLayer>, ConfigureError> {
+/// Writes the starting files as an uncompressed layer blob in the store (so unpacking gives
+/// them their owners, as it does the image's layers).
+fn files_blob(store: &Store, files: &[Entry], sde: i64) -> Result<LayerFile, ConfigureError> {
+    let tree = strata_fstree::Tree::from_entries(files.to_vec());
+    let entries: Vec<&Entry> = tree.entries().iter().collect();
+    let temp = store.temp_file().map_err(ConfigureError::Store)?;
+    let digests = {
+        let out = io::BufWriter::new(temp.as_file());
+        let opts = strata_oci::layer::LayerOptions {
+            compression: Compression::None,
+            threads: 1,
+            source_date_epoch: sde,
+        };
+        strata_oci::layer::write_layer(&entries, &opts, out).map_err(ConfigureError::Files)?
+    };
+    store
+        .commit_blob(temp, &digests.digest)
+        .map_err(ConfigureError::Store)?;
+    Ok(LayerFile {
+        path: store
+            .blob_path(&digests.digest)
+            .map_err(ConfigureError::Store)?,
+        compression: Compression::None,
+    })
+}
+
+/// Unpacks the image below with the starting files, runs the scripts and collects their
+/// changes over the starting files.
+fn configure(
+    step: &ConfigureStep,
+    ctx: &StepContext<'_>,
+    key: &str,
+) -> Result<Option<StepLayer>, ConfigureError> {
     let store = ctx.store;
     let ids = IdMapping::detect();
-    let blobs: Vec<LayerFile> = ctx
+    let mut blobs: Vec<LayerFile> = ctx
         .below
         .iter()
         .map(|l| LayerFile {
@@ -239,6 +675,7 @@ fn configure(ctx: &StepContext<'_>, key: &str) -> Result<Option<StepLayer>, Conf
             compression: l.compression,
         })
         .collect();
+    blobs.push(files_blob(store, &step.files, ctx.source_date_epoch)?);
     // The unpacked image and the scripts' changes are thrown away after this step: they go
     // to memory when there is room, where file creation and dpkg's fsyncs cost next to nothing.
     let image_bytes: u64 = ctx.below.iter().map(|l| l.uncompressed_size).sum();
@@ -274,11 +711,103 @@ fn configure(ctx: &StepContext<'_>, key: &str) -> Result<Option<StepLayer>, Conf
             }
         }
     };
-    let entries = run_scripts(store, ctx.source_date_epoch, &scratch)?;
-    Ok(entries.map(|entries| StepLayer {
-        entries,
-        scratch: Box::new(scratch),
-    }))
+    if let Start::OverConfigured {
+        stanzas, pending, ..
+    } = &step.start
+    {
+        let status = scratch.rootfs.join("var/lib/dpkg/status");
+        let old = fs::read_to_string(&status).map_err(io_err("read", &status))?;
+        fs::write(&status, merged_status(&old, stanzas, pending))
+            .map_err(io_err("write", &status))?;
+    }
+    let script = step.script();
+    match run_scripts(store, ctx.source_date_epoch, &scratch, &script)? {
+        Some(changes) => {
+            let entries = over_files(&step.files, changes);
+            Ok(Some(StepLayer {
+                entries,
+                scratch: Box::new(scratch),
+                cache: true,
+            }))
+        }
+        None => {
+            let entries = match &step.start {
+                Start::Declarative => step.files.clone(),
+                Start::OverConfigured { fallback, .. } => fallback.clone(),
+            };
+            Ok(Some(StepLayer {
+                entries,
+                scratch: Box::new(()),
+                cache: false,
+            }))
+        }
+    }
+}
+
+/// The base's dpkg status with the half's stanzas added and the base packages whose
+/// triggers the half activates marked `triggers-pending`.
+fn merged_status(old: &str, stanzas: &str, pending: &BTreeMap<String, Vec<String>>) -> String {
+    let mut out = String::new();
+    for stanza in old.split("\n\n").filter(|s| !s.trim().is_empty()) {
+        let name = stanza
+            .lines()
+            .find_map(|l| l.strip_prefix("Package:"))
+            .map(str::trim);
+        let installed = stanza.lines().any(|l| l == "Status: install ok installed");
+        match name.and_then(|n| pending.get(n)) {
+            Some(triggers) if installed => {
+                for line in stanza.lines() {
+                    if line == "Status: install ok installed" {
+                        out.push_str("Status: install ok triggers-pending\n");
+                    } else {
+                        out.push_str(line);
+                        out.push('\n');
+                    }
+                }
+                out.push_str(&format!("Triggers-Pending: {}\n", triggers.join(" ")));
+            }
+            _ => {
+                out.push_str(stanza.trim_end_matches('\n'));
+                out.push('\n');
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str(stanzas);
+    out
+}
+
+/// The starting files with the run's changes applied: changed and new files replace them,
+/// deletions drop them (and hide what lies below), opaque directories drop what they held.
+fn over_files(files: &[Entry], changes: Vec<Entry>) -> Vec<Entry> {
+    let mut by_path: BTreeMap<String, Entry> = files
+        .iter()
+        .map(|e| (e.path.as_str().to_owned(), e.clone()))
+        .collect();
+    for e in changes {
+        let path = e.path.as_str().to_owned();
+        let name = e.path.file_name();
+        if name == ".wh..wh..opq" {
+            let dir = e
+                .path
+                .parent()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default();
+            by_path.retain(|p, _| {
+                p.strip_prefix(&dir).is_none_or(|r| !r.starts_with('/')) || p == &path
+            });
+        } else if let Some(gone) = name.strip_prefix(".wh.") {
+            let target = match e.path.parent() {
+                Some(parent) => format!("{}/{gone}", parent.as_str()),
+                None => gone.to_owned(),
+            };
+            by_path.retain(|p, _| {
+                p != &target && p.strip_prefix(&target).is_none_or(|r| !r.starts_with('/'))
+            });
+        }
+        by_path.insert(path, e);
+    }
+    by_path.into_values().collect()
 }
 
 fn sandbox_err(context: &str, source: SandboxError) -> ConfigureError {
@@ -288,12 +817,13 @@ fn sandbox_err(context: &str, source: SandboxError) -> ConfigureError {
     }
 }
 
-/// Runs the scripts over the scratch root file system (changes kept in its work directory)
+/// Runs `script` over the scratch root file system (changes kept in its work directory)
 /// and returns the layer's entries. `Ok(None)` when the sandbox is not usable on this machine.
 fn run_scripts(
     store: &Store,
     source_date_epoch: i64,
     scratch: &Scratch,
+    script: &str,
 ) -> Result<Option<Vec<Entry>>, ConfigureError> {
     let (ids, rootfs, work) = (&scratch.ids, &scratch.rootfs, &scratch.work);
     if fs::symlink_metadata(work).is_ok() {
@@ -317,7 +847,7 @@ fn run_scripts(
         argv: vec![
             "/bin/sh".into(),
             "-c".into(),
-            format!("{IN_CHROOT}{SCRIPT}"),
+            format!("{IN_CHROOT}{script}"),
         ],
         env: script_env(source_date_epoch),
         user: User::root(),

@@ -18,9 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use strata_fstree::{Content, EntryKind, Tree};
-use strata_source::{
-    PostLayerStep, Resolution, Source, SourceContext, SourceError, StoreObject, hash_parts,
-};
+use strata_source::{Resolution, Source, SourceContext, SourceError, StoreObject, hash_parts};
 use strata_spec::{Part, Spec};
 
 use crate::{DebianError, Lock, LockedPackage, NoReporter, Package, Reporter, Request};
@@ -576,24 +574,15 @@ impl DebianSource {
         roots.sort();
         roots.dedup();
 
-        // The system files describe every package of the image; when the user half has its
-        // own packages, it writes them (they win over the base's in the customisation layer).
-        let writes_system = self.input.part == Part::User || self.input.user.is_none();
-        let customisation = if writes_system {
-            let all: Vec<&Package> = base_pkgs.iter().chain(user_pkgs.iter()).collect();
-            let req = self.input.base.as_ref().or(self.input.user.as_ref());
-            crate::system::generate(&all, req)?
-        } else {
-            Vec::new()
-        };
-        // The half that writes the system files configures the image.
-        let steps: Vec<Arc<dyn PostLayerStep>> = if writes_system && self.input.configure {
-            vec![Arc::new(crate::configure::ConfigureStep {
-                architecture: ctx.architecture.to_owned(),
-            })]
-        } else {
-            Vec::new()
-        };
+        let (customisation, steps) = crate::configure::half_system(&crate::configure::Half {
+            part: self.input.part,
+            base: &base_pkgs,
+            user: &user_pkgs,
+            base_request: self.input.base.as_ref(),
+            user_request: self.input.user.as_ref(),
+            configure: self.input.configure,
+            architecture: ctx.architecture,
+        })?;
         Ok(Resolution {
             objects,
             roots,

@@ -59,6 +59,10 @@ pub struct StepLayer {
     pub entries: Vec<Entry>,
     /// Owner of the host files the entries refer to.
     pub scratch: Box<dyn Any + Send>,
+    /// Whether the layer may be kept for the step's key. A step that fell back to a lesser
+    /// result on this machine (it could not run its tools) says no, so a later build on a
+    /// machine that can run them does the real work.
+    pub cache: bool,
 }
 
 /// Work a source does on the image after the layers below are written, adding one layer.
@@ -81,8 +85,7 @@ pub trait PostLayerStep: fmt::Debug + Send + Sync {
     /// What a progress display shows while the step runs (`configuring Debian packages`).
     fn phase(&self) -> &'static str;
 
-    /// Runs the step. `Ok(None)`: it could not run on this machine (and said why); the image
-    /// goes without its layer.
+    /// Runs the step. `Ok(None)`: the image goes without its layer.
     fn run(&self, ctx: &StepContext<'_>, key: &str) -> Result<Option<StepLayer>, StepError>;
 }
 
