@@ -200,9 +200,7 @@ type Steps = Vec<Arc<dyn PostLayerStep>>;
 
 /// The half's system files for the customisation layer, and its configure step: a
 /// configured half's system files go into its configure layer instead.
-pub(crate) fn half_system(
-    half: &Half<'_>,
-) -> Result<(Vec<Entry>, Steps), SourceFailure> {
+pub(crate) fn half_system(half: &Half<'_>) -> Result<(Vec<Entry>, Steps), SourceFailure> {
     let all: Vec<&Package> = half.base.iter().chain(half.user.iter()).collect();
     let request = half.base_request.or(half.user_request);
     // The system files describe every package of the image; when the user half has its own
@@ -784,28 +782,30 @@ fn over_files(files: &[Entry], changes: Vec<Entry>) -> Vec<Entry> {
         .iter()
         .map(|e| (e.path.as_str().to_owned(), e.clone()))
         .collect();
-    for e in changes {
-        let path = e.path.as_str().to_owned();
+    let under = |p: &str, dir: &str| {
+        dir.is_empty() || p.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
+    };
+    // What the run removed from the starting files first, then everything it left.
+    for e in &changes {
         let name = e.path.file_name();
+        let parent = e
+            .path
+            .parent()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default();
         if name == ".wh..wh..opq" {
-            let dir = e
-                .path
-                .parent()
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_default();
-            by_path.retain(|p, _| {
-                p.strip_prefix(&dir).is_none_or(|r| !r.starts_with('/')) || p == &path
-            });
+            by_path.retain(|p, _| !under(p, &parent));
         } else if let Some(gone) = name.strip_prefix(".wh.") {
-            let target = match e.path.parent() {
-                Some(parent) => format!("{}/{gone}", parent.as_str()),
-                None => gone.to_owned(),
+            let target = if parent.is_empty() {
+                gone.to_owned()
+            } else {
+                format!("{parent}/{gone}")
             };
-            by_path.retain(|p, _| {
-                p != &target && p.strip_prefix(&target).is_none_or(|r| !r.starts_with('/'))
-            });
+            by_path.retain(|p, _| p != &target && !under(p, &target));
         }
-        by_path.insert(path, e);
+    }
+    for e in changes {
+        by_path.insert(e.path.as_str().to_owned(), e);
     }
     by_path.into_values().collect()
 }
@@ -1045,6 +1045,97 @@ mod tests {
             "/tmp/.strata-bin/ischroot\nrc=0\n",
             "{}",
             String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn pkg(name: &str, pre: &[&str], deps: &[&str], preinst: bool) -> StepPackage {
+        let mut depends: Vec<String> = deps.iter().chain(pre).map(|s| s.to_string()).collect();
+        depends.sort();
+        StepPackage {
+            name: name.into(),
+            info: name.into(),
+            preinst,
+            pre_depends: pre.iter().map(|s| s.to_string()).collect(),
+            depends,
+        }
+    }
+
+    /// Dependencies' preinst first; a Pre-Depends (and what it depends on) is configured before
+    /// the preinst of the package that pre-depends on it, not alphabetically.
+    #[test]
+    fn preinst_runs_in_dependency_order_after_its_pre_depends_are_configured() {
+        let lines = install_order(&[
+            pkg("a", &["b"], &[], true),
+            pkg("b", &[], &["c"], true),
+            pkg("c", &[], &["b"], false),
+            pkg("d", &[], &["a"], true),
+        ]);
+        assert_eq!(
+            lines,
+            [
+                "preinst b",
+                "dpkg --configure c b",
+                "preinst a",
+                "preinst d"
+            ]
+        );
+    }
+
+    #[test]
+    fn relations_keep_every_alternative_without_versions() {
+        let control = "Package: x\nPre-Depends: libc6 (>= 2.36), dpkg:any\nDepends: a | b (<< 2),\n c [amd64]\nDescription: d\n";
+        assert_eq!(relation_names(control, "Pre-Depends"), ["dpkg", "libc6"]);
+        assert_eq!(relation_names(control, "Depends"), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn the_user_half_joins_the_configured_status_and_marks_pending_triggers() {
+        let old = "Package: man-db\nStatus: install ok installed\nVersion: 1\n\nPackage: bash\nStatus: install ok installed\n\n";
+        let pending: BTreeMap<String, Vec<String>> =
+            [("man-db".to_owned(), vec!["/usr/share/man".to_owned()])].into();
+        let merged = merged_status(
+            old,
+            "Package: jq\nStatus: install ok unpacked\n\n",
+            &pending,
+        );
+        assert_eq!(
+            merged,
+            "Package: man-db\nStatus: install ok triggers-pending\nVersion: 1\n\
+             Triggers-Pending: /usr/share/man\n\nPackage: bash\nStatus: install ok installed\n\n\
+             Package: jq\nStatus: install ok unpacked\n\n"
+        );
+    }
+
+    #[test]
+    fn changes_replace_and_remove_starting_files() {
+        let p = |s: &str| ImagePath::new(s).expect("path");
+        let files = vec![
+            Entry::inline_file(p("etc/a"), 0o644, b"a".to_vec()),
+            Entry::inline_file(p("etc/b"), 0o644, b"b".to_vec()),
+            Entry::directory(p("etc/d"), 0o755),
+            Entry::inline_file(p("etc/d/x"), 0o644, b"x".to_vec()),
+        ];
+        let changes = vec![
+            Entry::inline_file(p("etc/a"), 0o644, b"A".to_vec()),
+            Entry::inline_file(p("etc/.wh.b"), 0o644, Vec::new()),
+            Entry::directory(p("etc/d"), 0o700),
+            Entry::inline_file(p("etc/d/y"), 0o644, b"y".to_vec()),
+            Entry::inline_file(p("etc/d/.wh..wh..opq"), 0o644, Vec::new()),
+        ];
+        let out = over_files(&files, changes);
+        let paths: Vec<&str> = out.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "etc/.wh.b",
+                "etc/a",
+                "etc/d",
+                "etc/d/.wh..wh..opq",
+                "etc/d/y"
+            ]
+        );
+        assert!(
+            matches!(&out[1].kind, EntryKind::File { content: Content::Inline(b), .. } if b.as_slice() == b"A")
         );
     }
 
