@@ -1135,7 +1135,7 @@ mod tests {
             ]
         );
         assert!(
-            matches!(&out[1].kind, EntryKind::File { content: Content::Inline(b), .. } if b.as_slice() == b"A")
+            matches!(&out[1].kind, EntryKind::File { content: Content::Inline(b), .. } if &b[..] == b"A")
         );
     }
 
