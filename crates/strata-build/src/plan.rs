@@ -59,12 +59,14 @@ pub(crate) fn plan(resolved: Resolved, opts: &BuildOptions) -> Plan {
         })
         .collect();
     // Layers the steps will most likely add need a place too (a base layer, a user layer and
-    // the customisation layer always have one).
-    let reserve = steps
-        .iter()
-        .filter(|s| s.reserves_layer())
-        .count()
-        .min(opts.max_layers.saturating_sub(3));
+    // the customisation layer always have one). One per half as soon as any step asks, so a
+    // change of [user] alone (adding the user half's step) never changes the budget, and so
+    // the base layers.
+    let reserve = if steps.iter().any(|s| s.reserves_layer()) {
+        2.min(opts.max_layers.saturating_sub(3))
+    } else {
+        0
+    };
     let mut layers: Vec<PlannedLayer> = plan_layers(&nodes, &groups, opts.max_layers - 1 - reserve)
         .into_iter()
         .map(|l| PlannedLayer {
