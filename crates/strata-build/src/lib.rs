@@ -29,6 +29,7 @@ pub use assemble::name_and_tag;
 pub use reporter::{NoReporter, Reporter};
 
 use serde::{Deserialize, Serialize};
+use strata_oci::Digest;
 use strata_oci::compress::Compression;
 use strata_oci::layer::LayerDigests;
 use strata_oci::output::BuiltImage;
@@ -116,9 +117,9 @@ impl BlobRef for LayerRecord {
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerReport {
     /// Digest of the blob.
-    pub digest: String,
+    pub digest: Digest,
     /// Digest of the uncompressed tar.
-    pub diff_id: String,
+    pub diff_id: Digest,
     /// Blob size.
     pub size: u64,
     /// Size of the uncompressed tar.
@@ -188,11 +189,12 @@ pub fn build(
     let image = assemble::assemble(spec, store, opts, &layers, &plan.env, plan.account.as_ref())?;
     store.record_image(&ImageRecord {
         reference: image.reference(),
-        manifest: image.manifest_digest.clone(),
-        blobs: [image.manifest_digest.clone(), image.config_digest.clone()]
+        manifest: image.manifest_digest.to_string(),
+        blobs: [&image.manifest_digest, &image.config_digest]
             .into_iter()
-            .chain(layers.iter().map(|l| l.digest.clone()))
-            .chain(kept)
+            .chain(layers.iter().map(|l| &l.digest))
+            .chain(kept.iter())
+            .map(Digest::to_string)
             .collect(),
     })?;
     Ok(BuildOutcome { image, layers })

@@ -28,7 +28,7 @@ pub(crate) struct Resolved {
 }
 
 /// The sources of one half, in the order their content is layered.
-pub(crate) fn sources_for(spec: &Spec, part: Part) -> Vec<Box<dyn Source>> {
+pub(crate) fn sources_for(spec: &Spec, part: Part, opts: &BuildOptions) -> Vec<Box<dyn Source>> {
     let half = spec.half(part);
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     // Debian packages first: Nix and tree content go above them.
@@ -44,6 +44,21 @@ pub(crate) fn sources_for(spec: &Spec, part: Part) -> Vec<Box<dyn Source>> {
             format!("{}: {}", nix.location, nix.key),
         );
         sources.push(Box::new(strata_nix::NixSource::new(input)));
+    }
+    // Downloads sit below the half's tree entries, which may override their files.
+    let fetch = strata_fetch::FetchOptions {
+        locked: opts.locked,
+        offline: opts.offline,
+    };
+    if let Some(source) = strata_fetch::FetchSource::from_spec(spec, part, fetch) {
+        sources.push(Box::new(source));
+    }
+    let python = strata_python::PythonOptions {
+        locked: opts.locked,
+        offline: opts.offline,
+    };
+    if let Some(source) = strata_python::PythonSource::from_spec(spec, part, python) {
+        sources.push(Box::new(source));
     }
     let inputs: Vec<TreeInput> = half
         .tree
@@ -72,7 +87,7 @@ pub(crate) fn resolve(
 ) -> Result<Resolved, BuildError> {
     let halves: Vec<Vec<Box<dyn Source>>> = [Part::Base, Part::User]
         .into_iter()
-        .map(|part| sources_for(spec, part))
+        .map(|part| sources_for(spec, part, opts))
         .collect();
     let all: Vec<&dyn Source> = halves.iter().flatten().map(|s| s.as_ref()).collect();
     let mut resolutions = Vec::new();

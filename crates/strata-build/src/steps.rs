@@ -115,7 +115,7 @@ pub(crate) struct Stack {
     /// Small `/etc` files of the steps' layers, lowest first.
     pub step_files: Vec<Entry>,
     /// Uncompressed step blobs the image record keeps from gc.
-    pub kept_blobs: Vec<String>,
+    pub kept_blobs: Vec<strata_oci::Digest>,
 }
 
 impl Stack {

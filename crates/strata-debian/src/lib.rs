@@ -56,6 +56,7 @@ pub mod configure;
 mod deb;
 pub mod deb822;
 mod dns;
+pub mod preflight;
 mod release;
 mod resolve;
 pub mod source;

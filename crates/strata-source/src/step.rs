@@ -28,7 +28,7 @@ pub enum StepPlace {
 #[derive(Debug, Clone)]
 pub struct LayerBelow {
     /// `sha256:<hex>` of the uncompressed tar.
-    pub diff_id: String,
+    pub diff_id: strata_oci::Digest,
     /// The blob file in the store.
     pub blob: PathBuf,
     /// How the blob is compressed.
