@@ -300,12 +300,10 @@ impl FetchSource {
                     uid: input.uid,
                     gid: input.gid,
                 };
-                let (tree, _) =
-                    walk(&root, &input.dest.clone().into(), &opts).map_err(|source| {
-                        FetchError::Walk {
-                            url: redact(&input.url),
-                            source,
-                        }
+                let (tree, _) = walk(&root, &strata_fstree::Dest::Path(input.dest.clone()), &opts)
+                    .map_err(|source| FetchError::Walk {
+                        url: redact(&input.url),
+                        source,
                     })?;
                 // Host times of the extraction are not content: every entry takes the build's
                 // SOURCE_DATE_EPOCH (the layer writer clamps to it).

@@ -566,11 +566,15 @@ impl PythonSource {
             let root = installed(ctx.cache_dir, &key, |dir| {
                 wheel::install(&blob, &filename, dir, &venv, &target.python)
             })?;
-            let (tree, _) = walk(&root, &self.venv.clone().into(), &WalkOptions::default())
-                .map_err(|e| PythonError::Wheel {
-                    wheel: filename.clone(),
-                    message: e.to_string(),
-                })?;
+            let (tree, _) = walk(
+                &root,
+                &strata_fstree::Dest::Path(self.venv.clone()),
+                &WalkOptions::default(),
+            )
+            .map_err(|e| PythonError::Wheel {
+                wheel: filename.clone(),
+                message: e.to_string(),
+            })?;
             let tree = Tree::from_entries(tree.entries().iter().cloned().map(|mut e| {
                 e.mtime = i64::MAX;
                 e

@@ -61,6 +61,23 @@ pub struct Resolution {
     pub steps: Vec<Arc<dyn PostLayerStep>>,
 }
 
+/// Equal resolutions: the same objects, roots, generated files and environment, and steps of
+/// the same names at the same places (a step's own state is the source's business).
+impl PartialEq for Resolution {
+    fn eq(&self, other: &Self) -> bool {
+        let steps = |r: &Resolution| -> Vec<(&'static str, StepPlace)> {
+            r.steps.iter().map(|s| (s.name(), s.place())).collect()
+        };
+        self.objects == other.objects
+            && self.roots == other.roots
+            && self.customisation == other.customisation
+            && self.env == other.env
+            && steps(self) == steps(other)
+    }
+}
+
+impl Eq for Resolution {}
+
 impl Resolution {
     /// Appends another resolution of the same half.
     pub fn extend(&mut self, other: Resolution) {
