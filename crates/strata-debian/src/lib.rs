@@ -52,6 +52,7 @@
 //! writes go to a temporary file in the same directory and are renamed into place.
 
 mod cache;
+pub mod configure;
 mod deb;
 pub mod deb822;
 mod dns;
