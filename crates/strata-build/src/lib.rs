@@ -155,11 +155,13 @@ pub fn build(
     let _shared = store.lock_store(false)?;
 
     reporter.phase("resolving sources");
+    // Memo tables of the sources live as long as this build.
+    let session = strata_source::Session::new();
     let mut halves = Vec::new();
     let mut customisation = Vec::new();
     let mut source_env = Vec::new();
     for part in [Part::Base, Part::User] {
-        let mut half = resolve_half(spec, part, store, opts)?;
+        let mut half = resolve_half(spec, part, store, opts, &session, reporter)?;
         customisation.append(&mut half.customisation);
         source_env.append(&mut half.env);
         halves.push(half);
@@ -304,6 +306,8 @@ fn resolve_half(
     part: Part,
     store: &Store,
     opts: &BuildOptions,
+    session: &strata_source::Session,
+    reporter: &dyn Reporter,
 ) -> Result<Resolution, BuildError> {
     let mut out = Resolution::default();
     for source in sources_for(spec, part, opts)? {
@@ -311,6 +315,8 @@ fn resolve_half(
         let ctx = SourceContext {
             cache_dir: &cache_dir,
             architecture: &spec.image.architecture,
+            session,
+            reporter,
         };
         out.extend(source.resolve(&ctx)?);
     }

@@ -492,6 +492,7 @@ impl Repo {
             keyring: Some(keyring),
             recommends: false,
             essential: true,
+            repos: Vec::new(),
         }
     }
 }

@@ -96,9 +96,12 @@ mod tests {
             gid: None,
             context: format!("strata.toml:3:1: base.tree[{src}]"),
         };
+        let session = crate::Session::new();
         let ctx = SourceContext {
             cache_dir: dir.path(),
             architecture: "amd64",
+            session: &session,
+            reporter: &crate::NoReporter,
         };
         let src = TreeSource::new(vec![input("motd", "/etc/motd"), input("motd", "/etc/motd")]);
         let res = src.resolve(&ctx).expect("resolve");

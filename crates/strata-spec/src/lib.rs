@@ -10,6 +10,11 @@
 //! The full reference of the format is `docs/spec.md` at the root of the repository.
 
 mod check;
+
+/// Whether a suite is an Ubuntu release or one of its pockets (`jammy`, `noble-updates`).
+pub fn is_ubuntu_suite(suite: &str) -> bool {
+    check::is_ubuntu_suite(suite)
+}
 mod error;
 mod json;
 mod parse;
@@ -31,6 +36,12 @@ pub const DEFAULT_DEBIAN_SUITE: &str = "bookworm";
 pub const DEFAULT_DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
 /// The Debian security mirror used when `debian.security_mirror` is absent (and not inherited).
 pub const DEFAULT_DEBIAN_SECURITY_MIRROR: &str = "http://deb.debian.org/debian-security";
+/// The Ubuntu archive used for an Ubuntu suite (`jammy`, `noble`) on amd64 and i386.
+pub const UBUNTU_MIRROR: &str = "http://archive.ubuntu.com/ubuntu";
+/// The Ubuntu security archive used for an Ubuntu suite on amd64 and i386.
+pub const UBUNTU_SECURITY_MIRROR: &str = "http://security.ubuntu.com/ubuntu";
+/// The Ubuntu archive (and security archive) for the other architectures (arm64, ...).
+pub const UBUNTU_PORTS_MIRROR: &str = "http://ports.ubuntu.com/ubuntu-ports";
 /// The Debian archive components used when `debian.components` is absent (and not inherited).
 pub const DEFAULT_DEBIAN_COMPONENTS: &[&str] = &["main"];
 /// The image path of the Nix profile link used when `nix.profile` is absent.
@@ -160,9 +171,35 @@ pub struct DebianSection {
     pub essential: Option<bool>,
     /// Whether to run the packages' maintainer scripts (configure them).
     pub configure: Option<bool>,
+    /// Further repositories (`[[base.debian.repos]]`), in the order written.
+    pub repos: Vec<DebianRepo>,
     /// Where the section is written in the spec file.
     pub location: Location,
     /// The key path of the section, e.g. `base.debian`.
+    pub key: String,
+}
+
+/// One further apt repository of a `debian` section (`[[base.debian.repos]]`): a vendor
+/// archive or a PPA, signed by its own key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebianRepo {
+    /// Short name, unique in the spec (`docker`; for a PPA `ppa-OWNER-NAME` by default).
+    pub name: String,
+    /// Base URI, without trailing slash (a PPA's Launchpad URI for `ppa =`).
+    pub uri: String,
+    /// Suites or codenames; `None` means the section's own suite.
+    pub suites: Option<Vec<String>>,
+    /// Components (`main` when not written).
+    pub components: Vec<String>,
+    /// Keyring (armored or binary OpenPGP) relative to [`Spec::dir`], lexically normalised.
+    pub keyring: PathBuf,
+    /// apt pin priority (500 when not written).
+    pub priority: i32,
+    /// dpkg architectures it serves; empty means every architecture.
+    pub architectures: Vec<String>,
+    /// Where the repository is written.
+    pub location: Location,
+    /// Its key path, e.g. `base.debian.repos[0]`.
     pub key: String,
 }
 
@@ -189,6 +226,9 @@ pub struct DebianSettings {
     pub essential: bool,
     /// Whether to run the packages' maintainer scripts.
     pub configure: bool,
+    /// Further repositories: `[base]`'s, then (for `[user]`) the half's own; a repository
+    /// without `suites` has the half's suite.
+    pub repos: Vec<DebianRepo>,
 }
 
 impl DebianSection {
@@ -216,7 +256,7 @@ impl DebianSection {
             });
         components.sort();
         components.dedup();
-        DebianSettings {
+        let mut settings = DebianSettings {
             packages,
             suite: pick(&self.suite, inherit, |d| &d.suite)
                 .unwrap_or_else(|| DEFAULT_DEBIAN_SUITE.to_owned()),
@@ -230,7 +270,20 @@ impl DebianSection {
             recommends: self.recommends.unwrap_or(false),
             essential: self.essential.unwrap_or(true),
             configure: self.configure.unwrap_or(true),
-        }
+            repos: Vec::new(),
+        };
+        let suite = settings.suite.clone();
+        settings.repos = inherit
+            .map(|b| b.repos.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .chain(&self.repos)
+            .map(|r| DebianRepo {
+                suites: Some(r.suites.clone().unwrap_or_else(|| vec![suite.clone()])),
+                ..r.clone()
+            })
+            .collect();
+        settings
     }
 }
 
@@ -418,7 +471,32 @@ impl Spec {
             Part::Base => None,
             Part::User => self.base.debian.as_ref(),
         };
-        Some(own.effective(inherit))
+        let mut s = own.effective(inherit);
+        // An Ubuntu release's archives, when the spec names no mirror: the primary archive
+        // for amd64 and i386, the ports archive for the other architectures.
+        if check::is_ubuntu_suite(&s.suite) {
+            let ports = !matches!(self.image.architecture.as_str(), "amd64" | "386");
+            let given = |get: fn(&DebianSection) -> &Option<String>| {
+                get(own).is_some() || inherit.is_some_and(|b| get(b).is_some())
+            };
+            if !given(|d| &d.mirror) {
+                s.mirror = if ports {
+                    UBUNTU_PORTS_MIRROR
+                } else {
+                    UBUNTU_MIRROR
+                }
+                .to_owned();
+            }
+            if !given(|d| &d.security_mirror) {
+                s.security_mirror = if ports {
+                    UBUNTU_PORTS_MIRROR
+                } else {
+                    UBUNTU_SECURITY_MIRROR
+                }
+                .to_owned();
+            }
+        }
+        Some(s)
     }
 
     /// Canonical JSON (sorted keys, no whitespace, defaults filled in, relative paths as
@@ -440,21 +518,37 @@ impl Spec {
             ])
         });
         let debian = Json::opt(self.debian_settings(part), |d| {
-            Json::obj([
-                ("packages", Json::strs(d.packages)),
-                ("suite", Json::Str(d.suite)),
-                ("mirror", Json::Str(d.mirror)),
-                ("security_mirror", Json::Str(d.security_mirror)),
+            let mut fields = vec![
+                ("packages", Json::strs(d.packages.clone())),
+                ("suite", Json::Str(d.suite.clone())),
+                ("mirror", Json::Str(d.mirror.clone())),
+                ("security_mirror", Json::Str(d.security_mirror.clone())),
                 ("updates", Json::Bool(d.updates)),
-                ("components", Json::strs(d.components)),
+                ("components", Json::strs(d.components.clone())),
                 (
                     "keyring",
-                    Json::opt(d.keyring, |k| Json::str(k.to_string_lossy())),
+                    Json::opt(d.keyring.clone(), |k| Json::str(k.to_string_lossy())),
                 ),
                 ("recommends", Json::Bool(d.recommends)),
                 ("essential", Json::Bool(d.essential)),
                 ("configure", Json::Bool(d.configure)),
-            ])
+            ];
+            // Only written when there are some, so specs without them keep their hashes.
+            if !d.repos.is_empty() {
+                let repos = d.repos.iter().map(|r| {
+                    Json::obj([
+                        ("name", Json::str(&r.name)),
+                        ("uri", Json::str(&r.uri)),
+                        ("suites", Json::strs(r.suites.clone().unwrap_or_default())),
+                        ("components", Json::strs(r.components.clone())),
+                        ("keyring", Json::str(r.keyring.to_string_lossy())),
+                        ("priority", Json::Str(r.priority.to_string())),
+                        ("architectures", Json::strs(r.architectures.clone())),
+                    ])
+                });
+                fields.push(("repos", Json::Arr(repos.collect())));
+            }
+            Json::obj_vec(fields)
         });
         let nix = Json::opt(half.nix.as_ref(), |n| {
             Json::obj([
