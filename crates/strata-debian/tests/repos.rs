@@ -476,11 +476,7 @@ fn apt_sees_both(s: &Setup, vendor_sources: &str, main_sources: &str) {
         c
     };
     run(&mut apt(&["update"]));
-    let plan = run(&mut apt(&[
-        "install",
-        "--simulate",
-        "vendor-tool",
-    ]));
+    let plan = run(&mut apt(&["install", "--simulate", "vendor-tool"]));
     assert!(
         plan.contains("Inst vendor-tool (3.1 vendor:stable"),
         "{plan}"
