@@ -361,9 +361,8 @@ impl Request {
                 keyring: self.keyring.clone(),
             })
             .collect();
-        let serves = |r: &Repo| {
-            r.architectures.is_empty() || r.architectures.iter().any(|a| *a == self.architecture)
-        };
+        let serves =
+            |r: &Repo| r.architectures.is_empty() || r.architectures.contains(&self.architecture);
         for r in self.repos.iter().filter(|r| serves(r)) {
             for suite in &r.suites {
                 out.push(SourceSuite {
