@@ -491,6 +491,70 @@ pub(crate) fn port(raw: &str) -> Result<String, Rejection> {
     }
 }
 
+/// Ubuntu release codenames (the suite, without a `-updates`/`-security`/... pocket).
+const UBUNTU_CODENAMES: &[&str] = &[
+    "trusty", "xenial", "bionic", "focal", "jammy", "kinetic", "lunar", "mantic", "noble",
+    "oracular", "plucky", "questing",
+];
+
+/// Whether a suite is an Ubuntu release or one of its pockets (`jammy`, `noble-updates`).
+pub(crate) fn is_ubuntu_suite(suite: &str) -> bool {
+    let codename = suite.split('-').next().unwrap_or(suite);
+    UBUNTU_CODENAMES.contains(&codename)
+}
+
+/// A PPA reference `owner/name` (Launchpad user or team, and archive name).
+pub(crate) fn ppa(raw: &str) -> Result<(String, String), Rejection> {
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'+')
+            })
+    };
+    let raw = raw.strip_prefix("ppa:").unwrap_or(raw);
+    match raw.split_once('/') {
+        Some((owner, name)) if ok(owner) && ok(name) => Ok((owner.to_owned(), name.to_owned())),
+        _ => Err(reject(
+            format!("`{raw}` is not a PPA"),
+            "write the Launchpad owner and archive name, such as \"git-core/ppa\"",
+        )),
+    }
+}
+
+/// A repository name: lowercase letters, digits and `-`, as apt's file names in
+/// `/etc/apt/sources.list.d`.
+pub(crate) fn repo_name(raw: &str) -> Result<String, Rejection> {
+    let b = raw.as_bytes();
+    if b.is_empty()
+        || !b[0].is_ascii_alphanumeric()
+        || !b
+            .iter()
+            .all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || matches!(x, b'-' | b'_'))
+        || raw == "main"
+    {
+        return Err(reject(
+            format!("`{raw}` is not a repository name"),
+            "write lowercase letters, digits and `-`, such as \"docker\" (\"main\" is the main archive)",
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+/// A dpkg architecture name (`amd64`, `arm64`, `all` is not one).
+pub(crate) fn dpkg_arch(raw: &str) -> Result<String, Rejection> {
+    if raw.is_empty()
+        || !raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        return Err(reject(
+            format!("`{raw}` is not an architecture"),
+            "write a dpkg architecture such as \"amd64\" or \"arm64\"",
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,68 +647,4 @@ mod tests {
         assert!(hint.contains("amd64"), "{hint}");
         assert_eq!(oci_arch("aarch64"), Some("arm64"));
     }
-}
-
-/// Ubuntu release codenames (the suite, without a `-updates`/`-security`/... pocket).
-const UBUNTU_CODENAMES: &[&str] = &[
-    "trusty", "xenial", "bionic", "focal", "jammy", "kinetic", "lunar", "mantic", "noble",
-    "oracular", "plucky", "questing",
-];
-
-/// Whether a suite is an Ubuntu release or one of its pockets (`jammy`, `noble-updates`).
-pub(crate) fn is_ubuntu_suite(suite: &str) -> bool {
-    let codename = suite.split('-').next().unwrap_or(suite);
-    UBUNTU_CODENAMES.contains(&codename)
-}
-
-/// A PPA reference `owner/name` (Launchpad user or team, and archive name).
-pub(crate) fn ppa(raw: &str) -> Result<(String, String), Rejection> {
-    let ok = |s: &str| {
-        !s.is_empty()
-            && s.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'+')
-            })
-    };
-    let raw = raw.strip_prefix("ppa:").unwrap_or(raw);
-    match raw.split_once('/') {
-        Some((owner, name)) if ok(owner) && ok(name) => Ok((owner.to_owned(), name.to_owned())),
-        _ => Err(reject(
-            format!("`{raw}` is not a PPA"),
-            "write the Launchpad owner and archive name, such as \"git-core/ppa\"",
-        )),
-    }
-}
-
-/// A repository name: lowercase letters, digits and `-`, as apt's file names in
-/// `/etc/apt/sources.list.d`.
-pub(crate) fn repo_name(raw: &str) -> Result<String, Rejection> {
-    let b = raw.as_bytes();
-    if b.is_empty()
-        || !b[0].is_ascii_alphanumeric()
-        || !b
-            .iter()
-            .all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || matches!(x, b'-' | b'_'))
-        || raw == "main"
-    {
-        return Err(reject(
-            format!("`{raw}` is not a repository name"),
-            "write lowercase letters, digits and `-`, such as \"docker\" (\"main\" is the main archive)",
-        ));
-    }
-    Ok(raw.to_owned())
-}
-
-/// A dpkg architecture name (`amd64`, `arm64`, `all` is not one).
-pub(crate) fn dpkg_arch(raw: &str) -> Result<String, Rejection> {
-    if raw.is_empty()
-        || !raw
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    {
-        return Err(reject(
-            format!("`{raw}` is not an architecture"),
-            "write a dpkg architecture such as \"amd64\" or \"arm64\"",
-        ));
-    }
-    Ok(raw.to_owned())
 }
