@@ -67,6 +67,10 @@ for f in /var/lib/dpkg/info/*.preinst; do
         DPKG_MAINTSCRIPT_ARCH=$arch DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT=1 DPKG_ROOT= \
         "$f" install
 done
+# The spec's debconf answers (strata_debian::system::DEBCONF_SELECTIONS), for the scripts to act on.
+if [ -s /var/lib/strata/debconf.selections ]; then
+    debconf-set-selections /var/lib/strata/debconf.selections
+fi
 dpkg --configure -a
 dpkg --triggers-only -a
 rm -f /usr/sbin/policy-rc.d

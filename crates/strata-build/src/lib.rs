@@ -320,6 +320,13 @@ fn resolve_half(
         };
         out.extend(source.resolve(&ctx)?);
     }
+    // The half's `links`, in the customisation layer (above every source's content).
+    out.customisation.extend(
+        spec.half(part)
+            .links
+            .iter()
+            .map(|(path, target)| Entry::symlink(path.clone(), target.clone())),
+    );
     Ok(out)
 }
 

@@ -58,6 +58,19 @@ pub enum SourceFailure {
     /// `--offline` without a lock that matches the spec (resolving needs the network).
     #[error("--offline: {0}; run `strata lock` first")]
     OfflineUnlocked(String),
+    /// A debconf answer for a question no installed package has.
+    #[error(
+        "debconf answer `{line}`: no installed package has the question `{question}` \
+         (packages with questions: {owners})"
+    )]
+    Debconf {
+        /// The answer as written.
+        line: String,
+        /// Its question.
+        question: String,
+        /// The installed packages that have debconf templates.
+        owners: String,
+    },
     /// A generated system file could not be made.
     #[error("{file}: {message}")]
     System {
@@ -82,6 +95,7 @@ impl SourceFailure {
             SourceFailure::Locked(_) => "the lock file does not match the spec",
             SourceFailure::OfflineUnlocked(_) => "cannot build offline",
             SourceFailure::System { .. } => "cannot generate the Debian system files",
+            SourceFailure::Debconf { .. } => "a debconf answer has no question",
         }
     }
 }
@@ -429,6 +443,8 @@ pub struct DebianInput {
     pub options: DebianOptions,
     /// Where the section is in the spec, for messages (`strata.toml:4:1: base.debian`).
     pub context: String,
+    /// The debconf answers of both halves (`debconf-set-selections` lines), base first.
+    pub debconf: Vec<String>,
 }
 
 impl DebianInput {
@@ -442,6 +458,11 @@ impl DebianInput {
             lock_file: lock_path(&spec.path),
             options,
             context: format!("{}: {}", section.location, section.key),
+            debconf: [&spec.base, &spec.user]
+                .iter()
+                .filter_map(|h| h.debian.as_ref())
+                .flat_map(|d| d.debconf.iter().cloned())
+                .collect(),
         })
     }
 }
@@ -607,7 +628,12 @@ impl DebianSource {
             let all: Vec<&Package> = base_pkgs.iter().chain(user_pkgs.iter()).collect();
             // The user half's request holds the base's repositories and its own.
             let req = self.input.user.as_ref().or(self.input.base.as_ref());
-            crate::system::generate(&all, req)?
+            let mut files = crate::system::generate(&all, req)?;
+            files.extend(crate::system::debconf_selections(
+                &all,
+                &self.input.debconf,
+            )?);
+            files
         } else {
             Vec::new()
         };

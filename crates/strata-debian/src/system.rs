@@ -537,6 +537,51 @@ fn pam_common(files: &Files<'_>, out: &mut Vec<Entry>) -> Result<(), SourceFailu
     Ok(())
 }
 
+/// Where the debconf answers of the spec are put for the configure step, which seeds them
+/// with `debconf-set-selections` before the maintainer scripts run.
+pub const DEBCONF_SELECTIONS: &str = "var/lib/strata/debconf.selections";
+
+/// The file [`DEBCONF_SELECTIONS`] with `answers` (none when there are none), after checking
+/// that each answers a question of an installed package's debconf templates.
+pub fn debconf_selections(
+    packages: &[&Package],
+    answers: &[String],
+) -> Result<Vec<Entry>, SourceFailure> {
+    if answers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut questions = std::collections::BTreeSet::new();
+    let mut owners = std::collections::BTreeSet::new();
+    for p in packages {
+        let Some(t) = p.control.get("templates") else {
+            continue;
+        };
+        owners.insert(p.locked.name.as_str());
+        for line in String::from_utf8_lossy(t).lines() {
+            if let Some(q) = line.strip_prefix("Template:") {
+                questions.insert(q.trim().to_owned());
+            }
+        }
+    }
+    for line in answers {
+        let question = line.split_whitespace().nth(1).unwrap_or_default();
+        if !questions.contains(question) {
+            return Err(SourceFailure::Debconf {
+                line: line.clone(),
+                question: question.to_owned(),
+                owners: if owners.is_empty() {
+                    "none".to_owned()
+                } else {
+                    owners.into_iter().collect::<Vec<_>>().join(", ")
+                },
+            });
+        }
+    }
+    let mut text = answers.join("\n");
+    text.push('\n');
+    Ok(vec![file(DEBCONF_SELECTIONS, 0o644, text)?])
+}
+
 /// `/etc/apt/sources.list.d/NAME.sources` and `/etc/apt/keyrings/NAME.{asc,gpg}` of every
 /// added repository, so apt in the image reads and verifies the same archives.
 fn repo_sources(req: &Request, out: &mut Vec<Entry>) -> Result<(), SourceFailure> {

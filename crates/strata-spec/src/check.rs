@@ -491,6 +491,48 @@ pub(crate) fn port(raw: &str) -> Result<String, Rejection> {
     }
 }
 
+/// A `debconf-set-selections` line: `OWNER QUESTION TYPE VALUE` (the value may be empty or
+/// hold spaces); whitespace runs between the first three fields become one space.
+pub(crate) fn debconf_line(raw: &str) -> Result<String, Rejection> {
+    let bad = || {
+        reject(
+            format!("`{raw}` is not a debconf answer"),
+            "write `OWNER QUESTION TYPE VALUE` as debconf-set-selections reads it, such as \
+             \"tzdata tzdata/Areas select Europe\"",
+        )
+    };
+    if raw.contains(['\n', '\0']) {
+        return Err(bad());
+    }
+    let mut rest = raw.trim();
+    let mut fields = Vec::new();
+    for _ in 0..3 {
+        let (field, tail) = rest.split_once([' ', '\t']).unwrap_or((rest, ""));
+        if field.is_empty() {
+            return Err(bad());
+        }
+        fields.push(field);
+        rest = tail.trim_start();
+    }
+    let known = [
+        "select",
+        "multiselect",
+        "string",
+        "boolean",
+        "note",
+        "text",
+        "password",
+        "title",
+        "error",
+    ];
+    if !fields[1].contains('/') || !known.contains(&fields[2]) {
+        return Err(bad());
+    }
+    Ok(format!("{} {} {} {rest}", fields[0], fields[1], fields[2])
+        .trim_end()
+        .to_owned())
+}
+
 /// Ubuntu release codenames (the suite, without a `-updates`/`-security`/... pocket).
 const UBUNTU_CODENAMES: &[&str] = &[
     "trusty", "xenial", "bionic", "focal", "jammy", "kinetic", "lunar", "mantic", "noble",

@@ -126,6 +126,9 @@ pub struct Half {
     pub debian: Option<DebianSection>,
     /// Nix installables and store paths, if the half uses the Nix source.
     pub nix: Option<NixSection>,
+    /// Symbolic links to make (`links = { "/usr/bin/bat" = "batcat" }`): the link's path in
+    /// the image and its target, sorted by path.
+    pub links: Vec<(ImagePath, String)>,
 }
 
 /// One `tree` entry: a host file or directory copied to a path in the image.
@@ -173,6 +176,9 @@ pub struct DebianSection {
     pub configure: Option<bool>,
     /// Further repositories (`[[base.debian.repos]]`), in the order written.
     pub repos: Vec<DebianRepo>,
+    /// Debconf answers (`debconf-set-selections` lines: `OWNER QUESTION TYPE VALUE`), seeded
+    /// before the packages are configured, in the order written.
+    pub debconf: Vec<String>,
     /// Where the section is written in the spec file.
     pub location: Location,
     /// The key path of the section, e.g. `base.debian`.
@@ -229,6 +235,8 @@ pub struct DebianSettings {
     /// Further repositories: `[base]`'s, then (for `[user]`) the half's own; a repository
     /// without `suites` has the half's suite.
     pub repos: Vec<DebianRepo>,
+    /// The half's own debconf answers (not inherited: both halves' are seeded together).
+    pub debconf: Vec<String>,
 }
 
 impl DebianSection {
@@ -271,6 +279,7 @@ impl DebianSection {
             essential: self.essential.unwrap_or(true),
             configure: self.configure.unwrap_or(true),
             repos: Vec::new(),
+            debconf: self.debconf.clone(),
         };
         let suite = settings.suite.clone();
         settings.repos = inherit
@@ -534,6 +543,9 @@ impl Spec {
                 ("configure", Json::Bool(d.configure)),
             ];
             // Only written when there are some, so specs without them keep their hashes.
+            if !d.debconf.is_empty() {
+                fields.push(("debconf", Json::strs(d.debconf.clone())));
+            }
             if !d.repos.is_empty() {
                 let repos = d.repos.iter().map(|r| {
                     Json::obj([
@@ -557,14 +569,23 @@ impl Spec {
                 ("profile", Json::Str(n.effective_profile().absolute())),
             ])
         });
-        Json::obj([
+        let mut fields = vec![
             ("format", Json::Int(CANONICAL_FORMAT)),
             ("part", Json::str(part.name())),
             ("tree", Json::Arr(tree.collect())),
             ("debian", debian),
             ("nix", nix),
-        ])
-        .render()
+        ];
+        // Only written when there are some, so specs without them keep their hashes.
+        if !half.links.is_empty() {
+            let links: Vec<(String, String)> = half
+                .links
+                .iter()
+                .map(|(p, t)| (p.absolute(), t.clone()))
+                .collect();
+            fields.push(("links", Json::map(links.iter().map(|(k, v)| (k, v)))));
+        }
+        Json::obj_vec(fields).render()
     }
 
     /// Canonical JSON of everything that is neither half: `[image]` (architecture included) and

@@ -45,7 +45,7 @@ const IMAGE_KEYS: &[&str] = &[
     "version",
     "revision",
 ];
-const HALF_KEYS: &[&str] = &["tree", "debian", "nix"];
+const HALF_KEYS: &[&str] = &["tree", "debian", "nix", "links"];
 const TREE_KEYS: &[&str] = &["src", "dest", "mode", "uid", "gid"];
 const DEBIAN_KEYS: &[&str] = &[
     "packages",
@@ -59,6 +59,7 @@ const DEBIAN_KEYS: &[&str] = &[
     "essential",
     "configure",
     "repos",
+    "debconf",
 ];
 const REPO_KEYS: &[&str] = &[
     "name",
@@ -480,6 +481,27 @@ impl<'t> Parser<'t> {
         if let Some(nix) = t.take("nix") {
             half.nix = self.nix(&nix);
         }
+        if let Some(links) = t.take("links") {
+            let map = self.string_map(
+                &links,
+                "a table like { \"/usr/bin/bat\" = \"batcat\" }",
+                |k| check::image_path(k, "/usr/bin/bat").map(|p| p.absolute()),
+            );
+            for (path, target) in map {
+                if let (Ok(p), false) = (strata_fstree::ImagePath::new(&path), target.is_empty()) {
+                    half.links.push((p, target));
+                } else {
+                    self.report(
+                        &links.loc,
+                        &join(&links.path, &path),
+                        Problem::Invalid {
+                            reason: "the link target is empty".to_owned(),
+                            hint: "write where the link points, such as \"batcat\"".to_owned(),
+                        },
+                    );
+                }
+            }
+        }
         half
     }
 
@@ -576,6 +598,7 @@ impl<'t> Parser<'t> {
             essential: None,
             configure: None,
             repos: Vec::new(),
+            debconf: Vec::new(),
             location: f.loc.clone(),
             key: f.path.clone(),
         };
@@ -627,6 +650,15 @@ impl<'t> Parser<'t> {
         }
         if let Some(b) = t.take("configure") {
             d.configure = self.boolean(&b);
+        }
+        if let Some(c) = t.take("debconf") {
+            d.debconf = self
+                .strings_with(
+                    &c,
+                    "[\"tzdata tzdata/Areas select Europe\"]",
+                    check::debconf_line,
+                )
+                .unwrap_or_default();
         }
         if let Some(r) = t.take("repos") {
             let expected = "an array of tables like [[base.debian.repos]]";
