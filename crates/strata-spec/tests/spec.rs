@@ -39,12 +39,12 @@ fn unknown_keys_at_every_level() {
     assert_eq!(
         error(text),
         "examples/x/strata.toml:1:1: imagee: unknown key (expected one of: image, base, user, config, account, coder)\n\
-         examples/x/strata.toml:3:1: base.apt: unknown key (expected one of: tree, debian, nix)\n\
+         examples/x/strata.toml:3:1: base.apt: unknown key (expected one of: tree, debian, nix, links)\n\
          examples/x/strata.toml:5:1: config.envv: unknown key (expected one of: env, entrypoint, cmd, workdir, user, labels, exposed_ports)"
     );
     assert_eq!(
         error("[base.debian]\npackage = [\"bash\"]\n"),
-        "examples/x/strata.toml:2:1: base.debian.package: unknown key (expected one of: packages, suite, mirror, security_mirror, updates, components, keyring, recommends, essential, configure, repos)"
+        "examples/x/strata.toml:2:1: base.debian.package: unknown key (expected one of: packages, suite, mirror, security_mirror, updates, components, keyring, recommends, essential, configure, repos, debconf)"
     );
     assert_eq!(
         error("[user]\nnix = { installable = [] }\n"),
@@ -923,5 +923,36 @@ fn an_ubuntu_suite_needs_a_keyring_and_defaults_to_ubuntus_archives() {
     assert_eq!(
         own.debian_settings(Part::Base).expect("base").mirror,
         "file:///srv/ubuntu"
+    );
+}
+
+#[test]
+fn debconf_answers_and_links_parse_and_change_the_hash() {
+    let text = "[base.debian]\npackages = [\"locales\"]\ndebconf = [\"tzdata  tzdata/Areas\tselect Europe\", \"locales locales/locales_to_be_generated multiselect en_US.UTF-8 UTF-8\"]\n[base.links]\n\"/usr/bin/bat\" = \"batcat\"\n";
+    let spec = parse(text);
+    let d = spec.base.debian.as_ref().unwrap();
+    assert_eq!(
+        d.debconf,
+        [
+            "tzdata tzdata/Areas select Europe",
+            "locales locales/locales_to_be_generated multiselect en_US.UTF-8 UTF-8"
+        ]
+    );
+    assert_eq!(spec.base.links.len(), 1);
+    assert_eq!(spec.base.links[0].0.absolute(), "/usr/bin/bat");
+    assert_eq!(spec.base.links[0].1, "batcat");
+    let plain = parse("[base.debian]\npackages = [\"locales\"]\n");
+    assert_ne!(spec.canonical(Part::Base), plain.canonical(Part::Base));
+    assert!(!plain.canonical(Part::Base).contains("links"));
+
+    let e = error("[base.debian]\npackages = []\ndebconf = [\"tzdata Europe\"]\n");
+    assert!(
+        e.starts_with("examples/x/strata.toml:3:12: base.debian.debconf[0]: `tzdata Europe` is not a debconf answer"),
+        "{e}"
+    );
+    let e = error("[base.links]\n\"usr/bin/bat\" = \"batcat\"\n");
+    assert!(
+        e.contains("base.links.\"usr/bin/bat\": `usr/bin/bat` is not an absolute path"),
+        "{e}"
     );
 }
