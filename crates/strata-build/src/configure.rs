@@ -73,6 +73,12 @@ if [ -s /var/lib/strata/debconf.selections ]; then
 fi
 dpkg --configure -a
 dpkg --triggers-only -a
+# [services] disable: the links of those units, whoever made them.
+if [ -s /var/lib/strata/services.disable ]; then
+    while read -r u; do
+        find /etc/systemd/system \( -name "$u" -o -lname "*/$u" \) -type l -delete
+    done </var/lib/strata/services.disable
+fi
 rm -f /usr/sbin/policy-rc.d
 "#;
 

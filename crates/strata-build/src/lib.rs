@@ -192,6 +192,7 @@ pub fn build(
         .collect();
     let mut planned = planned;
     let account = account_customisation(spec, &planned, &mut customisation, &mut source_env)?;
+    services_customisation(spec, &planned, &mut customisation)?;
     if !customisation.is_empty() {
         let customisation = through_lower_symlinks(&planned, customisation);
         planned.push(customisation_layer(customisation));
@@ -793,6 +794,59 @@ fn account_customisation(
     customisation.extend(generated.entries.iter().cloned());
     source_env.splice(0..0, generated.env.iter().cloned());
     Ok(Some(generated))
+}
+
+/// `[services]`: the links that enable its `enable` units (see [`strata_coder::services`]),
+/// and for `disable` the list the configure step removes their links by
+/// (`/var/lib/strata/services.disable`). An unknown unit is an error naming the units there are.
+fn services_customisation(
+    spec: &Spec,
+    planned: &[PlannedLayer],
+    customisation: &mut Vec<Entry>,
+) -> Result<(), BuildError> {
+    let Some(sv) = &spec.services else {
+        return Ok(());
+    };
+    let files = strata_coder::FileIndex::from_entries(
+        planned
+            .iter()
+            .flat_map(|l| &l.objects)
+            .flat_map(|o| o.tree.entries())
+            .chain(customisation.iter()),
+    );
+    let located = |e: strata_coder::services::ServiceError| {
+        BuildError::Source(strata_source::SourceError::Entry {
+            context: format!("{}: {}", sv.location, sv.key),
+            message: e.to_string(),
+            source: None,
+        })
+    };
+    let mut entries = strata_coder::services::enable_links(&files, &sv.enable).map_err(located)?;
+    if !sv.disable.is_empty() {
+        let known = strata_coder::services::units(&files);
+        let mut names = String::new();
+        for d in &sv.disable {
+            let unit = strata_coder::services::unit_name(d);
+            if !known.contains(&unit) {
+                return Err(located(strata_coder::services::ServiceError::Unknown {
+                    unit,
+                    known: known.join(", "),
+                }));
+            }
+            names.push_str(&unit);
+            names.push('\n');
+        }
+        let path = ImagePath::new("/var/lib/strata/services.disable").map_err(|e| {
+            BuildError::Source(strata_source::SourceError::Other {
+                source_kind: "services",
+                message: e.to_string(),
+                source: None,
+            })
+        })?;
+        entries.push(Entry::inline_file(path, 0o644, names.into_bytes()));
+    }
+    customisation.extend(entries);
+    Ok(())
 }
 
 #[cfg(test)]

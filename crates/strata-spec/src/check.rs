@@ -533,6 +533,22 @@ pub(crate) fn debconf_line(raw: &str) -> Result<String, Rejection> {
         .to_owned())
 }
 
+/// A systemd unit name (`docker`, `ssh.socket`, `getty@tty1.service`).
+pub(crate) fn unit_name(raw: &str) -> Result<String, Rejection> {
+    let ok = !raw.is_empty()
+        && !raw.starts_with('.')
+        && raw.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@' | b':' | b'\\')
+        });
+    if !ok {
+        return Err(reject(
+            format!("`{raw}` is not a systemd unit name"),
+            "write a unit such as \"docker\" (docker.service) or \"ssh.socket\"",
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
 /// Ubuntu release codenames (the suite, without a `-updates`/`-security`/... pocket).
 const UBUNTU_CODENAMES: &[&str] = &[
     "trusty", "xenial", "bionic", "focal", "jammy", "kinetic", "lunar", "mantic", "noble",

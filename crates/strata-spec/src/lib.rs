@@ -103,6 +103,8 @@ pub struct Spec {
     pub account: Option<AccountSection>,
     /// `[coder]`: the image is a Coder workspace (implies an account with the defaults).
     pub coder: Option<CoderSection>,
+    /// `[services]`: systemd units to enable or disable.
+    pub services: Option<ServicesSection>,
 }
 
 /// `[image]`, with defaults filled in.
@@ -182,6 +184,20 @@ pub struct DebianSection {
     /// Where the section is written in the spec file.
     pub location: Location,
     /// The key path of the section, e.g. `base.debian`.
+    pub key: String,
+}
+
+/// `[services]`: systemd units enabled (the links `systemctl enable` makes, from the units'
+/// `[Install]` sections) or disabled (their links removed after the configure step).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicesSection {
+    /// Units to enable, as written (`docker` means `docker.service`).
+    pub enable: Vec<String>,
+    /// Units to disable, as written.
+    pub disable: Vec<String>,
+    /// Where the section is written.
+    pub location: Location,
+    /// `services`.
     pub key: String,
 }
 
@@ -632,6 +648,13 @@ impl Spec {
                     ("gecos", Json::Str(a.gecos)),
                 ]);
                 fields.insert("account".to_owned(), account);
+            }
+            if let Some(sv) = &self.services {
+                let services = Json::obj([
+                    ("enable", Json::strs(sv.enable.iter().cloned())),
+                    ("disable", Json::strs(sv.disable.iter().cloned())),
+                ]);
+                fields.insert("services".to_owned(), services);
             }
             if let Some(c) = &self.coder {
                 let coder = Json::obj([

@@ -11,10 +11,13 @@ use crate::check::{self, Rejection};
 use crate::error::{Diagnostic, Location, Problem, SpecError};
 use crate::{
     AccountSection, CoderSection, ConfigSection, DEFAULT_NAME, DebianRepo, DebianSection, Half,
-    ImageSection, NixSection, Spec, TreeEntry,
+    ImageSection, NixSection, ServicesSection, Spec, TreeEntry,
 };
 
-const ROOT_KEYS: &[&str] = &["image", "base", "user", "config", "account", "coder"];
+const ROOT_KEYS: &[&str] = &[
+    "image", "base", "user", "config", "account", "coder", "services",
+];
+const SERVICES_KEYS: &[&str] = &["enable", "disable"];
 const ACCOUNT_KEYS: &[&str] = &[
     "name", "uid", "gid", "home", "shell", "sudo", "groups", "gecos",
 ];
@@ -962,6 +965,24 @@ impl<'t> Parser<'t> {
         Some(a)
     }
 
+    fn services(&mut self, f: &Field<'_>) -> Option<ServicesSection> {
+        let mut t = self.table(f, "a table like [services]", SERVICES_KEYS)?;
+        let mut sv = ServicesSection {
+            enable: Vec::new(),
+            disable: Vec::new(),
+            location: f.loc.clone(),
+            key: f.path.clone(),
+        };
+        for (key, list) in [("enable", &mut sv.enable), ("disable", &mut sv.disable)] {
+            if let Some(v) = t.take(key) {
+                *list = self
+                    .strings_with(&v, "[\"docker\", \"ssh.socket\"]", check::unit_name)
+                    .unwrap_or_default();
+            }
+        }
+        Some(sv)
+    }
+
     fn coder(&mut self, f: &Field<'_>) -> Option<CoderSection> {
         let mut t = self.table(f, "a table like [coder]", CODER_KEYS)?;
         let mut c = CoderSection {
@@ -1058,6 +1079,7 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
     let (account, coder) = (take("account"), take("coder"));
     let account = account.and_then(|f| p.account(&f));
     let coder = coder.and_then(|f| p.coder(&f));
+    let services = take("services").and_then(|f| p.services(&f));
 
     if !p.errors.is_empty() {
         let mut errors = p.errors;
@@ -1079,5 +1101,6 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
         config,
         account,
         coder,
+        services,
     })
 }

@@ -94,3 +94,74 @@ fn assert_groups(id: &str, tool: &str) {
         "{tool}: the sudo group applies: {id}"
     );
 }
+
+/// `[services] enable` makes the links `systemctl enable` would (issue 13.3), read from the
+/// unit's `[Install]` section; an unknown unit is an error naming the units there are.
+#[test]
+fn services_enable_makes_the_install_links() {
+    require_tool("podman");
+    let work = Work::new();
+    let name = unique_name("services");
+    spec(&work, &name);
+    work.file(
+        "units/demo.service",
+        "[Unit]\nDescription=demo\n[Service]\nExecStart=/bin/busybox sleep 1\n[Install]\nWantedBy=multi-user.target\nAlias=demo-alias.service\n",
+        0o644,
+    );
+    let text = std::fs::read_to_string(work.spec()).unwrap().replace(
+        "{ src = \"etc\", dest = \"/etc\" } ]",
+        "{ src = \"etc\", dest = \"/etc\" }, { src = \"units\", dest = \"/usr/lib/systemd/system\" } ]",
+    );
+    work.write_spec(&format!("{text}\n[services]\nenable = [\"demo\"]\n"));
+    let archive = work.out("image.tar");
+    let build = work.build(&format!("docker-archive:{}", archive.display()), &[]);
+    run_ok(Command::new("podman").arg("load").arg("-i").arg(&archive));
+    let image = LoadedImage {
+        tool: "podman",
+        reference: format!("localhost/{}", build.reference()),
+    };
+    let links = stdout(&run_ok(
+        Command::new("podman")
+            .args([
+                "run",
+                "--rm",
+                "--network=none",
+                "--cgroup-manager=cgroupfs",
+                "--runtime=runc",
+                "--ulimit",
+                "nofile=20000:20000",
+                "--ulimit",
+                "nproc=20000:20000",
+            ])
+            .arg(&image.reference)
+            .args([
+                "/bin/busybox",
+                "sh",
+                "-c",
+                "cd /etc/systemd/system && for l in multi-user.target.wants/demo.service demo-alias.service; do /bin/busybox readlink $l; done",
+            ]),
+    ));
+    assert_eq!(
+        links,
+        "/usr/lib/systemd/system/demo.service\n/usr/lib/systemd/system/demo.service\n"
+    );
+    drop(image);
+
+    work.write_spec(&format!("{text}\n[services]\nenable = [\"dmeo\"]\n"));
+    let o = run(work
+        .strata()
+        .arg("build")
+        .arg(work.spec())
+        .arg("--output")
+        .arg(format!("oci:{}", work.out("oci").display())));
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("no unit `dmeo.service` in the image (units: demo.service)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("strata.toml:"),
+        "the error points at the spec: {err}"
+    );
+}
