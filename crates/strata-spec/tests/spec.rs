@@ -38,7 +38,7 @@ fn unknown_keys_at_every_level() {
     let text = "imagee = 1\n[base]\napt = {}\n[config]\nenvv = {}\n";
     assert_eq!(
         error(text),
-        "examples/x/strata.toml:1:1: imagee: unknown key (expected one of: image, base, user, config, account, coder)\n\
+        "examples/x/strata.toml:1:1: imagee: unknown key (expected one of: image, base, user, config, account, coder, services)\n\
          examples/x/strata.toml:3:1: base.apt: unknown key (expected one of: tree, debian, nix, links)\n\
          examples/x/strata.toml:5:1: config.envv: unknown key (expected one of: env, entrypoint, cmd, workdir, user, labels, exposed_ports)"
     );
@@ -953,6 +953,24 @@ fn debconf_answers_and_links_parse_and_change_the_hash() {
     let e = error("[base.links]\n\"usr/bin/bat\" = \"batcat\"\n");
     assert!(
         e.contains("base.links.\"usr/bin/bat\": `usr/bin/bat` is not an absolute path"),
+        "{e}"
+    );
+}
+
+#[test]
+fn services_parse_and_only_change_the_hash_when_present() {
+    let spec = parse("[services]\nenable = [\"docker\", \"ssh.socket\"]\ndisable = [\"cron\"]\n");
+    let sv = spec.services.as_ref().expect("services");
+    assert_eq!(sv.enable, ["docker", "ssh.socket"]);
+    assert_eq!(sv.disable, ["cron"]);
+    let plain = parse("");
+    assert_ne!(spec.canonical_image(), plain.canonical_image());
+    assert!(!plain.canonical_image().contains("services"));
+    let e = error("[services]\nenable = [\"bad name\"]\n");
+    assert!(
+        e.starts_with(
+            "examples/x/strata.toml:2:11: services.enable[0]: `bad name` is not a systemd unit name"
+        ),
         "{e}"
     );
 }

@@ -1,6 +1,7 @@
 //! Debconf answers and `links` (issue 13.4), live against the real Debian mirror: the answers
 //! are seeded before the configure step, so locales' own postinst generates the locale
-//! (`locale -a` lists it), and a half's `links` become symbolic links in the image.
+//! (`locale -a` lists it), a half's `links` become symbolic links in the image, and
+//! `[services] disable` removes the link cron's postinst made.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -16,7 +17,7 @@ fn spec(name: &str, extra_answer: &str) -> String {
 name = "{name}"
 
 [base.debian]
-packages = ["locales", "bat"]
+packages = ["locales", "bat", "cron"]
 debconf = [
   "locales locales/locales_to_be_generated multiselect en_US.UTF-8 UTF-8",
   "locales locales/default_environment_locale select en_US.UTF-8",{extra_answer}
@@ -24,12 +25,15 @@ debconf = [
 
 [base.links]
 "/usr/bin/bat" = "batcat"
+
+[services]
+disable = ["cron"]
 "#
     )
 }
 
 #[test]
-fn debconf_answers_reach_the_scripts_and_links_are_made() {
+fn debconf_answers_reach_the_scripts_links_are_made_and_a_service_is_disabled() {
     require_tool("podman");
     let work = Work::new();
     let name = unique_name("debconf");
