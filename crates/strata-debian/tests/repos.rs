@@ -635,3 +635,73 @@ fn an_ubuntu_shaped_archive_through_a_file_mirror() {
     assert!(err.to_string().contains("nowhere"), "{err}");
     let _ = (&s.key_b, &s.keyring_b);
 }
+
+/// Counts what a source reports.
+#[derive(Default)]
+struct Counting {
+    started: std::sync::Mutex<Vec<(String, u64)>>,
+    done: std::sync::atomic::AtomicU64,
+}
+
+impl strata_source::Reporter for Counting {
+    fn items_started(&self, what: &str, total: u64) {
+        self.started.lock().unwrap().push((what.to_owned(), total));
+    }
+    fn item_done(&self, _item: &str) {
+        self.done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn the_source_reports_packages_fetched_and_keeps_its_memos_in_the_builds_session() {
+    use strata_source::Source;
+    let Some(s) = setup() else { return };
+    let cache = tempfile::tempdir().unwrap();
+    let input = strata_debian::DebianInput {
+        part: strata_spec::Part::Base,
+        base: Some(s.request(&["vendor-tool"], 500)),
+        user: None,
+        lock_file: s.dir.path().join("no.lock"),
+        options: Default::default(),
+        context: "strata.toml:1:1: base.debian".into(),
+        debconf: Vec::new(),
+    };
+    let source = strata_debian::DebianSource::new(input);
+    let session = strata_source::Session::new();
+    let reporter = Counting::default();
+    let ctx = strata_source::SourceContext {
+        cache_dir: cache.path(),
+        architecture: "amd64",
+        session: &session,
+        reporter: &reporter,
+    };
+    let res = source.resolve(&ctx).expect("resolve");
+    // vendor-tool and libfoo, and the merged-/usr object.
+    assert_eq!(res.objects.len(), 3);
+    assert_eq!(
+        *reporter.started.lock().unwrap(),
+        [("Debian packages fetched".to_owned(), 2)]
+    );
+    assert_eq!(reporter.done.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    // The same session resolves nothing again: republished archives are not read ...
+    s.main.publish(
+        &s.gpg,
+        &s.key_a,
+        "test",
+        "strata",
+        &[pkg("main", "libfoo", "9.0", "")],
+    );
+    let again = source.resolve(&ctx).expect("resolve again");
+    assert_eq!(again.objects, res.objects);
+    // ... while a new build's session sees them.
+    let fresh = strata_source::Session::new();
+    let ctx = strata_source::SourceContext {
+        session: &fresh,
+        ..ctx
+    };
+    let fresh_res = source.resolve(&ctx).expect("resolve in a new session");
+    let ids: Vec<&str> = fresh_res.objects.iter().map(|o| o.id.as_str()).collect();
+    assert!(ids.contains(&"deb:libfoo_9.0_all"), "{ids:?}");
+    assert!(res.objects.iter().any(|o| o.id == "deb:libfoo_1.2-1_all"));
+}
