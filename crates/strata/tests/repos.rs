@@ -260,3 +260,40 @@ keyring = "vendor.gpg"
         "{plan}"
     );
 }
+
+/// `strata lock` reads `file://` repositories (it failed with `http: invalid format`).
+#[test]
+fn strata_lock_reads_a_file_mirror() {
+    for tool in ["gpg", "dpkg-deb"] {
+        require_tool(tool);
+    }
+    let work = Work::new();
+    let keyring = work.spec_dir().join("vendor.gpg");
+    let dir = work.root().join("vendor");
+    vendor_archive(&dir, &keyring);
+    let uri = format!("file://{}", dir.join("www").display());
+    work.write_spec(&format!(
+        r#"[base.debian]
+packages = ["vendor-tool"]
+essential = false
+
+[[base.debian.repos]]
+name = "vendor"
+uri = "{uri}"
+suites = ["stable"]
+keyring = "vendor.gpg"
+"#
+    ));
+    let o = run_ok(work.strata_debian().arg("lock").arg(work.spec()));
+    assert!(stdout(&o).starts_with("wrote "), "{}", stdout(&o));
+    let lock = std::fs::read_to_string(work.spec().with_extension("lock")).unwrap();
+    let entry = lock
+        .split("[[base.lock.packages]]")
+        .find(|e| e.contains("name = \"vendor-tool\""))
+        .unwrap_or_else(|| panic!("{lock}"));
+    assert!(entry.contains(&format!("mirror = \"{uri}\"")), "{entry}");
+    assert!(
+        lock.contains("name = \"jq\""),
+        "its Debian dependency: {lock}"
+    );
+}
