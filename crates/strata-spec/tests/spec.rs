@@ -930,7 +930,7 @@ fn an_ubuntu_suite_needs_a_keyring_and_defaults_to_ubuntus_archives() {
 fn debconf_answers_and_links_parse_and_change_the_hash() {
     let text = "[base.debian]\npackages = [\"locales\"]\ndebconf = [\"tzdata  tzdata/Areas\tselect Europe\", \"locales locales/locales_to_be_generated multiselect en_US.UTF-8 UTF-8\"]\n[base.links]\n\"/usr/bin/bat\" = \"batcat\"\n";
     let spec = parse(text);
-    let d = spec.base.debian.as_ref().unwrap();
+    let d = spec.base.debian.as_ref().expect("debian");
     assert_eq!(
         d.debconf,
         [
