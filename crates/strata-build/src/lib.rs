@@ -18,6 +18,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use strata_fstree::{Entry, EntryKind, ImagePath, Tree};
 use strata_layers::{Group, Node, plan};
+use strata_oci::Digest;
 use strata_oci::compress::Compression;
 use strata_oci::image::{
     self, CONFIG_MEDIA_TYPE, Descriptor, History, ImageConfig, MANIFEST_MEDIA_TYPE, Manifest,
@@ -111,9 +112,9 @@ impl BlobRef for LayerRecord {
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerReport {
     /// Digest of the blob.
-    pub digest: String,
+    pub digest: Digest,
     /// Digest of the uncompressed tar.
-    pub diff_id: String,
+    pub diff_id: Digest,
     /// Blob size.
     pub size: u64,
     /// Size of the uncompressed tar.
@@ -246,10 +247,11 @@ pub fn build(
     let image = assemble(spec, store, opts, &layers, &source_env, account.as_ref())?;
     store.record_image(&ImageRecord {
         reference: image.reference(),
-        manifest: image.manifest_digest.clone(),
-        blobs: [image.manifest_digest.clone(), image.config_digest.clone()]
+        manifest: image.manifest_digest.to_string(),
+        blobs: [&image.manifest_digest, &image.config_digest]
             .into_iter()
-            .chain(layers.iter().map(|l| l.digest.clone()))
+            .chain(layers.iter().map(|l| &l.digest))
+            .map(Digest::to_string)
             .collect(),
     })?;
     Ok(BuildOutcome { image, layers })
@@ -279,9 +281,25 @@ fn sources_for(
         input.system_files = spec.base.debian.is_none() && spec.user.debian.is_none();
         input.provided = [&spec.base, &spec.user]
             .iter()
-            .flat_map(|h| h.tree.iter().map(|t| t.dest.clone()))
+            // A `dest = "/"` tree provides paths known only once it is walked.
+            .flat_map(|h| h.tree.iter().filter_map(|t| t.dest.path().cloned()))
             .collect();
         sources.push(Box::new(strata_nix::NixSource::new(input)));
+    }
+    // Downloads sit below the half's tree entries, which may override their files.
+    let fetch = strata_fetch::FetchOptions {
+        locked: opts.debian.locked,
+        offline: opts.debian.offline,
+    };
+    if let Some(source) = strata_fetch::FetchSource::from_spec(spec, part, fetch) {
+        sources.push(Box::new(source));
+    }
+    let python = strata_python::PythonOptions {
+        locked: opts.debian.locked,
+        offline: opts.debian.offline,
+    };
+    if let Some(source) = strata_python::PythonSource::from_spec(spec, part, python) {
+        sources.push(Box::new(source));
     }
     let inputs: Vec<TreeInput> = half
         .tree

@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 
 use strata_oci::image::ImageConfig;
 use strata_oci::output::BuiltImage;
+use strata_oci::read::LayerSource;
 
 use crate::index::{FileIndex, IndexError};
 
@@ -61,17 +62,15 @@ pub enum OpenError {
 
 /// Reads the image named `tag` (or the only image) of the OCI layout at `dir`.
 pub fn open_oci_layout(dir: &Path, tag: Option<&str>) -> Result<ImageFiles, OpenError> {
-    let summary = strata_oci::read::read_oci_layout(dir, tag)?;
+    let image = strata_oci::read::read_oci_layout(dir, tag)?;
     let mut files = FileIndex::new();
-    for layer in &summary.layers {
-        let hex = layer
-            .digest
-            .strip_prefix("sha256:")
-            .unwrap_or(&layer.digest);
-        files.apply_layer_file(&dir.join("blobs/sha256").join(hex))?;
+    for layer in &image.layers {
+        if let LayerSource::File(path) = &layer.source {
+            files.apply_layer_file(path)?;
+        }
     }
     Ok(ImageFiles {
-        config: summary.config,
+        config: image.config,
         files,
     })
 }
@@ -91,21 +90,6 @@ pub fn open_built(image: &BuiltImage) -> Result<ImageFiles, OpenError> {
     Ok(ImageFiles { config, files })
 }
 
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ArchiveManifest {
-    config: String,
-    layers: Vec<String>,
-}
-
-fn member_name(entry: &tar::Entry<'_, impl Read>) -> io::Result<String> {
-    Ok(entry
-        .path()?
-        .to_string_lossy()
-        .trim_start_matches("./")
-        .to_owned())
-}
-
 /// Reads the first image of a docker-archive (`docker save` output). Layers may be stored in
 /// any order and compressed or not; out-of-order layers are spilled to temporary files.
 pub fn open_docker_archive(path: &Path) -> Result<ImageFiles, OpenError> {
@@ -113,52 +97,16 @@ pub fn open_docker_archive(path: &Path) -> Result<ImageFiles, OpenError> {
         path: path.to_owned(),
         source,
     };
-    let open = || -> Result<tar::Archive<BufReader<File>>, OpenError> {
-        let file = File::open(path).map_err(io_err)?;
-        Ok(tar::Archive::new(BufReader::with_capacity(1 << 20, file)))
-    };
-
-    // Pass 1: the small JSON members.
-    let mut json_members: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    let mut archive = open()?;
-    for entry in archive.entries().map_err(io_err)? {
-        let mut entry = entry.map_err(io_err)?;
-        let name = member_name(&entry).map_err(io_err)?;
-        if name.ends_with(".json") && entry.size() < (64 << 20) {
-            let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes).map_err(io_err)?;
-            json_members.insert(name, bytes);
-        }
-    }
-    let json = |name: &str, what: &'static str| -> Result<&Vec<u8>, OpenError> {
-        json_members.get(name).ok_or_else(|| OpenError::Missing {
-            path: path.to_owned(),
-            message: format!("no {what} (`{name}`)"),
+    // Pass 1 (the shared reader): manifest.json, the configuration, the layer member names.
+    let image = strata_oci::read::read_docker_archive(path)?;
+    let names: Vec<&str> = image
+        .layers
+        .iter()
+        .map(|l| match &l.source {
+            LayerSource::Member(name) => name.as_str(),
+            LayerSource::File(_) => "",
         })
-    };
-    let manifests: Vec<ArchiveManifest> =
-        serde_json::from_slice(json("manifest.json", "manifest")?).map_err(|source| {
-            OpenError::Json {
-                path: path.to_owned(),
-                what: "manifest.json",
-                source,
-            }
-        })?;
-    let manifest = manifests
-        .into_iter()
-        .next()
-        .ok_or_else(|| OpenError::Missing {
-            path: path.to_owned(),
-            message: "the archive holds no image".to_owned(),
-        })?;
-    let config: ImageConfig =
-        serde_json::from_slice(json(&manifest.config, "image configuration")?).map_err(
-            |source| OpenError::Json {
-                path: path.to_owned(),
-                what: "the image configuration",
-                source,
-            },
-        )?;
+        .collect();
 
     // Pass 2: the layers, applied in manifest order.
     let spill_dir = tempfile::Builder::new()
@@ -174,12 +122,13 @@ pub fn open_docker_archive(path: &Path) -> Result<ImageFiles, OpenError> {
             source,
         })
     };
-    let mut archive = open()?;
+    let file = File::open(path).map_err(io_err)?;
+    let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 20, file));
     for entry in archive.entries().map_err(io_err)? {
         let mut entry = entry.map_err(io_err)?;
-        let name = member_name(&entry).map_err(io_err)?;
-        let positions: Vec<usize> = manifest
-            .layers
+        let name = entry.path().map_err(io_err)?.to_string_lossy().into_owned();
+        let name = name.trim_start_matches("./");
+        let positions: Vec<usize> = names
             .iter()
             .enumerate()
             .filter(|(i, l)| **l == name && *i >= next)
@@ -206,14 +155,17 @@ pub fn open_docker_archive(path: &Path) -> Result<ImageFiles, OpenError> {
             next += 1;
         }
     }
-    if next != manifest.layers.len() {
+    if next != names.len() {
         return Err(OpenError::Missing {
             path: path.to_owned(),
             message: format!(
                 "layer `{}` named in manifest.json is not in the archive",
-                manifest.layers[next]
+                names[next]
             ),
         });
     }
-    Ok(ImageFiles { config, files })
+    Ok(ImageFiles {
+        config: image.config,
+        files,
+    })
 }

@@ -12,6 +12,8 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use strata_fstree::{Content, Entry, EntryKind};
+use strata_oci::compress::{Compression, decompress};
+use strata_oci::whiteout::{self, Whiteout};
 
 /// Most symbolic links followed while resolving one path (Linux's limit).
 const MAX_LINKS: usize = 40;
@@ -334,18 +336,21 @@ impl FileIndex {
                 Some((p, b)) => (p.to_owned(), b.to_owned()),
                 None => (String::new(), key.clone()),
             };
-            if base == ".wh..wh..opq" {
-                removals.push((parent, true));
-                continue;
-            }
-            if let Some(hidden) = base.strip_prefix(".wh.") {
-                let target = if parent.is_empty() {
-                    hidden.to_owned()
-                } else {
-                    format!("{parent}/{hidden}")
-                };
-                removals.push((target, false));
-                continue;
+            match whiteout::parse(&base) {
+                Some(Whiteout::Opaque) => {
+                    removals.push((parent, true));
+                    continue;
+                }
+                Some(Whiteout::Remove(hidden)) => {
+                    let target = if parent.is_empty() {
+                        hidden.to_owned()
+                    } else {
+                        format!("{parent}/{hidden}")
+                    };
+                    removals.push((target, false));
+                    continue;
+                }
+                None => {}
             }
             let header = entry.header();
             let mode = header.mode().unwrap_or(0o644) & 0o7777;
@@ -428,14 +433,8 @@ impl FileIndex {
 
     /// Applies a layer from a buffered stream, sniffing its compression.
     pub fn apply_layer_stream(&mut self, mut stream: impl BufRead) -> io::Result<()> {
-        let head = stream.fill_buf()?;
-        if head.starts_with(&[0x1f, 0x8b]) {
-            self.apply_layer(flate2::bufread::MultiGzDecoder::new(stream))
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            self.apply_layer(zstd::Decoder::with_buffer(stream)?)
-        } else {
-            self.apply_layer(stream)
-        }
+        let compression = Compression::sniff(stream.fill_buf()?);
+        self.apply_layer(decompress(stream, compression)?)
     }
 }
 

@@ -55,6 +55,7 @@ mod cache;
 mod deb;
 pub mod deb822;
 mod dns;
+pub mod preflight;
 mod release;
 mod resolve;
 mod session;

@@ -8,7 +8,7 @@
 mod path;
 mod walk;
 
-pub use path::{ImagePath, PathError};
+pub use path::{Dest, ImagePath, PathError};
 pub use walk::{WalkError, WalkOptions, walk};
 
 use std::collections::BTreeMap;

@@ -1,6 +1,57 @@
 use std::cmp::Ordering;
 use std::fmt;
 
+/// Where a host file or directory lands in the image: a path in it, or the image root itself
+/// (a directory whose contents become the image's top level, as a whole root file system does).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Dest {
+    /// `/`: the contents of a host directory go to the top of the image.
+    Root,
+    /// A path in the image.
+    Path(ImagePath),
+}
+
+impl Dest {
+    /// Parses an image path like [`ImagePath::new`], but takes `/` (or `/.`, `//`) as the root.
+    pub fn new(raw: &str) -> Result<Self, PathError> {
+        match ImagePath::new(raw) {
+            Ok(p) => Ok(Self::Path(p)),
+            Err(PathError::Root(_)) if !raw.is_empty() => Ok(Self::Root),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The absolute form: `/` for the root.
+    pub fn absolute(&self) -> String {
+        match self {
+            Self::Root => "/".to_owned(),
+            Self::Path(p) => p.absolute(),
+        }
+    }
+
+    /// The relative form: empty for the root.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Root => "",
+            Self::Path(p) => p.as_str(),
+        }
+    }
+
+    /// The path, unless this is the root.
+    pub fn path(&self) -> Option<&ImagePath> {
+        match self {
+            Self::Root => None,
+            Self::Path(p) => Some(p),
+        }
+    }
+}
+
+impl From<ImagePath> for Dest {
+    fn from(p: ImagePath) -> Self {
+        Self::Path(p)
+    }
+}
+
 /// A path inside an image: relative to the image root, `/`-separated, without `.` or `..`
 /// components, never empty.
 ///

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::{Content, Entry, EntryKind, ImagePath, PathError, Tree};
+use crate::{Content, Dest, Entry, EntryKind, ImagePath, PathError, Tree};
 
 /// How a host path is mapped into the image.
 #[derive(Debug, Clone, Default)]
@@ -39,6 +39,11 @@ pub enum WalkError {
         "`{0}` is a device, FIFO or socket; only files, directories and symlinks can go into an image"
     )]
     Unsupported(PathBuf),
+    /// `dest = "/"` for something that is not a directory.
+    #[error(
+        "`{0}` is not a directory; only a directory's contents can be copied to the image root `/`"
+    )]
+    RootNotDir(PathBuf),
     /// The destination is not a usable image path.
     #[error(transparent)]
     Path(#[from] PathError),
@@ -49,19 +54,28 @@ pub enum WalkError {
 /// Returns the tree and a *fingerprint*: a hash of every entry's host metadata (size, mtime,
 /// ctime, inode, mode, link target) that changes whenever the content may have changed. It lets
 /// a cache skip re-reading content that has not been touched, the way git's index does.
-pub fn walk(src: &Path, dest: &ImagePath, opts: &WalkOptions) -> Result<(Tree, String), WalkError> {
+///
+/// With [`Dest::Root`], `src` must be a directory: its entries (not itself) become the image's
+/// top level, and `opts.mode`, which applies to the top entry, applies to none.
+pub fn walk(src: &Path, dest: &Dest, opts: &WalkOptions) -> Result<(Tree, String), WalkError> {
     let mut entries = Vec::new();
     let mut fingerprint = Sha256::new();
     let meta = lstat(src)?;
-    visit(
-        src,
-        dest.clone(),
-        &meta,
-        opts,
-        true,
-        &mut entries,
-        &mut fingerprint,
-    )?;
+    match dest {
+        Dest::Path(dest) => visit(
+            src,
+            dest.clone(),
+            &meta,
+            opts,
+            true,
+            &mut entries,
+            &mut fingerprint,
+        )?,
+        Dest::Root if meta.is_dir() => {
+            visit_children(src, None, opts, &mut entries, &mut fingerprint)?
+        }
+        Dest::Root => return Err(WalkError::RootNotDir(src.to_owned())),
+    }
     entries.sort_by(|a: &(Entry, Option<(u64, u64)>), b| a.0.path.cmp(&b.0.path));
 
     // Within one tree a file with several names becomes one file and hard links to it; the
@@ -176,30 +190,49 @@ fn visit(
     ));
 
     if is_dir {
-        let mut children = Vec::new();
-        for child in fs::read_dir(host).map_err(io_err)? {
-            let child = child.map_err(io_err)?;
-            let name = child
-                .file_name()
-                .into_string()
-                .map_err(|_| WalkError::NotUtf8(child.path()))?;
-            children.push(name);
-        }
-        children.sort();
-        for name in children {
-            let child_host = host.join(&name);
-            let child_meta = lstat(&child_host)?;
-            let child_dest = dest.join(&name)?;
-            visit(
-                &child_host,
-                child_dest,
-                &child_meta,
-                opts,
-                false,
-                out,
-                fingerprint,
-            )?;
-        }
+        visit_children(host, Some(&dest), opts, out, fingerprint)?;
+    }
+    Ok(())
+}
+
+/// Visits the entries of the directory `host`, which map to `dest` (`None`: the image root).
+fn visit_children(
+    host: &Path,
+    dest: Option<&ImagePath>,
+    opts: &WalkOptions,
+    out: &mut Vec<Walked>,
+    fingerprint: &mut Sha256,
+) -> Result<(), WalkError> {
+    let io_err = |source| WalkError::Io {
+        path: host.to_owned(),
+        source,
+    };
+    let mut children = Vec::new();
+    for child in fs::read_dir(host).map_err(io_err)? {
+        let child = child.map_err(io_err)?;
+        let name = child
+            .file_name()
+            .into_string()
+            .map_err(|_| WalkError::NotUtf8(child.path()))?;
+        children.push(name);
+    }
+    children.sort();
+    for name in children {
+        let child_host = host.join(&name);
+        let child_meta = lstat(&child_host)?;
+        let child_dest = match dest {
+            Some(dest) => dest.join(&name)?,
+            None => ImagePath::new(&name)?,
+        };
+        visit(
+            &child_host,
+            child_dest,
+            &child_meta,
+            opts,
+            false,
+            out,
+            fingerprint,
+        )?;
     }
     Ok(())
 }
@@ -249,7 +282,7 @@ mod tests {
         std::os::unix::fs::symlink("a", root.join("d")).expect("symlink");
         fs::set_permissions(root.join("b/z"), fs::Permissions::from_mode(0o4755)).expect("chmod");
 
-        let dest = ImagePath::new("opt/x").expect("path");
+        let dest = Dest::new("/opt/x").expect("path");
         let opts = WalkOptions {
             mode: Some(0o700),
             uid: Some(1000),
@@ -285,5 +318,25 @@ mod tests {
         fs::write(root.join("b/z"), "zz").expect("write");
         let (_, fp3) = walk(root, &dest, &opts).expect("walk");
         assert_ne!(fp1, fp3, "a changed file changes the fingerprint");
+    }
+
+    #[test]
+    fn dest_root_copies_a_directorys_contents_to_the_top() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        fs::create_dir_all(root.join("usr/bin")).expect("mkdir");
+        fs::write(root.join("usr/bin/env"), "#!").expect("write");
+        std::os::unix::fs::symlink("usr/bin", root.join("bin")).expect("symlink");
+        let dest = Dest::new("/").expect("root");
+        assert_eq!(dest, Dest::Root);
+        assert_eq!(Dest::new("//."), Ok(Dest::Root));
+        let (tree, _) = walk(root, &dest, &WalkOptions::default()).expect("walk");
+        let paths: Vec<&str> = tree.entries().iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["bin", "usr", "usr/bin", "usr/bin/env"]);
+        let file = root.join("usr/bin/env");
+        assert!(matches!(
+            walk(&file, &dest, &WalkOptions::default()),
+            Err(WalkError::RootNotDir(p)) if p == file
+        ));
     }
 }

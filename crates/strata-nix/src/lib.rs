@@ -276,10 +276,12 @@ fn store_object(info: &PathInfo, location: &StoreLocation) -> Result<StoreObject
         .ok_or_else(|| NixError::BadPath(info.path.clone()))?;
     let physical = location.physical(&info.path);
     let (tree, _fingerprint) =
-        walk(&physical, &dest, &WalkOptions::default()).map_err(|source| NixError::Read {
-            path: info.path.clone(),
-            physical: physical.clone(),
-            source,
+        walk(&physical, &dest.into(), &WalkOptions::default()).map_err(|source| {
+            NixError::Read {
+                path: info.path.clone(),
+                physical: physical.clone(),
+                source,
+            }
         })?;
     let mut references: Vec<String> = info
         .references

@@ -44,7 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => {
             walk(
                 dir.as_ref(),
-                &ImagePath::new("data")?,
+                &ImagePath::new("data")?.into(),
                 &WalkOptions::default(),
             )?
             .0

@@ -41,6 +41,18 @@ impl Compression {
         }
     }
 
+    /// The compression a blob starting with `head` has, told by its magic bytes (gzip
+    /// `1f 8b`, zstd `28 b5 2f fd`; anything else is taken for a plain tar).
+    pub fn sniff(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
     /// The name used on the command line and in configuration: `gzip`, `zstd` or `none`.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -71,6 +83,20 @@ impl FromStr for Compression {
             .find(|c| c.as_str() == s)
             .ok_or_else(|| ParseCompressionError(s.to_owned()))
     }
+}
+
+/// A reader of the uncompressed tar of a layer blob compressed with `compression`: the one
+/// layer decompressor every reader of layers uses. Gzip is read as a multi-member stream (the
+/// parallel encoder's output, `pigz`'s, and concatenated gzip files are all valid layers).
+pub fn decompress<'a, R: io::BufRead + 'a>(
+    blob: R,
+    compression: Compression,
+) -> io::Result<Box<dyn io::Read + 'a>> {
+    Ok(match compression {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(blob)),
+        Compression::Zstd => Box::new(zstd::Decoder::with_buffer(blob)?),
+        Compression::None => Box::new(blob),
+    })
 }
 
 /// Size of the uncompressed blocks the parallel gzip encoder works on. Fixed, so the output

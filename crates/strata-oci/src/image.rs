@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
+pub use crate::digest::Digest;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// Media type of an OCI image manifest.
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -23,8 +23,8 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub struct Descriptor {
     /// Media type of the blob.
     pub media_type: String,
-    /// `sha256:<hex>`.
-    pub digest: String,
+    /// `sha256:<hex>`, validated when read.
+    pub digest: Digest,
     /// Size in bytes.
     pub size: u64,
     /// Annotations.
@@ -135,7 +135,7 @@ pub struct RootFs {
     #[serde(rename = "type")]
     pub kind: String,
     /// Uncompressed layer digests, bottom first.
-    pub diff_ids: Vec<String>,
+    pub diff_ids: Vec<Digest>,
 }
 
 /// One history entry.
@@ -153,16 +153,16 @@ pub struct History {
 }
 
 /// Canonical bytes of a document and their digest.
-pub fn to_blob<T: Serialize>(value: &T) -> (Vec<u8>, String) {
+pub fn to_blob<T: Serialize>(value: &T) -> (Vec<u8>, Digest) {
     // Serialising these plain structs cannot fail: no maps with non-string keys, no floats.
     let bytes = serde_json::to_vec(value).unwrap_or_default();
-    let digest = sha256_digest(&bytes);
+    let digest = Digest::sha256(&bytes);
     (bytes, digest)
 }
 
 /// `sha256:<hex>` of `bytes`.
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+pub fn sha256_digest(bytes: &[u8]) -> Digest {
+    Digest::sha256(bytes)
 }
 
 /// RFC 3339 UTC time of a Unix timestamp (`1970-01-01T00:00:01Z`).

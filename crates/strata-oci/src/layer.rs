@@ -15,6 +15,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use sha2::{Digest, Sha256};
 use strata_fstree::Entry;
 
+use crate::digest::Digest as ContentDigest;
+
 use crate::compress::{
     Compression, DEFLATE_FINAL_BLOCK, GZIP_BLOCK_SIZE, GZIP_HEADER, GZIP_LEVEL, ZSTD_LEVEL,
     deflate_block, dictionary_of, gzip_trailer,
@@ -36,9 +38,9 @@ pub struct LayerOptions {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LayerDigests {
     /// `sha256:<hex>` of the uncompressed tar (the image config's `rootfs.diff_ids` entry).
-    pub diff_id: String,
+    pub diff_id: ContentDigest,
     /// `sha256:<hex>` of the blob as written.
-    pub digest: String,
+    pub digest: ContentDigest,
     /// Size of the blob in bytes.
     pub size: u64,
     /// Size of the uncompressed tar in bytes.
@@ -194,7 +196,7 @@ impl BlockSink {
     }
 
     /// Sends the last, partial block; returns the diff ID and the tar's length.
-    fn finish(mut self) -> Result<(String, u64), LayerError> {
+    fn finish(mut self) -> Result<(ContentDigest, u64), LayerError> {
         if !self.block.is_empty() {
             self.send().map_err(LayerError::Write)?;
         }
@@ -234,7 +236,7 @@ impl<W: Write> HashWriter<W> {
     }
 
     /// Flushes the output; returns the digest and the byte count.
-    fn finish(mut self) -> Result<(String, u64), LayerError> {
+    fn finish(mut self) -> Result<(ContentDigest, u64), LayerError> {
         self.inner.flush().map_err(LayerError::Write)?;
         Ok((digest_string(self.hasher), self.len))
     }
@@ -253,8 +255,8 @@ impl<W: Write> Write for HashWriter<W> {
     }
 }
 
-fn digest_string(hasher: Sha256) -> String {
-    format!("sha256:{}", hex::encode(hasher.finalize()))
+fn digest_string(hasher: Sha256) -> crate::digest::Digest {
+    crate::digest::Digest::from_sha256(hasher.finalize().into())
 }
 
 /// A deflated block on its way back from the pool, with the CRC of its input.
@@ -265,7 +267,7 @@ fn compress_gzip<W: Write>(
     rx: Receiver<Vec<u8>>,
     threads: usize,
     out: W,
-) -> Result<(String, u64), LayerError> {
+) -> Result<(ContentDigest, u64), LayerError> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("strata-gzip-{i}"))
@@ -333,7 +335,7 @@ fn compress_zstd<W: Write>(
     rx: Receiver<Vec<u8>>,
     threads: usize,
     out: W,
-) -> Result<(String, u64), LayerError> {
+) -> Result<(ContentDigest, u64), LayerError> {
     let workers = u32::try_from(threads.max(1)).unwrap_or(u32::MAX);
     let mut enc = zstd::stream::write::Encoder::new(HashWriter::new(out), ZSTD_LEVEL)
         .map_err(LayerError::Compress)?;

@@ -3,8 +3,12 @@
 //! docker-archive.
 
 pub mod compress;
+pub mod digest;
 pub mod image;
 pub mod layer;
 pub mod output;
 pub mod read;
 pub mod tar;
+pub mod whiteout;
+
+pub use digest::{Digest, DigestError};

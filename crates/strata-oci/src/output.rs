@@ -8,6 +8,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::compress::Compression;
+use crate::digest::Digest;
 use crate::image::{self, Descriptor, INDEX_MEDIA_TYPE, Index, REF_NAME};
 use crate::layer::LayerDigests;
 
@@ -32,11 +33,11 @@ pub struct BuiltImage {
     /// Media type of the manifest (OCI, or Docker schema 2 for pulled images).
     pub manifest_media_type: String,
     /// Their digest.
-    pub manifest_digest: String,
+    pub manifest_digest: Digest,
     /// Configuration bytes.
     pub config: Vec<u8>,
     /// Their digest.
-    pub config_digest: String,
+    pub config_digest: Digest,
     /// The layers, bottom first.
     pub layers: Vec<LayerBlob>,
     /// Repository name (`strata/0f3a...`).
@@ -96,6 +97,7 @@ pub fn write_oci_layout(image: &BuiltImage, dir: &Path) -> Result<(), OutputErro
     let root = temp.path();
     let blobs = root.join("blobs/sha256");
     fs::create_dir_all(&blobs).map_err(io_err("create", &blobs))?;
+    let blob_file = |_: &Path, d: &Digest| d.blob_path(root);
 
     write_file(
         &root.join("oci-layout"),
@@ -163,7 +165,7 @@ pub fn write_docker_archive_file(image: &BuiltImage, path: &Path) -> Result<(), 
 pub fn write_docker_archive(image: &BuiltImage, out: &mut dyn Write) -> Result<(), OutputError> {
     let stdout = Path::new("<output>");
     let werr = |e| io_err("write", stdout)(e);
-    let config_name = format!("{}.json", hex_of(&image.config_digest));
+    let config_name = format!("{}.json", image.config_digest.hex());
     append(out, &config_name, &image.config).map_err(werr)?;
 
     // A pulled layer's uncompressed size is unknown until it is decompressed once; the tar
@@ -260,11 +262,16 @@ fn write_layers_decompressed(
         let result = (|| {
             let mut names = Vec::new();
             for (layer, rx) in layers.iter().zip(&receivers) {
-                let name = format!("{}/layer.tar", hex_of(&layer.digests.diff_id));
-                let dir = format!("{}/", hex_of(&layer.digests.diff_id));
-                out.write_all(&ustar_header(&dir, 0, b'5')).map_err(werr)?;
-                out.write_all(&ustar_header(&name, layer.digests.uncompressed_size, b'0'))
+                let name = format!("{}/layer.tar", layer.digests.diff_id.hex());
+                let dir = format!("{}/", layer.digests.diff_id.hex());
+                out.write_all(&crate::tar::member_header(&dir, true, 0))
                     .map_err(werr)?;
+                out.write_all(&crate::tar::member_header(
+                    &name,
+                    false,
+                    layer.digests.uncompressed_size,
+                ))
+                .map_err(werr)?;
                 let mut copied = 0u64;
                 for chunk in rx.iter() {
                     let chunk = chunk?;
@@ -311,64 +318,23 @@ fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 fn decompressor(layer: &LayerBlob) -> Result<Box<dyn Read>, OutputError> {
     let file = File::open(&layer.path).map_err(io_err("open", &layer.path))?;
     let file = BufReader::with_capacity(1 << 20, file);
-    Ok(match layer.compression {
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
-        Compression::Zstd => {
-            Box::new(zstd::Decoder::with_buffer(file).map_err(io_err("read", &layer.path))?)
-        }
-        Compression::None => Box::new(file),
-    })
+    crate::compress::decompress(file, layer.compression).map_err(io_err("read", &layer.path))
 }
 
 fn append(out: &mut dyn Write, name: &str, bytes: &[u8]) -> io::Result<()> {
-    out.write_all(&ustar_header(name, bytes.len() as u64, b'0'))?;
+    out.write_all(&crate::tar::member_header(name, false, bytes.len() as u64))?;
     out.write_all(bytes)?;
     pad(out, bytes.len() as u64)
 }
 
 fn pad(out: &mut dyn Write, len: u64) -> io::Result<()> {
-    let rem = (len % 512) as usize;
-    if rem != 0 {
-        out.write_all(&[0u8; 512][..512 - rem])?;
-    }
-    Ok(())
-}
-
-/// A ustar header for the archive's own short-named members (mtime 0, root, mode 0644/0755).
-fn ustar_header(name: &str, size: u64, kind: u8) -> [u8; 512] {
-    let mut h = [0u8; 512];
-    h[..name.len().min(100)].copy_from_slice(&name.as_bytes()[..name.len().min(100)]);
-    let mode: &[u8] = if kind == b'5' {
-        b"0000755\0"
-    } else {
-        b"0000644\0"
-    };
-    h[100..108].copy_from_slice(mode);
-    h[108..116].copy_from_slice(b"0000000\0");
-    h[116..124].copy_from_slice(b"0000000\0");
-    h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
-    h[136..148].copy_from_slice(b"00000000000\0");
-    h[156] = kind;
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    h
+    out.write_all(crate::tar::padding(len))
 }
 
 /// Prefix of this process's temporary files next to an output, so an interrupted build can
 /// find and remove exactly its own.
 pub fn temp_prefix() -> String {
     format!(".strata-tmp-{}-", std::process::id())
-}
-
-fn hex_of(digest: &str) -> &str {
-    digest.strip_prefix("sha256:").unwrap_or(digest)
-}
-
-fn blob_file(blobs: &Path, digest: &str) -> PathBuf {
-    blobs.join(hex_of(digest))
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {

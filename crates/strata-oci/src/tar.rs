@@ -191,6 +191,57 @@ fn write_entry<W: Write>(
     Ok(())
 }
 
+/// The header block(s) of one member of an archive strata writes around layers (a
+/// docker-archive's `manifest.json`, config and `DIGEST/layer.tar`): owned by root, mode 0644
+/// (0755 for a directory), mtime 0. A name a ustar header cannot hold (over 100 bytes without
+/// a usable split, or not ASCII) gets a pax `path` record, never a truncated name. The
+/// member's content, padded to a block with [`padding`], follows.
+pub fn member_header(name: &str, is_dir: bool, size: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(BLOCK);
+    let mut header = Header::new(if is_dir { b'5' } else { b'0' });
+    let mut pax = Vec::new();
+    match split_ustar_path(name) {
+        Some((prefix, base)) => {
+            header.set_bytes(NAME, base.as_bytes());
+            header.set_bytes(PREFIX, prefix.as_bytes());
+        }
+        None => {
+            header.set_bytes(NAME, ascii_placeholder(name, NAME.1).as_bytes());
+            push_pax_record(&mut pax, "path", name.as_bytes());
+        }
+    }
+    header.set_octal(MODE, if is_dir { 0o755 } else { 0o644 });
+    header.set_octal(UID, 0);
+    header.set_octal(GID, 0);
+    header.set_octal(MTIME, 0);
+    if !header.set_octal(SIZE, size) {
+        push_pax_record(&mut pax, "size", size.to_string().as_bytes());
+    }
+    if !pax.is_empty() {
+        let mut ph = Header::new(b'x');
+        ph.set_bytes(NAME, b"PaxHeaders/member");
+        ph.set_octal(MODE, 0o644);
+        ph.set_octal(UID, 0);
+        ph.set_octal(GID, 0);
+        ph.set_octal(MTIME, 0);
+        // The records are a path and a size: far below the field's 8 GiB limit.
+        ph.set_octal(SIZE, pax.len() as u64);
+        out.extend_from_slice(&ph.finish());
+        let len = pax.len() as u64;
+        out.extend_from_slice(&pax);
+        out.extend_from_slice(padding(len));
+    }
+    out.extend_from_slice(&header.finish());
+    out
+}
+
+/// The zeros that complete a block after `len` bytes of member content.
+pub fn padding(len: u64) -> &'static [u8] {
+    const ZEROS: [u8; BLOCK] = [0u8; BLOCK];
+    let rem = (len % BLOCK as u64) as usize;
+    if rem == 0 { &[] } else { &ZEROS[rem..] }
+}
+
 /// Writes `data` followed by zeros up to the next block boundary.
 fn write_padded<W: Write>(out: &mut W, data: &[u8]) -> Result<(), LayerError> {
     out.write_all(data).map_err(LayerError::Write)?;
@@ -396,6 +447,20 @@ mod tests {
             let (len, _) = text.split_once(' ').expect("space");
             assert_eq!(len.parse::<usize>().expect("number"), r.len(), "{text}");
         }
+    }
+
+    #[test]
+    fn long_member_names_are_kept_whole() {
+        let name = format!("{}/layer.tar", "d".repeat(150));
+        let mut bytes = member_header(&name, false, 3);
+        bytes.extend_from_slice(b"abc");
+        bytes.extend_from_slice(padding(3));
+        bytes.extend_from_slice(&[0u8; 2 * BLOCK]);
+        let mut archive = ::tar::Archive::new(&bytes[..]);
+        let mut entries = archive.entries().expect("entries");
+        let entry = entries.next().expect("one entry").expect("entry");
+        assert_eq!(entry.path().expect("path").to_str(), Some(name.as_str()));
+        assert_eq!(entry.size(), 3);
     }
 
     #[test]

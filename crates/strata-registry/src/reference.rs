@@ -136,15 +136,14 @@ impl fmt::Display for Reference {
 
 /// Checks that `digest` is `sha256:` followed by 64 lowercase hex digits.
 pub(crate) fn validate_digest(digest: &str) -> Result<(), String> {
-    let Some(hex) = digest.strip_prefix("sha256:") else {
+    if !digest.starts_with("sha256:") {
         return Err(format!(
             "unsupported digest {digest:?} (only sha256 is supported)"
         ));
-    };
-    if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return Err(format!("malformed digest {digest:?}"));
     }
-    Ok(())
+    strata_oci::Digest::parse(digest)
+        .map(drop)
+        .map_err(|e| format!("malformed digest {digest:?}: {}", e.reason))
 }
 
 fn validate_tag(tag: &str) -> Result<(), String> {

@@ -11,6 +11,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::SandboxError;
+use strata_oci::whiteout::Whiteout;
 
 /// One change of a run, relative to the root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,9 +66,10 @@ fn walk(upper: &Path, rel: &Path, out: &mut Vec<Change>) -> Result<(), SandboxEr
             path: entry.path(),
             source,
         })?;
-        if name_str == ".wh..wh..opq" {
+        let whiteout = strata_oci::whiteout::parse(&name_str);
+        if whiteout == Some(Whiteout::Opaque) {
             out.push(Change::Opaque(rel.to_owned()));
-        } else if let Some(hidden) = name_str.strip_prefix(".wh.") {
+        } else if let Some(Whiteout::Remove(hidden)) = whiteout {
             out.push(Change::Delete(rel.join(hidden)));
         } else if meta.file_type().is_char_device() && meta.rdev() == 0 {
             out.push(Change::Delete(path));

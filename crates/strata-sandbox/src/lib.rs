@@ -50,6 +50,7 @@
 
 pub mod changes;
 pub mod idmap;
+pub mod image;
 pub mod paths;
 pub mod plan;
 pub mod real;
@@ -68,6 +69,7 @@ use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 
 pub use idmap::{IdMapping, IdRange, MapWriter};
+pub use image::{RunRequest, image_command};
 pub use plan::{BindMount, RootfsMode};
 pub use rootfs::{LayerFile, prepare_rootfs, remove_unused_rootfs, unpack_rootfs};
 pub use spawn::{in_user_namespace, remove_tree};

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use strata_oci::compress::Compression;
+use strata_oci::whiteout::Whiteout;
 use strata_store::Store;
 
 use crate::SandboxError;
@@ -29,9 +30,6 @@ pub struct LayerFile {
     /// Its compression.
     pub compression: Compression,
 }
-
-const WHITEOUT: &str = ".wh.";
-const OPAQUE: &str = ".wh..wh..opq";
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SandboxError {
     let path = path.to_owned();
@@ -65,14 +63,8 @@ fn reader(layer: &LayerFile) -> Result<Box<dyn Read>, SandboxError> {
         1 << 20,
         File::open(&layer.path).map_err(io_err("open", &layer.path))?,
     );
-    Ok(match layer.compression {
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(file)
-                .map_err(io_err("decompress", &layer.path))?,
-        ),
-        Compression::None => Box::new(file),
-    })
+    strata_oci::compress::decompress(file, layer.compression)
+        .map_err(io_err("decompress", &layer.path))
 }
 
 /// Applies the layers, bottom first, onto the directory `root`. File owners are kept where
@@ -115,7 +107,8 @@ fn apply_layer(
         let parent_rel = member.parent().unwrap_or(Path::new("")).to_owned();
         let parent = resolve_in_root(root, &parent_rel, true)
             .map_err(|e| layer_err(&layer.path, &raw, e.to_string()))?;
-        if name == OPAQUE {
+        let whiteout = strata_oci::whiteout::parse(&name);
+        if whiteout == Some(Whiteout::Opaque) {
             if let Ok(children) = fs::read_dir(&parent) {
                 for child in children.flatten() {
                     if !created.contains(&parent_rel.join(child.file_name())) {
@@ -125,7 +118,7 @@ fn apply_layer(
             }
             continue;
         }
-        if let Some(hidden) = name.strip_prefix(WHITEOUT) {
+        if let Some(Whiteout::Remove(hidden)) = whiteout {
             let victim = parent.join(hidden);
             remove_any(&victim).map_err(io_err("remove", &victim))?;
             continue;

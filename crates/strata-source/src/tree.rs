@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use strata_fstree::{ImagePath, WalkOptions, walk};
+use strata_fstree::{Dest, WalkOptions, walk};
 
 use crate::{Resolution, Source, SourceContext, SourceError, StoreObject, hash_parts};
 
@@ -9,8 +9,8 @@ use crate::{Resolution, Source, SourceContext, SourceError, StoreObject, hash_pa
 pub struct TreeInput {
     /// The host path (already resolved against the spec's directory).
     pub src: PathBuf,
-    /// Where it goes in the image.
-    pub dest: ImagePath,
+    /// Where it goes in the image ([`Dest::Root`]: a directory's contents to the top).
+    pub dest: Dest,
     /// Mode of the top entry.
     pub mode: Option<u32>,
     /// Owner of every entry.
@@ -90,7 +90,7 @@ mod tests {
         fs::write(dir.path().join("motd"), "hi").expect("write");
         let input = |src: &str, dest: &str| TreeInput {
             src: dir.path().join(src),
-            dest: ImagePath::new(dest).expect("path"),
+            dest: strata_fstree::Dest::new(dest).expect("path"),
             mode: None,
             uid: None,
             gid: None,

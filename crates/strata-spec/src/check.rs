@@ -2,7 +2,7 @@
 //!
 //! Each check returns the normalised value, or an error pair `(reason, hint)`.
 
-use strata_fstree::{ImagePath, PathError};
+use strata_fstree::{Dest, ImagePath, PathError};
 
 /// `(reason, hint)` of a rejected value.
 pub(crate) type Rejection = (String, String);
@@ -157,6 +157,15 @@ pub(crate) fn image_path(raw: &str, example: &str) -> Result<ImagePath, Rejectio
         ),
         PathError::Nul(_) => reject("the path contains a NUL character", "remove it"),
     })
+}
+
+/// Where a `tree` entry goes: an absolute image path, or `/` (a directory's contents become
+/// the image's top level).
+pub(crate) fn tree_dest(raw: &str, example: &str) -> Result<Dest, Rejection> {
+    if raw.starts_with('/') && raw.split('/').all(|c| c.is_empty() || c == ".") {
+        return Ok(Dest::Root);
+    }
+    image_path(raw, example).map(Dest::Path)
 }
 
 /// An absolute directory in the image, for `workdir`; the root is allowed. Returns the
@@ -380,6 +389,74 @@ pub(crate) fn mirror_url(raw: &str) -> Result<String, Rejection> {
             Err(reject(format!("`{raw}` is not a mirror URL"), hint))
         }
         Some(_) => Ok(raw.trim_end_matches('/').to_owned()),
+    }
+}
+
+/// The URL of a download: `http://` or `https://` with a host. Messages show it without
+/// credentials.
+pub(crate) fn download_url(raw: &str) -> Result<String, Rejection> {
+    let hint = "write an http:// or https:// URL such as \"https://example.org/tool.tar.gz\"";
+    let shown = without_credentials(raw);
+    let rest = ["http://", "https://"]
+        .iter()
+        .find_map(|scheme| raw.strip_prefix(scheme));
+    match rest {
+        Some(rest)
+            if !rest.is_empty()
+                && !rest.starts_with('/')
+                && !raw.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            Ok(raw.to_owned())
+        }
+        _ => Err(reject(format!("`{shown}` is not a download URL"), hint)),
+    }
+}
+
+/// A URL with any `user:password@` removed (for hashing and messages).
+pub(crate) fn without_credentials(url: &str) -> String {
+    let Some(i) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[i + 3..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{}{}", &url[..i + 3], &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// A Python requirement (PEP 508 without URLs or options: a name, extras, version
+/// specifiers, markers). The resolver checks the rest.
+pub(crate) fn python_requirement(raw: &str) -> Result<String, Rejection> {
+    let hint = "write a requirement such as \"rich\", \"requests>=2.31\" or \"ansible==9.1.0\"";
+    let name_ok = raw
+        .trim_start()
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    if !name_ok {
+        return Err(reject(format!("`{raw}` is not a Python requirement"), hint));
+    }
+    if raw.starts_with('-') || raw.contains("://") || raw.contains(['\n', '\r', '\0']) {
+        return Err(reject(
+            format!("`{raw}` is not a plain requirement (no options or URLs)"),
+            hint,
+        ));
+    }
+    Ok(raw.trim().to_owned())
+}
+
+/// A SHA-256 in hex (either case, optionally prefixed `sha256:`), returned in lowercase.
+pub(crate) fn sha256(raw: &str) -> Result<String, Rejection> {
+    let raw = raw.strip_prefix("sha256:").unwrap_or(raw);
+    if raw.len() == 64 && raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(raw.to_ascii_lowercase())
+    } else {
+        Err(reject(
+            format!("`{raw}` is not a SHA-256 (64 hex digits)"),
+            "copy the hash from the release page or `sha256sum`, or remove the key and run \
+             `strata lock` to record it",
+        ))
     }
 }
 

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use strata_fstree::ImagePath;
+use strata_fstree::{Dest, ImagePath};
 
 pub use error::{Diagnostic, Location, Problem, SpecError};
 use json::Json;
@@ -131,6 +131,68 @@ pub struct Half {
     /// Symbolic links to make (`links = { "/usr/bin/bat" = "batcat" }`): the link's path in
     /// the image and its target, sorted by path.
     pub links: Vec<(ImagePath, String)>,
+    /// Downloads from pinned URLs, in the order written (later entries win where they
+    /// overlap).
+    pub fetch: Vec<FetchEntry>,
+    /// Python packages from PyPI (or another index), if the half uses the Python source.
+    pub python: Option<PythonSection>,
+}
+
+/// The image path of the virtual environment used when `python.venv` is absent.
+pub const DEFAULT_PYTHON_VENV: &str = "/opt/venv";
+
+/// `python = { ... }`: Python distributions installed into a virtual environment of the
+/// image's own Python.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PythonSection {
+    /// Requirements as pip takes them (`rich`, `requests>=2.31`, `ansible==9.1.0`), in the
+    /// order written.
+    pub packages: Vec<String>,
+    /// The image path of the virtual environment; `None` means [`DEFAULT_PYTHON_VENV`].
+    pub venv: Option<ImagePath>,
+    /// The package index (a PEP 503 simple index URL); `None` means PyPI.
+    pub index_url: Option<String>,
+    /// Where the section is written in the spec file.
+    pub location: Location,
+    /// The key path of the section, e.g. `user.python`.
+    pub key: String,
+}
+
+impl PythonSection {
+    /// The virtual environment's path, with the default applied.
+    pub fn effective_venv(&self) -> ImagePath {
+        self.venv.clone().unwrap_or_else(|| {
+            ImagePath::new(DEFAULT_PYTHON_VENV).expect("DEFAULT_PYTHON_VENV is a valid image path")
+        })
+    }
+}
+
+/// One `fetch` entry: a file downloaded from a URL, verified by its SHA-256, placed at a path
+/// in the image as it is or unpacked from an archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchEntry {
+    /// The `http://` or `https://` URL (it may hold credentials, which are never shown).
+    pub url: String,
+    /// SHA-256 of the downloaded bytes, 64 lowercase hex digits; `None` means the lock file
+    /// pins it (`strata lock` fills it in).
+    pub sha256: Option<String>,
+    /// Where the file goes, or the directory an archive is unpacked into.
+    pub dest: ImagePath,
+    /// Permission bits of the file (default `0o644`), or of `dest` when unpacking.
+    pub mode: Option<u32>,
+    /// Owner of every entry; `None` means root (0).
+    pub uid: Option<u32>,
+    /// Group of every entry; `None` means root (0).
+    pub gid: Option<u32>,
+    /// The archive format to unpack (`tar.gz`, `tar.xz`, `tar.zst`, `tar.bz2`, `tar`, `zip`);
+    /// `None` places the file as it is.
+    pub unpack: Option<String>,
+    /// Leading path components dropped from every archive entry (only with `unpack`).
+    pub strip_components: Option<u32>,
+    /// Where this entry is written in the spec file.
+    pub location: Location,
+    /// The key path of this entry, e.g. `base.fetch[0]`.
+    pub key: String,
 }
 
 /// One `tree` entry: a host file or directory copied to a path in the image.
@@ -138,8 +200,9 @@ pub struct Half {
 pub struct TreeEntry {
     /// The host path as written, relative to [`Spec::dir`] (see [`Spec::source_path`]).
     pub src: PathBuf,
-    /// Where the file or directory lands in the image.
-    pub dest: ImagePath,
+    /// Where the file or directory lands in the image; [`Dest::Root`] (`dest = "/"`) copies
+    /// a directory's contents to the top of the image.
+    pub dest: Dest,
     /// Permission bits (at most `0o7777`) for the copied entries; `None` keeps the host's.
     pub mode: Option<u32>,
     /// Owner of the copied entries; `None` means root (0).
@@ -601,7 +664,45 @@ impl Spec {
                 .collect();
             fields.push(("links", Json::map(links.iter().map(|(k, v)| (k, v)))));
         }
-        Json::obj_vec(fields).render()
+        let mut form = Json::obj_vec(fields);
+        // Like the account, `fetch` appears only when used, so specs without it keep their
+        // hashes.
+        if let Json::Obj(fields) = &mut form
+            && !half.fetch.is_empty()
+        {
+            let fetch = half.fetch.iter().map(|f| {
+                Json::obj([
+                    ("url", Json::Str(check::without_credentials(&f.url))),
+                    ("sha256", Json::opt(f.sha256.as_ref(), Json::str)),
+                    ("dest", Json::Str(f.dest.absolute())),
+                    ("mode", Json::opt(f.mode, |m| Json::Int(m.into()))),
+                    ("uid", Json::Int(f.uid.unwrap_or(0).into())),
+                    ("gid", Json::Int(f.gid.unwrap_or(0).into())),
+                    ("unpack", Json::opt(f.unpack.as_ref(), Json::str)),
+                    (
+                        "strip_components",
+                        Json::Int(f.strip_components.unwrap_or(0).into()),
+                    ),
+                ])
+            });
+            fields.insert("fetch".to_owned(), Json::Arr(fetch.collect()));
+        }
+        if let Json::Obj(fields) = &mut form
+            && let Some(p) = &half.python
+        {
+            let python = Json::obj([
+                ("packages", Json::strs(p.packages.iter().cloned())),
+                ("venv", Json::Str(p.effective_venv().absolute())),
+                (
+                    "index_url",
+                    Json::opt(p.index_url.as_deref(), |u| {
+                        Json::Str(check::without_credentials(u))
+                    }),
+                ),
+            ]);
+            fields.insert("python".to_owned(), python);
+        }
+        form.render()
     }
 
     /// Canonical JSON of everything that is neither half: `[image]` (architecture included) and

@@ -10,8 +10,8 @@ use toml_edit::{Item, Table, TableLike, Value};
 use crate::check::{self, Rejection};
 use crate::error::{Diagnostic, Location, Problem, SpecError};
 use crate::{
-    AccountSection, CoderSection, ConfigSection, DEFAULT_NAME, DebianRepo, DebianSection, Half,
-    ImageSection, NixSection, ServicesSection, Spec, TreeEntry,
+    AccountSection, CoderSection, ConfigSection, DEFAULT_NAME, DebianRepo, DebianSection,
+    FetchEntry, Half, ImageSection, NixSection, PythonSection, ServicesSection, Spec, TreeEntry,
 };
 
 const ROOT_KEYS: &[&str] = &[
@@ -48,7 +48,22 @@ const IMAGE_KEYS: &[&str] = &[
     "version",
     "revision",
 ];
-const HALF_KEYS: &[&str] = &["tree", "debian", "nix", "links"];
+const HALF_KEYS: &[&str] = &["tree", "debian", "nix", "fetch", "python", "links"];
+const PYTHON_KEYS: &[&str] = &["packages", "venv", "index_url"];
+const FETCH_KEYS: &[&str] = &[
+    "url",
+    "sha256",
+    "dest",
+    "mode",
+    "uid",
+    "gid",
+    "unpack",
+    "strip_components",
+];
+/// The `unpack` values (the download source's archive formats).
+const UNPACK_NAMES: &[&str] = &[
+    "tar.gz", "tgz", "tar.xz", "tar.zst", "tar.bz2", "tar", "zip",
+];
 const TREE_KEYS: &[&str] = &["src", "dest", "mode", "uid", "gid"];
 const DEBIAN_KEYS: &[&str] = &[
     "packages",
@@ -484,6 +499,12 @@ impl<'t> Parser<'t> {
         if let Some(nix) = t.take("nix") {
             half.nix = self.nix(&nix);
         }
+        if let Some(fetch) = t.take("fetch") {
+            half.fetch = self.fetch(&fetch);
+        }
+        if let Some(python) = t.take("python") {
+            half.python = self.python(&python);
+        }
         if let Some(links) = t.take("links") {
             let map = self.string_map(
                 &links,
@@ -506,6 +527,142 @@ impl<'t> Parser<'t> {
             }
         }
         half
+    }
+
+    fn python(&mut self, f: &Field<'_>) -> Option<PythonSection> {
+        let mut t = self.table(
+            f,
+            "a table like { packages = [\"rich\", \"requests>=2.31\"] }",
+            PYTHON_KEYS,
+        )?;
+        let mut p = PythonSection {
+            packages: Vec::new(),
+            venv: None,
+            index_url: None,
+            location: f.loc.clone(),
+            key: f.path.clone(),
+        };
+        if let Some(list) = t.take("packages") {
+            p.packages = self
+                .strings_with(
+                    &list,
+                    "[\"rich\", \"requests>=2.31\"]",
+                    check::python_requirement,
+                )
+                .unwrap_or_default();
+        }
+        if let Some(v) = t.take("venv") {
+            p.venv = self.string_with(&v, "a string like \"/opt/venv\"", |s| {
+                check::image_path(s, crate::DEFAULT_PYTHON_VENV)
+            });
+        }
+        if let Some(u) = t.take("index_url") {
+            p.index_url = self.string_with(
+                &u,
+                "a string like \"https://pypi.org/simple\"",
+                check::download_url,
+            );
+        }
+        Some(p)
+    }
+
+    fn fetch(&mut self, f: &Field<'_>) -> Vec<FetchEntry> {
+        const EXAMPLE: &str = "{ url = \"https://example.org/tool\", sha256 = \"...\", dest = \"/usr/local/bin/tool\" }";
+        let Some(elements) = self.array(f, &format!("an array of tables like [{EXAMPLE}]")) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in &elements {
+            let Some(mut t) = self.table(e, &format!("a table like {EXAMPLE}"), FETCH_KEYS) else {
+                continue;
+            };
+            let url = match t.take("url") {
+                Some(u) => self.string_with(
+                    &u,
+                    "a string like \"https://example.org/tool.tar.gz\"",
+                    check::download_url,
+                ),
+                None => {
+                    self.missing(&t, "url", "add url = \"https://...\": what to download");
+                    None
+                }
+            };
+            let sha256 = t
+                .take("sha256")
+                .and_then(|s| self.string_with(&s, "a string of 64 hex digits", check::sha256));
+            let dest = match t.take("dest") {
+                Some(dest) => {
+                    self.string_with(&dest, "a string like \"/usr/local/bin/tool\"", |s| {
+                        check::image_path(s, "/usr/local/bin/tool")
+                    })
+                }
+                None => {
+                    self.missing(
+                        &t,
+                        "dest",
+                        "add dest = \"/...\": the absolute path in the image of the file, or of \
+                         the directory an archive is unpacked into",
+                    );
+                    None
+                }
+            };
+            let mode = t.take("mode").and_then(|m| self.mode(&m));
+            let uid = t
+                .take("uid")
+                .and_then(|u| self.integer_with(&u, "an integer user id like 1000", check::id));
+            let gid = t
+                .take("gid")
+                .and_then(|g| self.integer_with(&g, "an integer group id like 1000", check::id));
+            let unpack = t.take("unpack").and_then(|u| {
+                self.string_with(&u, "a string like \"tar.gz\"", |s| {
+                    if UNPACK_NAMES.contains(&s) {
+                        Ok(s.to_owned())
+                    } else {
+                        Err((
+                            format!("`{s}` is not an archive format strata unpacks"),
+                            format!("write one of {}", UNPACK_NAMES.join(", ")),
+                        ))
+                    }
+                })
+            });
+            let unpack = unpack.map(|u| if u == "tgz" { "tar.gz".to_owned() } else { u });
+            let strip = t.take("strip_components").and_then(|s| {
+                let n = self.integer_with(&s, "a small integer like 1", |n| {
+                    u32::try_from(n).ok().filter(|n| *n <= 64).ok_or_else(|| {
+                        (
+                            format!("{n} is not a number of path components"),
+                            "write a number from 0 to 64".to_owned(),
+                        )
+                    })
+                })?;
+                if unpack.is_none() {
+                    self.checked::<()>(
+                        &s,
+                        Err((
+                            "strip_components needs unpack".to_owned(),
+                            "add unpack = \"tar.gz\" (or the archive's format), or remove the key"
+                                .to_owned(),
+                        )),
+                    );
+                }
+                Some(n)
+            });
+            if let (Some(url), Some(dest)) = (url, dest) {
+                out.push(FetchEntry {
+                    url,
+                    sha256,
+                    dest,
+                    mode,
+                    uid,
+                    gid,
+                    unpack,
+                    strip_components: strip,
+                    location: e.loc.clone(),
+                    key: e.path.clone(),
+                });
+            }
+        }
+        out
     }
 
     fn tree(&mut self, f: &Field<'_>) -> Vec<TreeEntry> {
@@ -535,7 +692,7 @@ impl<'t> Parser<'t> {
             let dest = match t.take("dest") {
                 Some(dest) => {
                     self.string_with(&dest, "a string like \"/usr/local/bin/hello\"", |s| {
-                        check::image_path(s, "/usr/local/bin/hello")
+                        check::tree_dest(s, "/usr/local/bin/hello")
                     })
                 }
                 None => {

@@ -39,7 +39,7 @@ fn unknown_keys_at_every_level() {
     assert_eq!(
         error(text),
         "examples/x/strata.toml:1:1: imagee: unknown key (expected one of: image, base, user, config, account, coder, services)\n\
-         examples/x/strata.toml:3:1: base.apt: unknown key (expected one of: tree, debian, nix, links)\n\
+         examples/x/strata.toml:3:1: base.apt: unknown key (expected one of: tree, debian, nix, fetch, python, links)\n\
          examples/x/strata.toml:5:1: config.envv: unknown key (expected one of: env, entrypoint, cmd, workdir, user, labels, exposed_ports)"
     );
     assert_eq!(
@@ -121,10 +121,17 @@ fn escaping_dest() {
         error("[base]\ntree = [{ src = \"a\", dest = \"/usr/../../etc\" }]\n"),
         "examples/x/strata.toml:2:29: base.tree[0].dest: `/usr/../../etc` climbs above the image root with `..` (remove the `..` components)"
     );
-    assert_eq!(
-        error("[base]\ntree = [{ src = \"a\", dest = \"/\" }]\n"),
-        "examples/x/strata.toml:2:29: base.tree[0].dest: `/` names the image root (name the file or directory to create, e.g. \"/usr/local/bin/hello\")"
-    );
+}
+
+#[test]
+fn dest_root_copies_a_whole_root_file_system() {
+    let spec = Spec::parse(
+        "[base]\ntree = [{ src = \"rootfs\", dest = \"/\" }]\n",
+        Path::new("examples/x/strata.toml"),
+    )
+    .expect("dest = \"/\" is accepted");
+    assert_eq!(spec.base.tree[0].dest, strata_fstree::Dest::Root);
+    assert_eq!(spec.base.tree[0].dest.absolute(), "/");
 }
 
 #[test]

@@ -47,6 +47,15 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// The extra sweep of [`Store::gc_with`] failed.
+    #[error("store: {what}")]
+    Sweep {
+        /// What was being swept.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A digest string is not `sha256:<64 hex>`.
     #[error("store: `{0}` is not a sha256 digest")]
     BadDigest(String),
@@ -93,6 +102,9 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Layer records deleted (their blob was gone).
     pub records_removed: usize,
+    /// Entries the extra sweep of [`Store::gc_with`] removed (`strata run`'s unpacked root
+    /// file systems of images the store no longer records).
+    pub rootfs_removed: usize,
 }
 
 /// An open store.
@@ -141,6 +153,12 @@ impl Store {
     /// The versioned root directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The directory for temporary files of this store's users (pushes, pulls, runs); on the
+    /// store's file system, so finished files are renamed into place.
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.root.join("tmp")
     }
 
     /// A directory a content source may use for its caches.
@@ -301,6 +319,10 @@ impl Store {
     /// blobs, and leftover temporary files. Holds the store lock exclusively.
     pub fn gc<T: DeserializeOwned + BlobRef>(&self) -> Result<GcReport> {
         let _lock = self.lock_store(true)?;
+        self.gc_locked::<T>()
+    }
+
+    fn gc_locked<T: DeserializeOwned + BlobRef>(&self) -> Result<GcReport> {
         let keep = self.used_blobs()?;
         let mut report = GcReport::default();
         let blobs = self.root.join("blobs/sha256");
@@ -330,6 +352,29 @@ impl Store {
         for entry in fs::read_dir(&tmp).map_err(io_err("list", &tmp))?.flatten() {
             let _ = fs::remove_file(entry.path());
         }
+        Ok(report)
+    }
+
+    /// [`Store::gc`], then, under the same exclusive lock (so no build or run is using them),
+    /// `sweep` with the hex digests of the blobs still in use: for directories other crates
+    /// keep in the store (`strata run`'s root file systems). Its count is
+    /// [`GcReport::rootfs_removed`].
+    pub fn gc_with<T, E>(
+        &self,
+        what: &'static str,
+        sweep: impl FnOnce(&Store, &BTreeSet<String>) -> std::result::Result<usize, E>,
+    ) -> Result<GcReport>
+    where
+        T: DeserializeOwned + BlobRef,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let _lock = self.lock_store(true)?;
+        let mut report = self.gc_locked::<T>()?;
+        let used = self.used_blobs()?;
+        report.rootfs_removed = sweep(self, &used).map_err(|e| StoreError::Sweep {
+            what,
+            source: Box::new(e),
+        })?;
         Ok(report)
     }
 
@@ -371,10 +416,11 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     }
 }
 
-/// The hex part of a `sha256:<hex>` digest, checked.
+/// The hex part of a `sha256:<hex>` digest, checked with [`strata_oci::Digest`] (the store
+/// keeps sha256 blobs only).
 pub fn digest_hex(digest: &str) -> Result<&str> {
-    match digest.strip_prefix("sha256:") {
-        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(hex),
+    match strata_oci::Digest::parse(digest) {
+        Ok(d) if d.algorithm() == "sha256" => Ok(&digest["sha256:".len()..]),
         _ => Err(StoreError::BadDigest(digest.to_owned())),
     }
 }

@@ -60,6 +60,9 @@ pub enum TransportError {
     /// The image is malformed or not what was asked for.
     #[error("{0}")]
     Invalid(String),
+    /// A digest (from a registry) is malformed.
+    #[error(transparent)]
+    Digest(#[from] strata_oci::DigestError),
     /// Reading an image back failed.
     #[error(transparent)]
     Read(#[from] strata_oci::read::ReadError),
@@ -122,13 +125,43 @@ impl fmt::Display for Transport {
     }
 }
 
+/// What a command that runs or checks an image was given: a spec file (built first) or an
+/// image location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A spec file.
+    Spec(PathBuf),
+    /// An image location.
+    Image(Transport),
+}
+
+impl Target {
+    /// An argument with a location prefix (`oci:`, `docker-archive:`, `docker://`) is a
+    /// location, parsed by [`Transport::parse`]; anything else is a spec file's path.
+    pub fn parse(s: &str) -> Result<Self, TransportError> {
+        let is_location = ["oci:", "docker-archive:", "docker://"]
+            .iter()
+            .any(|p| s.starts_with(p));
+        if is_location {
+            Ok(Self::Image(Transport::parse(s)?))
+        } else {
+            Ok(Self::Spec(PathBuf::from(s)))
+        }
+    }
+}
+
 /// What writing an image produced.
 #[derive(Debug, Clone)]
 pub enum Written {
     /// Written to a local file or directory.
     Local,
     /// Pushed; per-blob outcomes in the report.
-    Pushed(PushReport),
+    Pushed {
+        /// Where it went: the destination with the tag it was pushed under.
+        reference: Reference,
+        /// What the push did.
+        report: PushReport,
+    },
 }
 
 /// Writes `image` to `dest`. For a registry without a tag in `dest`, the image's own tag is
@@ -221,7 +254,7 @@ pub fn write_from(
                 manifest: image.manifest.clone(),
                 manifest_media_type: image.manifest_media_type.clone(),
                 config: Blob {
-                    digest: image.config_digest.clone(),
+                    digest: image.config_digest.to_string(),
                     size: image.config.len() as u64,
                     media_type: config_media_type(&image.manifest_media_type).to_owned(),
                     path: config_path,
@@ -231,7 +264,7 @@ pub fn write_from(
                     .layers
                     .iter()
                     .map(|l| Blob {
-                        digest: l.digests.digest.clone(),
+                        digest: l.digests.digest.to_string(),
                         size: l.digests.size,
                         media_type: l.media_type.clone(),
                         path: l.path.clone(),
@@ -241,7 +274,7 @@ pub fn write_from(
             };
             let report = client.push(&reference, &push, reporter)?;
             drop(config_file);
-            Ok(Written::Pushed(report))
+            Ok(Written::Pushed { reference, report })
         }
     }
 }
@@ -282,5 +315,24 @@ mod tests {
         assert_eq!(r.tag.as_deref(), Some("v1"));
         assert!(Transport::parse("dir:x").is_err());
         assert!(Transport::parse("oci:").is_err());
+    }
+
+    #[test]
+    fn targets_are_specs_or_locations_with_one_meaning() {
+        // oci:DIR:TAG means the same to run, check and inspect: the last colon splits the tag.
+        assert_eq!(
+            Target::parse("oci:out/a:b:v1").expect("parse"),
+            Target::Image(Transport::Oci("out/a:b".into(), Some("v1".into())))
+        );
+        assert_eq!(
+            Target::parse("oci:out/x").expect("parse"),
+            Target::Image(Transport::Oci("out/x".into(), None))
+        );
+        assert_eq!(
+            Target::parse("examples/hello/strata.toml").expect("parse"),
+            Target::Spec("examples/hello/strata.toml".into())
+        );
+        assert!(Target::parse("docker://").is_err());
+        assert!(Target::parse("oci:").is_err());
     }
 }

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
+mod registry_common;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use registry_common::{Auth, Registry};
 use serde_json::Value;
 
 /// The repository's `examples/coder` directory.
@@ -774,4 +776,57 @@ fn nix_image_gets_the_account_merged_and_passes_the_check() {
         "{passwd}"
     );
     assert!(text_of(&snap, "etc/shadow").contains("coder:*::0:99999:7:::"));
+}
+
+/// `--image docker://HOST/REPO:TAG`: the template pins the image where it was pushed, with the
+/// digest the registry serves for the tag (here a zstd build, whose digest is not the gzip
+/// build's), so a workspace pulls exactly that image. (Issue 11, point 9.)
+#[test]
+fn template_image_from_the_registry_pins_the_pushed_digest() {
+    let reg = Registry::start(Auth::None);
+    let work = Work::new();
+    coder_example(&work, "strata-e2e/coder-pushed");
+    let pushed = work.build(&reg.docker("team/ws:v1"), &["--compression", "zstd"]);
+    let gzip = work.build(&format!("oci:{}", work.out("oci").display()), &[]);
+    assert_ne!(
+        pushed.digest(),
+        gzip.digest(),
+        "compression changes the digest"
+    );
+
+    let dir = work.out("template-pushed");
+    run_ok(
+        work.strata()
+            .args(["coder", "template", work.spec().to_str().unwrap()])
+            .args(["--kind", "docker", "--image", &reg.docker("team/ws:v1")])
+            .arg("--out")
+            .arg(&dir),
+    );
+    let hcl = parse_hcl(&dir.join("main.tf"));
+    let image = hcl["locals"][0]["image"].as_str().unwrap();
+    assert_eq!(
+        image,
+        format!("{}/team/ws:v1@{}", reg.host(), pushed.digest()),
+        "the template pins the pushed image"
+    );
+    assert_eq!(
+        reg.status("HEAD", &format!("team/ws/manifests/{}", pushed.digest())),
+        200,
+        "the pinned digest exists in the registry"
+    );
+
+    // A tag the registry does not have is an error that says to push first.
+    let out = run(work.strata().args([
+        "coder",
+        "template",
+        work.spec().to_str().unwrap(),
+        "--kind",
+        "docker",
+        "--image",
+        &reg.docker("team/ws:missing"),
+        "--out",
+        work.out("template-missing").to_str().unwrap(),
+    ]));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("push it first"), "{}", stderr(&out));
 }

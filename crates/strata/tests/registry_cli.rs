@@ -220,9 +220,11 @@ fn build_to_registry_is_accepted_by_skopeo_and_runs_in_podman() {
     let dest = reg.docker("ws");
     let out = strata_ok(&work, &["build", spec.to_str().unwrap(), "--output", &dest]);
     let (tag, digest) = tag_and_digest(&stdout(&out));
+    // What strata prints is where the image now is: HOST/REPO:TAG@DIGEST.
+    let image = format!("{}/ws:{tag}", reg.host());
+    assert_eq!(stdout(&out).trim(), format!("{image}@{digest}"));
 
     // The registry has the content-addressed tag strata printed, with strata's digest.
-    let image = format!("{}/ws:{tag}", reg.host());
     let inspected = skopeo_inspect(&format!("docker://{image}"), &[]);
     assert_eq!(
         inspected["Digest"].as_str(),
@@ -263,6 +265,15 @@ fn unchanged_rebuild_to_registry_uploads_no_blob() {
     let spec = busybox_spec(&work, "strata.toml", "unchanged\n");
     let dest = reg.docker("ws");
     let first = work.build_spec(&spec, &dest, &[]);
+    // --json names the pushed reference too.
+    let pushed = format!("{}/ws:{}", reg.host(), first.tag());
+    assert_eq!(first.str("reference"), pushed, "{:#}", first.json);
+    assert_eq!(
+        first.str("image"),
+        format!("{pushed}@{}", first.digest()),
+        "{:#}",
+        first.json
+    );
     let first_uploads = committed_digests(&reg.requests_since(0));
     let mut expected: BTreeSet<String> = layer_digests(&first).into_iter().collect();
     expected.insert(first.str("config_digest").to_owned());

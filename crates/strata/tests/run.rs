@@ -297,15 +297,11 @@ fn mounts_and_a_throwaway_root() {
     assert!(run_dirs(&work).is_empty(), "{:?}", run_dirs(&work));
 }
 
-#[test]
-fn stdin_is_passed_through() {
-    let work = Work::new();
-    busybox_spec(&work);
-    let mut cmd = strata_run(
-        &work,
-        &work.spec().to_string_lossy(),
-        &["--", "/bin/busybox", "cat"],
-    );
+/// Runs `busybox cat` with `data` on strata's stdin and `args` before the command.
+fn cat_stdin(work: &Work, args: &[&str]) -> Output {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--", "/bin/busybox", "cat"]);
+    let mut cmd = strata_run(work, &work.spec().to_string_lossy(), &all);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -316,9 +312,64 @@ fn stdin_is_passed_through() {
         .expect("stdin")
         .write_all(b"data\nmore data\n")
         .expect("write stdin");
-    let out = child.wait_with_output().expect("wait");
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn stdin_is_passed_through_with_i() {
+    let work = Work::new();
+    busybox_spec(&work);
+    for flag in ["-i", "--interactive"] {
+        let out = cat_stdin(&work, &[flag]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "data\nmore data\n", "{flag}");
+    }
+}
+
+#[test]
+fn without_i_stdin_is_dev_null() {
+    let work = Work::new();
+    busybox_spec(&work);
+    let out = cat_stdin(&work, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out), "data\nmore data\n");
+    assert_eq!(
+        stdout(&out),
+        "",
+        "the command read strata's stdin without -i"
+    );
+}
+
+/// `dest = "/"`: a directory holding a whole root file system becomes the image's top level.
+#[test]
+fn tree_dest_root_copies_a_whole_root_file_system() {
+    let work = Work::new();
+    work.file(
+        "rootfs/bin/busybox",
+        fs::read("/bin/busybox").expect("read busybox"),
+        0o755,
+    );
+    work.symlink("rootfs/bin/sh", "busybox");
+    work.file("rootfs/etc/motd", "a whole root file system\n", 0o644);
+    work.dir("rootfs/tmp", 0o1777);
+    work.write_spec(
+        r#"
+[image]
+name = "dest-root"
+
+[base]
+tree = [ { src = "rootfs", dest = "/" } ]
+"#,
+    );
+    let out = run_spec_ok(
+        &work,
+        &[
+            "--",
+            "/bin/sh",
+            "-c",
+            "cat /etc/motd; ls -ld /tmp | cut -c1-10",
+        ],
+    );
+    assert_eq!(out, "a whole root file system\ndrwxrwxrwt\n");
 }
 
 /// Pids of processes whose command line holds `marker`.
