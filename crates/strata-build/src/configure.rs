@@ -145,18 +145,9 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Config
     }
 }
 
-/// The OCI architecture of this machine.
+/// The OCI architecture of this machine (the one mapping, in strata-spec).
 fn host_architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "arm" => "arm",
-        "powerpc64" => "ppc64le",
-        "riscv64" => "riscv64",
-        "s390x" => "s390x",
-        other => other,
-    }
+    strata_spec::host_architecture()
 }
 
 /// Whether the spec asks for configured Debian content: some half has a `debian` section and

@@ -94,8 +94,8 @@ pub enum DebianError {
         /// The URL.
         url: String,
     },
-    /// A local file operation failed.
-    #[error("{}: {source}", path.display())]
+    /// A local file operation failed (the message names the file; the I/O error is the source).
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,

@@ -14,6 +14,9 @@
 //! bundle with `SSL_CERT_FILE`, and, when the closure has a glibc, the FHS dynamic loader plus
 //! links to its libraries, so programs copied in from other distributions run.
 
+// Library crate: every public item is documented, and no input can make it panic through unwrap.
+#![deny(missing_docs, clippy::unwrap_used)]
+
 mod cli;
 mod custom;
 mod location;

@@ -9,6 +9,9 @@
 //!
 //! The full reference of the format is `docs/spec.md` at the root of the repository.
 
+// Library crate: every public item is documented, and no input can make it panic through unwrap.
+#![deny(missing_docs, clippy::unwrap_used)]
+
 mod check;
 
 /// Whether a suite is an Ubuntu release or one of its pockets (`jammy`, `noble-updates`).

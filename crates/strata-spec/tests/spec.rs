@@ -249,11 +249,13 @@ fn syntax_error() {
 fn read_error() {
     let err = Spec::load(Path::new("/nonexistent/strata.toml")).expect_err("no such file");
     assert!(matches!(err, SpecError::Read { .. }));
-    assert!(
-        err.to_string()
-            .starts_with("/nonexistent/strata.toml: cannot read the spec file: "),
-        "{err}"
+    // The message names the file; the I/O error is the source, not repeated in the message.
+    assert_eq!(
+        err.to_string(),
+        "/nonexistent/strata.toml: cannot read the spec file"
     );
+    let source = std::error::Error::source(&err).expect("the I/O error is the source");
+    assert!(source.to_string().contains("No such file"), "{source}");
 }
 
 #[test]

@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
-mod registry_common;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -17,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use registry_common::{Auth, Registry};
 use serde_json::Value;
 
 /// The repository's `examples/coder` directory.
@@ -203,7 +201,9 @@ fn text_of(snap: &Snapshot, path: &str) -> String {
 
 #[test]
 fn account_merges_with_the_images_own_databases() {
-    require_tool("umoci");
+    if !require(&["umoci"]) {
+        return;
+    }
     let work = Work::new();
     work.file(
         "etc/passwd",
@@ -425,19 +425,8 @@ fn start_workspace(work: &Work, build: &Build, archive: &Path) -> Bootstrap {
     set_mode(&out_dir, 0o777);
     let token = "strata-test-token-0123456789";
     let entrypoint = serde_json::to_string(&["sh", "-c", &init_script(&url, arch)]).unwrap();
-    let run_out = run(Command::new("podman")
-        .args([
-            "run",
-            "--rm",
-            "--cgroup-manager=cgroupfs",
-            "--runtime=runc",
-            "--ulimit",
-            "nofile=20000:20000",
-            "--ulimit",
-            "nproc=20000:20000",
-            "--network=host",
-            "-e",
-        ])
+    let run_out = run(podman_run()
+        .args(["--network=host", "-e"])
         .arg(format!("CODER_AGENT_TOKEN={token}"))
         .arg("-v")
         .arg(format!("{}:/agent-out", out_dir.display()))
@@ -494,7 +483,9 @@ fn assert_agent_ran_as_the_account(b: &Bootstrap) {
 
 #[test]
 fn agent_bootstrap_starts_the_agent_as_the_account_under_podman() {
-    require_tool("podman");
+    if !require(&["podman"]) {
+        return;
+    }
     let work = Work::new();
     coder_example(&work, &unique_name("coder-agent"));
     let archive = work.out("image.tar");
@@ -512,7 +503,9 @@ fn agent_bootstrap_starts_the_agent_as_the_account_under_podman() {
 
 #[test]
 fn agent_bootstrap_in_the_debian_example_downloads_with_curl() {
-    require_tool("podman");
+    if !require(&["podman"]) {
+        return;
+    }
     let work = Work::new();
     let text = fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/coder-debian/strata.toml"),
@@ -707,8 +700,9 @@ fn strata_arch() -> &'static str {
 
 #[test]
 fn nix_image_gets_the_account_merged_and_passes_the_check() {
-    require_tool("nix-store");
-    require_tool("umoci");
+    if !require(&["nix-store", "umoci"]) {
+        return;
+    }
     let work = Work::new();
     let bb = fs::read("/bin/busybox").expect("/bin/busybox (busybox-static)");
     work.file("busybox/bin/busybox", bb, 0o555);
