@@ -802,9 +802,12 @@ fn debian_source_passes_the_source_suite() {
     let work = tempfile::tempdir().expect("tempdir");
     let cache = work.path().join("cache");
     std::fs::create_dir_all(&cache).expect("cache dir");
+    let session = strata_source::Session::new();
     let ctx = SourceContext {
         cache_dir: &cache,
         architecture: "amd64",
+        session: &session,
+        reporter: &strata_source::NoReporter,
     };
     let input = |packages: &[&str], lock: &str| DebianInput {
         part: Part::Base,
@@ -813,6 +816,7 @@ fn debian_source_passes_the_source_suite() {
         lock_file: work.path().join(lock),
         options: DebianOptions::default(),
         context: "strata.toml:4:1: base.debian".to_owned(),
+        debconf: Vec::new(),
     };
     let make = || -> Box<dyn Source> { Box::new(DebianSource::new(input(&["alpha"], "a.lock"))) };
     let resolution = check_source(&make, &ctx);

@@ -59,9 +59,12 @@ fn nix_source_passes_the_source_suite() {
     let data_path = add(&store, &dir.path().join("data.txt"));
     let cache = dir.path().join("cache");
     std::fs::create_dir_all(&cache).unwrap();
+    let session = strata_source::Session::new();
     let ctx = SourceContext {
         cache_dir: &cache,
         architecture: "amd64",
+        session: &session,
+        reporter: &strata_source::NoReporter,
     };
 
     let (d, s) = (dir.path().to_owned(), store.clone());

@@ -30,9 +30,12 @@ fn tree_source_passes_the_source_suite() {
     std::fs::write(dir.path().join("single"), "one file\n").unwrap();
     let cache = dir.path().join("cache");
     std::fs::create_dir_all(&cache).unwrap();
+    let session = strata_source::Session::new();
     let ctx = SourceContext {
         cache_dir: &cache,
         architecture: "amd64",
+        session: &session,
+        reporter: &strata_source::NoReporter,
     };
 
     let (root2, single) = (root.clone(), dir.path().join("single"));
