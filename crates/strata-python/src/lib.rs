@@ -15,6 +15,9 @@
 //! per distribution (`py:NAME==VERSION`) referencing the environment's own object (`py-venv:`,
 //! `pyvenv.cfg` and the `python` links to `/usr/bin/python3`).
 
+// Library crate: every public item is documented, and no input can make it panic through unwrap.
+#![deny(missing_docs, clippy::unwrap_used)]
+
 pub mod wheel;
 
 use std::collections::BTreeMap;
