@@ -5,6 +5,9 @@
 //! planner decides which objects share a layer; the OCI writer turns them into tars. Every
 //! source implements [`Source`], so the build pipeline treats them all alike.
 
+// Library crate: every public item is documented, and no input can make it panic through unwrap.
+#![deny(missing_docs, clippy::unwrap_used)]
+
 mod tree;
 
 pub use tree::{TreeInput, TreeSource};
