@@ -624,7 +624,8 @@ fn installed(
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    std::fs::create_dir_all(cache_dir.join("installed-v1")).map_err(io(cache_dir))?;
+    let installed_dir = cache_dir.join("installed-v1");
+    std::fs::create_dir_all(&installed_dir).map_err(io(&installed_dir))?;
     match std::fs::rename(&tmp, &dir) {
         Ok(()) => Ok(root),
         Err(_) if root.is_dir() => {
