@@ -96,7 +96,7 @@ pub enum PythonError {
     #[error(transparent)]
     Fetch(#[from] strata_fetch::FetchError),
     /// A local file could not be read or written.
-    #[error("cannot write {}", path.display())]
+    #[error("cannot read or write {}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
