@@ -3,6 +3,7 @@
 //! * [`account`]: the workspace account (`[account]` in the spec): `/etc/passwd`, `/etc/group`,
 //!   `/etc/shadow` merged with the image's own, the home directory with the skeleton files, the
 //!   sudoers drop-in, and the `User`/`WorkingDir` defaults of the image configuration.
+//! * [`busybox`]: the applets a busybox binary provides, read from its bytes.
 //! * [`check`]: Coder's workspace-image minimums, checked on the image's files without a
 //!   container engine (`strata check --coder`).
 //! * [`template`]: Coder templates (Docker or Kubernetes) that run the image by digest.
@@ -13,6 +14,7 @@
 #![deny(missing_docs, clippy::unwrap_used)]
 
 pub mod account;
+pub mod busybox;
 pub mod check;
 pub mod image;
 pub mod index;

@@ -52,9 +52,12 @@
 //! writes go to a temporary file in the same directory and are renamed into place.
 
 mod cache;
+pub mod configure;
 mod deb;
 pub mod deb822;
 mod dns;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 pub mod preflight;
 mod release;
 mod resolve;

@@ -148,7 +148,11 @@ pub(crate) fn parse_index(
     arch: &str,
 ) -> Result<Vec<PkgVer>, DebianError> {
     if text.len() > 4 << 20 {
-        let mid = text.len() / 2;
+        // The middle rounded up to a character boundary: a UTF-8 Maintainer or Description
+        // may straddle the byte in the middle.
+        let mid = (text.len() / 2..text.len())
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(text.len());
         if let Some(off) = text[mid..].find("\n\n") {
             let (a, b) = text.split_at(mid + off + 2);
             let (ra, rb) = std::thread::scope(|s| {
@@ -789,6 +793,24 @@ pub(crate) fn locked_packages(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An index over the two-thread threshold whose middle byte falls inside a UTF-8
+    /// character (found reading the split for the fuzz targets): splitting it there panicked.
+    #[test]
+    fn large_index_split_inside_a_utf8_character() {
+        let one = stanza("p", "1", "Maintainer: Jöns Ü <j@example>\n");
+        let mut text = String::new();
+        while text.len() <= 4 << 20 {
+            text.push_str(&one);
+        }
+        // A comment line in front, as long as it takes to move the middle into a character.
+        let text = (0..2 * one.len())
+            .map(|k| format!("#{}\n{text}", "x".repeat(k)))
+            .find(|t| !t.is_char_boundary(t.len() / 2))
+            .expect("some comment length puts the middle inside a character");
+        let parsed = parse_index("Packages", &text, 0, "amd64").expect("parses");
+        assert_eq!(parsed.len(), text.matches("Package: p\n").count());
+    }
 
     fn universe(text: &str) -> Universe {
         let mut u = Universe::default();

@@ -398,22 +398,27 @@ pub struct DebianInput {
     pub user: Option<Request>,
     /// The spec's lock file (it need not exist).
     pub lock_file: PathBuf,
-    /// Lock and network behaviour.
-    pub options: DebianOptions,
+    /// Whether the packages are configured after their layers are written: no Debian
+    /// section of the spec says `configure = false`.
+    pub configure: bool,
     /// Where the section is in the spec, for messages (`strata.toml:4:1: base.debian`).
     pub context: String,
 }
 
 impl DebianInput {
     /// The input for one half of `spec`, or `None` when that half has no `debian` key.
-    pub fn from_spec(spec: &Spec, part: Part, options: DebianOptions) -> Option<Self> {
+    pub fn from_spec(spec: &Spec, part: Part) -> Option<Self> {
         let section = spec.half(part).debian.as_ref()?;
+        let configure = [Part::Base, Part::User]
+            .into_iter()
+            .filter_map(|p| spec.half(p).debian.as_ref())
+            .all(|d| d.configure.unwrap_or(true));
         Some(Self {
             part,
             base: request_for(spec, Part::Base),
             user: request_for(spec, Part::User),
             lock_file: lock_path(&spec.path),
-            options,
+            configure,
             context: format!("{}: {}", section.location, section.key),
         })
     }
@@ -433,7 +438,11 @@ impl DebianSource {
 
     /// The locks of both halves, from the lock file where it matches, else resolved (unless
     /// `--locked` or `--offline` forbid it).
-    fn locks(&self, cache: &Path) -> Result<(Option<Lock>, Option<Lock>), SourceFailure> {
+    fn locks(
+        &self,
+        cache: &Path,
+        options: DebianOptions,
+    ) -> Result<(Option<Lock>, Option<Lock>), SourceFailure> {
         let file = SpecLock::read(&self.input.lock_file)?;
         let (base_req, user_req) = (self.input.base.as_ref(), self.input.user.as_ref());
         let [bs, us] = check_lock(file.as_ref(), base_req, user_req);
@@ -444,9 +453,9 @@ impl DebianSource {
                 HalfState::Missing => format!("{lock_name} has no lock for [{half}].debian"),
                 HalfState::Stale(d) => format!("{lock_name} does not match [{half}].debian: {d}"),
             };
-            if self.input.options.locked {
+            if options.locked {
                 Some(SourceFailure::Locked(why))
-            } else if self.input.options.offline {
+            } else if options.offline {
                 Some(SourceFailure::OfflineUnlocked(why))
             } else {
                 None
@@ -480,8 +489,12 @@ impl DebianSource {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(|| ctx.cache_dir.to_owned());
-        let (base_lock, user_lock) = self.locks(&cache)?;
-        let offline = self.input.options.offline;
+        let options = DebianOptions {
+            locked: ctx.locked,
+            offline: ctx.offline,
+        };
+        let (base_lock, user_lock) = self.locks(&cache, options)?;
+        let offline = options.offline;
         let base_pkgs = match &base_lock {
             Some(l) => memo_fetch(l, &cache, offline)?,
             None => Vec::new(),
@@ -561,21 +574,21 @@ impl DebianSource {
         roots.sort();
         roots.dedup();
 
-        // The system files describe every package of the image; when the user half has its
-        // own packages, it writes them (they win over the base's in the customisation layer).
-        let writes_system = self.input.part == Part::User || self.input.user.is_none();
-        let customisation = if writes_system {
-            let all: Vec<&Package> = base_pkgs.iter().chain(user_pkgs.iter()).collect();
-            let req = self.input.base.as_ref().or(self.input.user.as_ref());
-            crate::system::generate(&all, req)?
-        } else {
-            Vec::new()
-        };
+        let (customisation, steps) = crate::configure::half_system(&crate::configure::Half {
+            part: self.input.part,
+            base: &base_pkgs,
+            user: &user_pkgs,
+            base_request: self.input.base.as_ref(),
+            user_request: self.input.user.as_ref(),
+            configure: self.input.configure,
+            architecture: ctx.architecture,
+        })?;
         Ok(Resolution {
             objects,
             roots,
             customisation,
             env: vec![("PATH".into(), DEFAULT_PATH.into())],
+            steps,
         })
     }
 }
@@ -583,6 +596,10 @@ impl DebianSource {
 impl Source for DebianSource {
     fn kind(&self) -> &'static str {
         "debian"
+    }
+
+    fn provides_system(&self) -> bool {
+        true
     }
 
     fn resolve(&self, ctx: &SourceContext<'_>) -> Result<Resolution, SourceError> {

@@ -160,6 +160,16 @@ pub fn generate(
 }
 
 /// `/var/lib/dpkg/status` and the `info` files of every package.
+/// dpkg's database for `packages` alone (`status`, `info/PKG.*`), every package `installed`.
+pub fn dpkg_files(packages: &[&Package]) -> Result<Vec<Entry>, SourceFailure> {
+    let mut sorted: Vec<&Package> = packages.to_vec();
+    sorted.sort_by(|a, b| a.locked.name.cmp(&b.locked.name));
+    let files = Files::new(&sorted);
+    let mut out = Vec::new();
+    dpkg_database(&sorted, &files, &mut out)?;
+    Ok(out)
+}
+
 fn dpkg_database(
     packages: &[&Package],
     files: &Files<'_>,

@@ -790,7 +790,7 @@ fn device_nodes_skipped_and_links_neutralised() {
 /// unknown package is reported at the spec's `base.debian`.
 #[test]
 fn debian_source_passes_the_source_suite() {
-    use strata_debian::{DebianInput, DebianOptions, DebianSource};
+    use strata_debian::{DebianInput, DebianSource};
     use strata_source::{Source, SourceContext};
     use strata_spec::Part;
     use strata_test_support::source_suite::{check_source, check_source_error};
@@ -801,16 +801,13 @@ fn debian_source_passes_the_source_suite() {
     let work = tempfile::tempdir().expect("tempdir");
     let cache = work.path().join("cache");
     std::fs::create_dir_all(&cache).expect("cache dir");
-    let ctx = SourceContext {
-        cache_dir: &cache,
-        architecture: "amd64",
-    };
+    let ctx = SourceContext::new(&cache, "amd64");
     let input = |packages: &[&str], lock: &str| DebianInput {
         part: Part::Base,
         base: Some(repo.request(packages, keyring.clone())),
         user: None,
         lock_file: work.path().join(lock),
-        options: DebianOptions::default(),
+        configure: false,
         context: "strata.toml:4:1: base.debian".to_owned(),
     };
     let make = || -> Box<dyn Source> { Box::new(DebianSource::new(input(&["alpha"], "a.lock"))) };

@@ -254,19 +254,23 @@ impl NixSource {
         let location = self.location()?;
         let roots = self.realise()?;
         let objects = self.objects(&roots, &location)?;
+        // What other sources bring wins: their paths, and a distribution's system files.
+        let provided: BTreeSet<ImagePath> =
+            self.input.provided.union(ctx.provided).cloned().collect();
         let (customisation, env) = custom::generate(&custom::Inputs {
             objects: &objects,
             roots: &roots,
             profile: &self.input.profile,
             architecture: ctx.architecture,
-            system_files: self.input.system_files,
-            provided: &self.input.provided,
+            system_files: self.input.system_files && !ctx.system_provided,
+            provided: &provided,
         });
         Ok(Resolution {
             objects,
             roots,
             customisation,
             env,
+            steps: Vec::new(),
         })
     }
 }

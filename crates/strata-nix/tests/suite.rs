@@ -59,10 +59,7 @@ fn nix_source_passes_the_source_suite() {
     let data_path = add(&store, &dir.path().join("data.txt"));
     let cache = dir.path().join("cache");
     std::fs::create_dir_all(&cache).unwrap();
-    let ctx = SourceContext {
-        cache_dir: &cache,
-        architecture: "amd64",
-    };
+    let ctx = SourceContext::new(&cache, "amd64");
 
     let (d, s) = (dir.path().to_owned(), store.clone());
     let paths = vec![tool_path.clone(), data_path];

@@ -4,15 +4,23 @@
 //! named file trees with references to other objects, a DAG like Nix store paths. The layer
 //! planner decides which objects share a layer; the OCI writer turns them into tars. Every
 //! source implements [`Source`], so the build pipeline treats them all alike.
+//!
+//! Work a source needs done on the image after its layers are written (the Debian source
+//! configures its packages with the image's own `dpkg`) is a [`PostLayerStep`] the source
+//! returns in its [`Resolution`]; the pipeline only orders the steps and caches their layers.
 
 // Library crate: every public item is documented, and no input can make it panic through unwrap.
 #![deny(missing_docs, clippy::unwrap_used)]
 
+mod step;
 mod tree;
 
+pub use step::{LayerBelow, PostLayerStep, StepContext, StepError, StepLayer, StepPlace};
 pub use tree::{TreeInput, TreeSource};
 
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use strata_fstree::Tree;
@@ -39,7 +47,7 @@ impl StoreObject {
 }
 
 /// What a source made of its part of the spec.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Resolution {
     /// Every object, dependencies included.
     pub objects: Vec<StoreObject>,
@@ -51,7 +59,27 @@ pub struct Resolution {
     /// Environment the content needs (`PATH`, `SSL_CERT_FILE`); the spec's `[config] env`
     /// overrides it. A `PATH` from several sources is joined in order.
     pub env: Vec<(String, String)>,
+    /// Work to do on the image once its layers are written, each adding a layer (see
+    /// [`PostLayerStep`]).
+    pub steps: Vec<Arc<dyn PostLayerStep>>,
 }
+
+/// Equal resolutions: the same objects, roots, generated files and environment, and steps of
+/// the same names at the same places (a step's own state is the source's business).
+impl PartialEq for Resolution {
+    fn eq(&self, other: &Self) -> bool {
+        let steps = |r: &Resolution| -> Vec<(&'static str, StepPlace)> {
+            r.steps.iter().map(|s| (s.name(), s.place())).collect()
+        };
+        self.objects == other.objects
+            && self.roots == other.roots
+            && self.customisation == other.customisation
+            && self.env == other.env
+            && steps(self) == steps(other)
+    }
+}
+
+impl Eq for Resolution {}
 
 impl Resolution {
     /// Appends another resolution of the same half.
@@ -60,15 +88,47 @@ impl Resolution {
         self.roots.extend(other.roots);
         self.customisation.extend(other.customisation);
         self.env.extend(other.env);
+        self.steps.extend(other.steps);
     }
 }
 
-/// Where a source may keep downloads and what it builds for.
+/// Where a source may keep downloads, what it builds for, and what the rest of the image
+/// brings. The pipeline fills it for each source; new fields may be added, so sources read
+/// the ones they need and never build one themselves outside tests.
 pub struct SourceContext<'a> {
     /// A directory the source owns for its caches (inside the strata store).
     pub cache_dir: &'a Path,
     /// OCI architecture of the image (`amd64`, `arm64`).
     pub architecture: &'a str,
+    /// Fail unless the source's lock file matches the spec (`--locked`): never resolve anew.
+    pub locked: bool,
+    /// Use no network (`--offline`): everything must be locked and in the cache.
+    pub offline: bool,
+    /// Whether another source of the image brings a base system (its own `/bin/sh`,
+    /// `/etc/passwd`, loader; see [`Source::provides_system`]); a source that could generate
+    /// such files then leaves them to it.
+    pub system_provided: bool,
+    /// Image paths other sources put there explicitly (see [`Source::provided_paths`]);
+    /// nothing should be generated at or beneath them.
+    pub provided: &'a BTreeSet<strata_fstree::ImagePath>,
+}
+
+/// The empty set [`SourceContext::new`] starts from.
+static NOTHING_PROVIDED: BTreeSet<strata_fstree::ImagePath> = BTreeSet::new();
+
+impl<'a> SourceContext<'a> {
+    /// A context with the defaults: may resolve and use the network, no other source in the
+    /// image. The pipeline sets the rest field by field.
+    pub fn new(cache_dir: &'a Path, architecture: &'a str) -> Self {
+        Self {
+            cache_dir,
+            architecture,
+            locked: false,
+            offline: false,
+            system_provided: false,
+            provided: &NOTHING_PROVIDED,
+        }
+    }
 }
 
 /// A source that could not produce its objects.
@@ -96,6 +156,9 @@ pub enum SourceError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// A post-layer step failed; its error says which and why.
+    #[error(transparent)]
+    Step(#[from] StepError),
 }
 
 /// A content source.
@@ -105,6 +168,18 @@ pub trait Source {
 
     /// Produces the store objects for its part of the spec.
     fn resolve(&self, ctx: &SourceContext<'_>) -> Result<Resolution, SourceError>;
+
+    /// Whether this source brings a base system of its own (a distribution's `/bin/sh`,
+    /// account files and loader), known before anything is resolved.
+    fn provides_system(&self) -> bool {
+        false
+    }
+
+    /// Image paths this source puts there explicitly, known before anything is resolved
+    /// (a `tree` entry's `dest`); generated files of other sources stay out of them.
+    fn provided_paths(&self) -> Vec<strata_fstree::ImagePath> {
+        Vec::new()
+    }
 }
 
 /// Hashes a sequence of byte strings unambiguously (each is length-prefixed).

@@ -30,10 +30,7 @@ fn tree_source_passes_the_source_suite() {
     std::fs::write(dir.path().join("single"), "one file\n").unwrap();
     let cache = dir.path().join("cache");
     std::fs::create_dir_all(&cache).unwrap();
-    let ctx = SourceContext {
-        cache_dir: &cache,
-        architecture: "amd64",
-    };
+    let ctx = SourceContext::new(&cache, "amd64");
 
     let (root2, single) = (root.clone(), dir.path().join("single"));
     let make = move || -> Box<dyn Source> {
