@@ -154,7 +154,7 @@ pub fn build(
     let _shared = store.lock_store(false)?;
 
     reporter.phase("resolving sources");
-    let resolved = resolve::resolve(spec, store, opts)?;
+    let resolved = resolve::resolve(spec, store, opts, reporter)?;
 
     reporter.phase("planning layers");
     let mut plan = plan::plan(resolved, opts);

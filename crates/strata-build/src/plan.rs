@@ -105,6 +105,7 @@ pub(crate) fn customisation_layer(
         &mut customisation,
         &mut plan.env,
     )?;
+    services_customisation(spec, &plan.layers, step_files, &mut customisation)?;
     if customisation.is_empty() {
         return Ok(None);
     }
@@ -251,6 +252,41 @@ fn add_parents(layers: &mut [PlannedLayer]) {
         }
         layer.parents = parents.into_values().collect();
     }
+}
+
+/// `[services]`: the links that enable its `enable` units and whiteouts for the links of its
+/// `disable` units (see [`strata_coder::services`]), over everything below the customisation
+/// layer. An unknown unit is an error naming the units there are.
+fn services_customisation(
+    spec: &Spec,
+    planned: &[PlannedLayer],
+    step_files: &[Entry],
+    customisation: &mut Vec<Entry>,
+) -> Result<(), BuildError> {
+    let Some(sv) = &spec.services else {
+        return Ok(());
+    };
+    let files = strata_coder::FileIndex::from_entries(
+        planned
+            .iter()
+            .flat_map(|l| &l.objects)
+            .flat_map(|o| o.tree.entries())
+            .chain(step_files)
+            .chain(customisation.iter()),
+    );
+    let located = |e: strata_coder::services::ServiceError| {
+        BuildError::Source(strata_source::SourceError::Entry {
+            context: format!("{}: {}", sv.location, sv.key),
+            message: e.to_string(),
+            source: None,
+        })
+    };
+    let links = strata_coder::services::enable_links(&files, &sv.enable).map_err(located)?;
+    let whiteouts =
+        strata_coder::services::disable_whiteouts(&files, &sv.disable).map_err(located)?;
+    customisation.extend(links);
+    customisation.extend(whiteouts);
+    Ok(())
 }
 
 /// Adds the workspace account of `[account]` / `[coder]` (see [`strata_coder::account`]) to the

@@ -11,7 +11,7 @@ use strata_source::{
 use strata_spec::{Part, Spec};
 use strata_store::Store;
 
-use crate::{BuildError, BuildOptions};
+use crate::{BuildError, BuildOptions, Reporter};
 
 /// Both halves' sources, resolved.
 pub(crate) struct Resolved {
@@ -84,7 +84,10 @@ pub(crate) fn resolve(
     spec: &Spec,
     store: &Store,
     opts: &BuildOptions,
+    reporter: &dyn Reporter,
 ) -> Result<Resolved, BuildError> {
+    // Memo tables of the sources live as long as this build.
+    let session = strata_source::Session::new();
     let halves: Vec<Vec<Box<dyn Source>>> = [Part::Base, Part::User]
         .into_iter()
         .map(|part| sources_for(spec, part, opts))
@@ -92,7 +95,7 @@ pub(crate) fn resolve(
     let all: Vec<&dyn Source> = halves.iter().flatten().map(|s| s.as_ref()).collect();
     let mut resolutions = Vec::new();
     let mut at = 0;
-    for half in &halves {
+    for (half, part) in halves.iter().zip([Part::Base, Part::User]) {
         let mut out = Resolution::default();
         for source in half {
             let others = || {
@@ -108,11 +111,19 @@ pub(crate) fn resolve(
                 offline: opts.offline,
                 system_provided: others().any(|s| s.provides_system()),
                 provided: &provided,
-                ..SourceContext::new(&cache_dir, &spec.image.architecture)
+                reporter,
+                ..SourceContext::new(&cache_dir, &spec.image.architecture, &session)
             };
             out.extend(source.resolve(&ctx)?);
             at += 1;
         }
+        // The half's `links`, in the customisation layer (above every source's content).
+        out.customisation.extend(
+            spec.half(part)
+                .links
+                .iter()
+                .map(|(path, target)| Entry::symlink(path.clone(), target.clone())),
+        );
         resolutions.push(out);
     }
     let mut customisation = Vec::new();

@@ -19,6 +19,7 @@ pub mod check;
 pub mod image;
 pub mod index;
 pub mod passwd;
+pub mod services;
 pub mod template;
 
 pub use account::{AccountError, AccountFiles, account_files};

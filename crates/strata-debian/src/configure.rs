@@ -88,8 +88,12 @@ if [ -x /usr/sbin/update-ca-certificates ] && [ -d /etc/ssl/certs ]; then
 fi
 "#;
 
-/// Ends every run: configure what is left, process the triggers.
-const SCRIPT_TAIL: &str = r#"dpkg --configure -a
+/// Ends every run: seed the spec's debconf answers ([`crate::system::DEBCONF_SELECTIONS`])
+/// for the scripts to act on, configure what is left, process the triggers.
+const SCRIPT_TAIL: &str = r#"if [ -s /var/lib/strata/debconf.selections ]; then
+    debconf-set-selections /var/lib/strata/debconf.selections
+fi
+dpkg --configure -a
 dpkg --triggers-only -a
 rm -f /usr/sbin/policy-rc.d
 "#;
@@ -184,6 +188,10 @@ pub(crate) struct Half<'a> {
     pub configure: bool,
     /// The image's architecture.
     pub architecture: &'a str,
+    /// The base half's debconf answers.
+    pub debconf_base: &'a [String],
+    /// The debconf answers of both halves, base first.
+    pub debconf: &'a [String],
 }
 
 /// A half's post-layer steps.
@@ -193,14 +201,23 @@ type Steps = Vec<Arc<dyn PostLayerStep>>;
 /// configured half's system files go into its configure layer instead.
 pub(crate) fn half_system(half: &Half<'_>) -> Result<(Vec<Entry>, Steps), SourceFailure> {
     let all: Vec<&Package> = half.base.iter().chain(half.user.iter()).collect();
-    let request = half.base_request.or(half.user_request);
+    let base_pkgs: Vec<&Package> = half.base.iter().collect();
+    // The user half's request holds the base's repositories and its own; the base half's
+    // files (its configure layer) must not depend on `[user]`.
+    let request = half.user_request.or(half.base_request);
+    let base_request = half.base_request.or(half.user_request);
+    // The spec's debconf answers go with the files the configure step starts from, so the
+    // packages' own scripts act on them; each is checked against the installed templates.
+    let answers_all = || crate::system::debconf_selections(&all, half.debconf);
     // The system files describe every package of the image; when the user half has its own
     // packages, it writes them (they win over the base's in the customisation layer). That
     // half also says why nothing is configured.
     let writes_system = half.part == Part::User || half.user_request.is_none();
     let declarative = || -> Result<_, SourceFailure> {
         let files = if writes_system {
-            crate::system::generate(&all, request)?
+            let mut files = crate::system::generate(&all, request)?;
+            files.extend(answers_all()?);
+            files
         } else {
             Vec::new()
         };
@@ -249,13 +266,25 @@ pub(crate) fn half_system(half: &Half<'_>) -> Result<(Vec<Entry>, Steps), Source
         Part::Base if !half.base.is_empty() => ConfigureStep {
             place: StepPlace::Base,
             packages: half.base.iter().map(step_package).collect(),
-            files: crate::system::generate(&half.base.iter().collect::<Vec<_>>(), request)?,
+            files: {
+                let mut files = crate::system::generate(&base_pkgs, base_request)?;
+                files.extend(crate::system::debconf_selections(
+                    &base_pkgs,
+                    half.debconf_base,
+                )?);
+                files
+            },
             start: Start::Declarative,
         },
         Part::User if !half.user.is_empty() && half.base.is_empty() => ConfigureStep {
             place: StepPlace::User,
             packages: half.user.iter().map(step_package).collect(),
-            files: crate::system::generate(&half.user.iter().collect::<Vec<_>>(), request)?,
+            files: {
+                let mut files =
+                    crate::system::generate(&half.user.iter().collect::<Vec<_>>(), request)?;
+                files.extend(answers_all()?);
+                files
+            },
             start: Start::Declarative,
         },
         Part::User if !half.user.is_empty() => {
@@ -280,6 +309,11 @@ pub(crate) fn half_system(half: &Half<'_>) -> Result<(Vec<Entry>, Steps), Source
                     _ => files.push(e),
                 }
             }
+            // Repositories `[user]` adds, for apt in the image; and the debconf answers.
+            if let Some(req) = half.user_request {
+                crate::system::repo_sources(req, &mut files)?;
+            }
+            files.extend(answers_all()?);
             ConfigureStep {
                 place: StepPlace::User,
                 packages: half.user.iter().map(step_package).collect(),

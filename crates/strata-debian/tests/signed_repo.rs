@@ -487,6 +487,7 @@ impl Repo {
             keyring: Some(keyring),
             recommends: false,
             essential: true,
+            repos: Vec::new(),
         }
     }
 }
@@ -801,7 +802,8 @@ fn debian_source_passes_the_source_suite() {
     let work = tempfile::tempdir().expect("tempdir");
     let cache = work.path().join("cache");
     std::fs::create_dir_all(&cache).expect("cache dir");
-    let ctx = SourceContext::new(&cache, "amd64");
+    let session = strata_source::Session::new();
+    let ctx = SourceContext::new(&cache, "amd64", &session);
     let input = |packages: &[&str], lock: &str| DebianInput {
         part: Part::Base,
         base: Some(repo.request(packages, keyring.clone())),
@@ -809,6 +811,8 @@ fn debian_source_passes_the_source_suite() {
         lock_file: work.path().join(lock),
         configure: false,
         context: "strata.toml:4:1: base.debian".to_owned(),
+        debconf: Vec::new(),
+        debconf_base: Vec::new(),
     };
     let make = || -> Box<dyn Source> { Box::new(DebianSource::new(input(&["alpha"], "a.lock"))) };
     let resolution = check_source(&make, &ctx);

@@ -59,7 +59,8 @@ fn nix_source_passes_the_source_suite() {
     let data_path = add(&store, &dir.path().join("data.txt"));
     let cache = dir.path().join("cache");
     std::fs::create_dir_all(&cache).unwrap();
-    let ctx = SourceContext::new(&cache, "amd64");
+    let session = strata_source::Session::new();
+    let ctx = SourceContext::new(&cache, "amd64", &session);
 
     let (d, s) = (dir.path().to_owned(), store.clone());
     let paths = vec![tool_path.clone(), data_path];

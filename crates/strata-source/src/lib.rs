@@ -18,9 +18,10 @@ mod tree;
 pub use step::{LayerBelow, PostLayerStep, StepContext, StepError, StepLayer, StepPlace};
 pub use tree::{TreeInput, TreeSource};
 
-use std::collections::BTreeSet;
+use std::any::{Any, TypeId};
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 use strata_fstree::Tree;
@@ -92,9 +93,10 @@ impl Resolution {
     }
 }
 
-/// Where a source may keep downloads, what it builds for, and what the rest of the image
-/// brings. The pipeline fills it for each source; new fields may be added, so sources read
-/// the ones they need and never build one themselves outside tests.
+/// Where a source may keep downloads, what it builds for, what the rest of the image brings,
+/// the build's session and where it reports progress. The pipeline fills it for each source;
+/// new fields may be added, so sources read the ones they need and never build one themselves
+/// outside tests.
 pub struct SourceContext<'a> {
     /// A directory the source owns for its caches (inside the strata store).
     pub cache_dir: &'a Path,
@@ -111,6 +113,10 @@ pub struct SourceContext<'a> {
     /// Image paths other sources put there explicitly (see [`Source::provided_paths`]);
     /// nothing should be generated at or beneath them.
     pub provided: &'a BTreeSet<strata_fstree::ImagePath>,
+    /// State shared by the sources of one build (memo tables), dropped with the build.
+    pub session: &'a Session,
+    /// Where the source reports what it is doing.
+    pub reporter: &'a dyn Reporter,
 }
 
 /// The empty set [`SourceContext::new`] starts from.
@@ -118,8 +124,8 @@ static NOTHING_PROVIDED: BTreeSet<strata_fstree::ImagePath> = BTreeSet::new();
 
 impl<'a> SourceContext<'a> {
     /// A context with the defaults: may resolve and use the network, no other source in the
-    /// image. The pipeline sets the rest field by field.
-    pub fn new(cache_dir: &'a Path, architecture: &'a str) -> Self {
+    /// image, no progress shown. The pipeline sets the rest field by field.
+    pub fn new(cache_dir: &'a Path, architecture: &'a str, session: &'a Session) -> Self {
         Self {
             cache_dir,
             architecture,
@@ -127,7 +133,66 @@ impl<'a> SourceContext<'a> {
             offline: false,
             system_provided: false,
             provided: &NOTHING_PROVIDED,
+            session,
+            reporter: &NoReporter,
         }
+    }
+}
+
+/// Progress of a source, for a UI to show. Library crates never draw anything themselves;
+/// every method has an empty default.
+pub trait Reporter: Send + Sync {
+    /// A human-readable progress message (`fetching bash 5.2`).
+    fn message(&self, _msg: &str) {}
+    /// `bytes` of `total` (0 when unknown) of file `name` have been downloaded.
+    fn download(&self, _name: &str, _bytes: u64, _total: u64) {}
+    /// A counted step starts: `total` items (`what` says of what: `packages fetched`,
+    /// `scripts run`).
+    fn items_started(&self, _what: &str, _total: u64) {}
+    /// One item of the current counted step is done (`item` names it).
+    fn item_done(&self, _item: &str) {}
+}
+
+/// A [`Reporter`] that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoReporter;
+
+impl Reporter for NoReporter {}
+
+/// State the sources of one build share, such as memo tables of verified downloads, so that
+/// the second half of a spec does not fetch again what the first fetched. Each source keeps
+/// its own type in it ([`Session::state`]); everything is dropped with the session, so two
+/// builds (or two tests) never see each other's state and a long-running process does not
+/// accumulate it.
+#[derive(Default)]
+pub struct Session {
+    states: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.states.lock().map(|m| m.len()).unwrap_or(0);
+        f.debug_struct("Session").field("states", &n).finish()
+    }
+}
+
+impl Session {
+    /// An empty session.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The session's value of type `T`, made with `T::default()` on first use.
+    pub fn state<T: Any + Send + Sync + Default>(&self) -> Arc<T> {
+        let mut map = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = map
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(T::default()) as Arc<dyn Any + Send + Sync>)
+            .clone();
+        drop(map);
+        // The entry under `TypeId::of::<T>()` is only ever made from a `T`.
+        slot.downcast::<T>()
+            .unwrap_or_else(|_| Arc::new(T::default()))
     }
 }
 
@@ -190,4 +255,22 @@ pub fn hash_parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
         h.update(part);
     }
     hex::encode(h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Default)]
+    struct Counter(AtomicUsize);
+
+    #[test]
+    fn session_state_is_shared_within_a_session_only() {
+        let a = Session::new();
+        a.state::<Counter>().0.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(a.state::<Counter>().0.load(Ordering::SeqCst), 1);
+        let b = Session::new();
+        assert_eq!(b.state::<Counter>().0.load(Ordering::SeqCst), 0);
+    }
 }

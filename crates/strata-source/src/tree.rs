@@ -104,7 +104,8 @@ mod tests {
             gid: None,
             context: format!("strata.toml:3:1: base.tree[{src}]"),
         };
-        let ctx = SourceContext::new(dir.path(), "amd64");
+        let session = crate::Session::new();
+        let ctx = SourceContext::new(dir.path(), "amd64", &session);
         let src = TreeSource::new(vec![input("motd", "/etc/motd"), input("motd", "/etc/motd")]);
         let res = src.resolve(&ctx).expect("resolve");
         assert_eq!(res.objects.len(), 2);

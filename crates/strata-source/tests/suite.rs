@@ -30,7 +30,8 @@ fn tree_source_passes_the_source_suite() {
     std::fs::write(dir.path().join("single"), "one file\n").unwrap();
     let cache = dir.path().join("cache");
     std::fs::create_dir_all(&cache).unwrap();
-    let ctx = SourceContext::new(&cache, "amd64");
+    let session = strata_source::Session::new();
+    let ctx = SourceContext::new(&cache, "amd64", &session);
 
     let (root2, single) = (root.clone(), dir.path().join("single"));
     let make = move || -> Box<dyn Source> {

@@ -708,7 +708,7 @@ fn templates_parse_as_hcl_and_run_the_image_by_digest() {
                         .to_string()
                         .contains("CODER_AGENT_TOKEN=${coder_agent.main.token}")
                 );
-                assert_eq!(c["user"], "${local.uid}:${local.gid}");
+                assert_eq!(c["user"], "${local.uid}");
                 assert_eq!(c["volumes"][0]["container_path"], "${local.home}");
             }
             _ => {
