@@ -181,6 +181,7 @@ pub(crate) fn run(
             source_date_epoch: opts.source_date_epoch,
             below: &below,
             holds: &holds,
+            reporter,
         };
         let Some(step_key) = step.key(&ctx) else {
             continue;

@@ -745,7 +745,11 @@ fn configure(
             .map_err(io_err("write", &status))?;
     }
     let script = step.script();
-    match run_scripts(store, ctx.source_date_epoch, &scratch, &script)? {
+    let progress = Progress {
+        reporter: ctx.reporter,
+        packages: step.packages.len() as u64,
+    };
+    match run_scripts(store, ctx.source_date_epoch, &scratch, &script, &progress)? {
         Some(changes) => {
             let entries = over_files(&step.files, changes);
             Ok(Some(StepLayer {
@@ -852,6 +856,7 @@ fn run_scripts(
     source_date_epoch: i64,
     scratch: &Scratch,
     script: &str,
+    progress: &Progress<'_>,
 ) -> Result<Option<Vec<Entry>>, ConfigureError> {
     let (ids, rootfs, work) = (&scratch.ids, &scratch.rootfs, &scratch.work);
     if fs::symlink_metadata(work).is_ok() {
@@ -871,19 +876,27 @@ fn run_scripts(
         .open(&log_path)
         .map_err(io_err("create", &log_path))?;
     let dup = log.try_clone().map_err(io_err("open", &log_path))?;
-    let status = sandbox.run(Command {
-        argv: vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            format!("{IN_CHROOT}{script}"),
-        ],
-        env: script_env(source_date_epoch),
-        user: User::root(),
-        workdir: "/".into(),
-        tty: false,
-        stdin: Stdio::Null,
-        stdout: Stdio::Fd(dup.into()),
-        stderr: Stdio::Fd(log.try_clone().map_err(io_err("open", &log_path))?.into()),
+    let err = log.try_clone().map_err(io_err("open", &log_path))?;
+    let watched = fs::File::open(&log_path).map_err(io_err("open", &log_path))?;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let status = std::thread::scope(|scope| {
+        scope.spawn(|| progress.follow(watched, &done));
+        let status = sandbox.run(Command {
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("{IN_CHROOT}{script}"),
+            ],
+            env: script_env(source_date_epoch),
+            user: User::root(),
+            workdir: "/".into(),
+            tty: false,
+            stdin: Stdio::Null,
+            stdout: Stdio::Fd(dup.into()),
+            stderr: Stdio::Fd(err.into()),
+        });
+        done.store(true, std::sync::atomic::Ordering::Release);
+        status
     });
     let status = match status {
         Ok(s) => s,
@@ -911,6 +924,41 @@ fn run_scripts(
     let upper = work.join("upper");
     let changes = scan_upper(&upper).map_err(|e| sandbox_err("reading the changes", e))?;
     layer_entries(&upper, &changes, ids).map(Some)
+}
+
+/// Progress of a configure run: a package counts once dpkg prints `Setting up NAME`.
+struct Progress<'a> {
+    reporter: &'a dyn strata_source::Reporter,
+    packages: u64,
+}
+
+impl Progress<'_> {
+    /// Reads the run's log as it grows until `done`, reporting each package set up.
+    fn follow(&self, mut log: fs::File, done: &std::sync::atomic::AtomicBool) {
+        self.reporter
+            .items_started("packages configured", self.packages);
+        let mut pending = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            // Read what is there before looking at `done`, so the last lines count too.
+            let finished = done.load(std::sync::atomic::Ordering::Acquire);
+            match log.read(&mut buf) {
+                Ok(n) if n > 0 => {
+                    pending.extend_from_slice(&buf[..n]);
+                    while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=end).collect();
+                        let line = String::from_utf8_lossy(&line);
+                        if let Some(rest) = line.strip_prefix("Setting up ") {
+                            let name = rest.split([' ', ':']).next().unwrap_or_default();
+                            self.reporter.item_done(name);
+                        }
+                    }
+                }
+                _ if finished => return,
+                _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
+    }
 }
 
 /// The environment of the scripts.
@@ -1057,6 +1105,48 @@ fn layer_entries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Default)]
+    struct Seen {
+        started: std::sync::Mutex<Vec<(String, u64)>>,
+        done: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl strata_source::Reporter for Seen {
+        fn items_started(&self, what: &str, total: u64) {
+            self.started
+                .lock()
+                .expect("lock")
+                .push((what.to_owned(), total));
+        }
+        fn item_done(&self, item: &str) {
+            self.done.lock().expect("lock").push(item.to_owned());
+        }
+    }
+
+    #[test]
+    fn configure_progress_counts_each_package_dpkg_sets_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("configure.log");
+        fs::write(
+            &path,
+            "strata: base-files preinst install\nSetting up base-files (12.4) ...\n\
+             noise\nSetting up libc6:amd64 (2.36-9) ...\nSetting up tail-without-newline",
+        )
+        .expect("write log");
+        let seen = Seen::default();
+        let progress = Progress {
+            reporter: &seen,
+            packages: 2,
+        };
+        let done = std::sync::atomic::AtomicBool::new(true);
+        progress.follow(fs::File::open(&path).expect("open"), &done);
+        assert_eq!(
+            *seen.started.lock().expect("lock"),
+            [("packages configured".to_owned(), 2)]
+        );
+        assert_eq!(*seen.done.lock().expect("lock"), ["base-files", "libc6"]);
+    }
 
     /// The scripts see `ischroot` succeed (a chroot), whatever the sandbox's PID 1 is.
     #[test]

@@ -49,6 +49,8 @@ pub struct StepContext<'a> {
     pub below: &'a [LayerBelow],
     /// Whether the layers below hold an image path (`usr/bin/dpkg`, no leading `/`).
     pub holds: &'a (dyn Fn(&str) -> bool + Sync),
+    /// Where the step reports its progress (e.g. the packages it has configured).
+    pub reporter: &'a dyn crate::Reporter,
 }
 
 /// The entries of a step's layer. Entries may refer to host files under the step's scratch
