@@ -1,5 +1,7 @@
-/// Progress of a build, for a UI to show. Library code never draws anything itself.
-pub trait Reporter: Send + Sync {
+/// Progress of a build, for a UI to show. Library code never draws anything itself. The
+/// sources report through the [`strata_source::Reporter`] part (downloads, packages fetched,
+/// scripts run).
+pub trait Reporter: strata_source::Reporter {
     /// A new phase started (`resolving sources`, ...).
     fn phase(&self, _what: &str) {}
     /// The plan is known: `layers` layers holding `bytes` bytes of content.
@@ -12,5 +14,7 @@ pub trait Reporter: Send + Sync {
 /// A reporter that shows nothing.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoReporter;
+
+impl strata_source::Reporter for NoReporter {}
 
 impl Reporter for NoReporter {}

@@ -17,7 +17,10 @@ use crate::passwd::{self, append_line};
 pub struct AccountFiles {
     /// Generated entries for the customisation layer.
     pub entries: Vec<Entry>,
-    /// The image's `User` (`uid:gid`, numeric so Kubernetes can verify it is not root).
+    /// The image's `User`: the numeric uid alone. Numeric, so Kubernetes' `runAsNonRoot` can
+    /// verify it is not root; without a group, so podman and docker take the primary group
+    /// from `/etc/passwd` and add the account's supplementary groups from `/etc/group` (with
+    /// `uid:gid` they set that one group only).
     pub user: String,
     /// The image's `WorkingDir`: the home directory.
     pub workdir: String,
@@ -351,7 +354,7 @@ pub fn account_files(
 
     Ok(AccountFiles {
         entries,
-        user: format!("{}:{}", account.uid, account.gid),
+        user: account.uid.to_string(),
         workdir: account.home.clone(),
         env: vec![("LANG".to_owned(), "C.UTF-8".to_owned())],
         shell,
@@ -459,7 +462,7 @@ mod tests {
             text(&out, "etc/sudoers.d/strata-coder").contains("coder ALL=(ALL:ALL) NOPASSWD:ALL")
         );
         assert_eq!(out.shell, "/bin/bash");
-        assert_eq!(out.user, "1000:1000");
+        assert_eq!(out.user, "1000");
         assert!(
             out.entries
                 .iter()

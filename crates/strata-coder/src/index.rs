@@ -19,10 +19,20 @@ use strata_oci::whiteout::{self, Whiteout};
 const MAX_LINKS: usize = 40;
 
 /// Files under these directories keep their content when read from a layer tar, up to
-/// [`KEEP_LIMIT`] bytes each: the account databases, sudoers, skeleton files.
+/// [`KEEP_LIMIT`] bytes each: the account databases, sudoers, skeleton files. Files named
+/// `busybox` keep theirs too, so the check can read which applets they provide.
 const KEEP_PREFIXES: &[&str] = &["etc/"];
 /// Largest file whose content a layer index keeps.
 const KEEP_LIMIT: u64 = 1 << 20;
+/// Largest busybox binary whose content a layer index keeps, for its applet list.
+const KEEP_BUSYBOX_LIMIT: u64 = 16 << 20;
+
+/// Whether a layer index keeps the content of the regular file at `key` of `size` bytes.
+fn keeps(key: &str, size: u64) -> bool {
+    let base = key.rsplit('/').next().unwrap_or(key);
+    (size <= KEEP_LIMIT && KEEP_PREFIXES.iter().any(|p| key.starts_with(p)))
+        || (base == "busybox" && size <= KEEP_BUSYBOX_LIMIT)
+}
 
 /// What a path is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -360,9 +370,7 @@ impl FileIndex {
                 tar::EntryType::Directory => NodeKind::Directory,
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
                     let size = entry.size();
-                    let keep =
-                        size <= KEEP_LIMIT && KEEP_PREFIXES.iter().any(|p| key.starts_with(p));
-                    let data = if keep {
+                    let data = if keeps(&key, size) {
                         let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
                         entry.read_to_end(&mut bytes)?;
                         Some(Content::Inline(bytes.into()))

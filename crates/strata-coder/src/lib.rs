@@ -3,6 +3,7 @@
 //! * [`account`]: the workspace account (`[account]` in the spec): `/etc/passwd`, `/etc/group`,
 //!   `/etc/shadow` merged with the image's own, the home directory with the skeleton files, the
 //!   sudoers drop-in, and the `User`/`WorkingDir` defaults of the image configuration.
+//! * [`busybox`]: the applets a busybox binary provides, read from its bytes.
 //! * [`check`]: Coder's workspace-image minimums, checked on the image's files without a
 //!   container engine (`strata check --coder`).
 //! * [`template`]: Coder templates (Docker or Kubernetes) that run the image by digest.
@@ -10,10 +11,12 @@
 //!   applied, symbolic links resolved inside the image) or from the build's entries.
 
 pub mod account;
+pub mod busybox;
 pub mod check;
 pub mod image;
 pub mod index;
 pub mod passwd;
+pub mod services;
 pub mod template;
 
 pub use account::{AccountError, AccountFiles, account_files};

@@ -302,8 +302,8 @@ resource "docker_container" "workspace" {
   image    = docker_image.workspace.image_id
   name     = "coder-${data.coder_workspace_owner.me.name}-${lower(data.coder_workspace.me.name)}"
   hostname = data.coder_workspace.me.name
-  # The image's account, never root.
-  user = "${local.uid}:${local.gid}"
+  # The image's account, never root; the uid alone, so docker adds its supplementary groups.
+  user = "${local.uid}"
   # The agent's init script downloads and starts the agent; it needs sh and curl, wget or
   # busybox, which `strata check --coder` verified.
   entrypoint = ["sh", "-c", replace(coder_agent.main.init_script, "/localhost|127\\.0\\.0\\.1/", "host.docker.internal")]

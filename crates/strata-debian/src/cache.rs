@@ -87,7 +87,10 @@ pub(crate) fn temp_file(path: &Path) -> Result<(PathBuf, File), DebianError> {
 }
 
 impl Cache {
-    pub(crate) fn new(cache: &Path) -> Result<Self, DebianError> {
+    pub(crate) fn new(
+        cache: &Path,
+        dns: &std::sync::Arc<crate::dns::DnsCache>,
+    ) -> Result<Self, DebianError> {
         let root = cache.join(CACHE_DIR);
         fs::create_dir_all(&root).map_err(|e| io_err(&root, e))?;
         let config = ureq::Agent::config_builder()
@@ -100,7 +103,7 @@ impl Cache {
         let agent = ureq::Agent::with_parts(
             config,
             ureq::unversioned::transport::DefaultConnector::default(),
-            crate::dns::CachingResolver,
+            crate::dns::CachingResolver(dns.clone()),
         );
         Ok(Self { root, agent })
     }
@@ -150,25 +153,37 @@ impl Cache {
     }
 
     fn get_once(&self, url: &str) -> Result<Option<Vec<u8>>, DebianError> {
-        let resp = match self.agent.get(url).call() {
-            Ok(r) => r,
-            Err(ureq::Error::StatusCode(404 | 410)) => return Ok(None),
-            Err(e) => {
-                return Err(DebianError::Http {
-                    url: url.to_owned(),
-                    message: e.to_string(),
-                });
-            }
+        let Some(mut reader) = self.open(url)? else {
+            return Ok(None);
         };
         let mut body = Vec::new();
-        resp.into_body()
-            .into_reader()
+        reader
             .read_to_end(&mut body)
             .map_err(|e| DebianError::Http {
                 url: url.to_owned(),
                 message: e.to_string(),
             })?;
         Ok(Some(body))
+    }
+
+    /// A reader of the document at `url` (`http://`, `https://` or a `file://` mirror on
+    /// this machine); `Ok(None)` when there is no such document.
+    fn open(&self, url: &str) -> Result<Option<Box<dyn Read + Send>>, DebianError> {
+        if let Some(path) = file_url_path(url) {
+            return match File::open(&path) {
+                Ok(f) => Ok(Some(Box::new(f))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(io_err(&path, e)),
+            };
+        }
+        match self.agent.get(url).call() {
+            Ok(r) => Ok(Some(Box::new(r.into_body().into_reader()))),
+            Err(ureq::Error::StatusCode(404 | 410)) => Ok(None),
+            Err(e) => Err(DebianError::Http {
+                url: url.to_owned(),
+                message: e.to_string(),
+            }),
+        }
     }
 
     /// Returns the path of the verified file with this SHA256, downloading it from `url` when
@@ -216,13 +231,11 @@ impl Cache {
         path: &Path,
         reporter: &dyn Reporter,
     ) -> Result<(), DebianError> {
-        let resp = self.agent.get(url).call().map_err(|e| DebianError::Http {
+        let mut reader = self.open(url)?.ok_or_else(|| DebianError::NotFound {
             url: url.to_owned(),
-            message: e.to_string(),
         })?;
         let (tmp, mut f) = temp_file(path)?;
         let result = (|| {
-            let mut reader = resp.into_body().into_reader();
             let mut hasher = Sha256::new();
             let mut buf = vec![0u8; 256 * 1024];
             let mut total = 0u64;
@@ -276,6 +289,32 @@ impl Cache {
         })?;
         Ok(())
     }
+}
+
+/// The local path of a `file://` URL (`file:///srv/mirror/dists/...`), percent escapes
+/// decoded; `None` for any other URL.
+pub(crate) fn file_url_path(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("file://")?;
+    // `file://localhost/path` names the same file as `file:///path`.
+    let rest = rest.strip_prefix("localhost").unwrap_or(rest);
+    let bytes = rest.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(h) = bytes.get(i + 1..i + 3)
+            && let Ok(h) = std::str::from_utf8(h)
+            && let Ok(b) = u8::from_str_radix(h, 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    use std::os::unix::ffi::OsStringExt;
+    Some(PathBuf::from(std::ffi::OsString::from_vec(out)))
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, without `fsync`: for

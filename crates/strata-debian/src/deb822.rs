@@ -58,6 +58,9 @@ pub fn paragraphs(text: &str) -> impl Iterator<Item = Result<Paragraph<'_>, Stri
             if line_trim.starts_with([' ', '\t']) {
                 // Continuation: extend the last value to the end of this line.
                 let Some(last) = para.fields.last_mut() else {
+                    // Past the bad line, so a caller that goes on after the error (the
+                    // resolver's `flatten`) is not handed the same error forever.
+                    rest = next;
                     return Some(Err(format!("continuation line before any field: {line}")));
                 };
                 let start = last.1.as_ptr() as usize - text.as_ptr() as usize;
@@ -249,6 +252,29 @@ mod tests {
         assert_eq!(ps[0].get("Description"), Some("x\n more\n .\n end"));
         assert_eq!(ps[1].get("Version"), Some("1"));
         assert!(paragraphs("bad line\n").next().is_some_and(|r| r.is_err()));
+    }
+
+    /// Found by the `deb822` fuzz target (a timeout): a continuation line at the start of a
+    /// paragraph was an error that did not consume the line, so iterating on after it (as the
+    /// resolver's `flatten` does over a signed index) never ended.
+    #[test]
+    fn continuation_line_at_a_paragraph_start_does_not_hang() {
+        let text = "Package: a\n\n continued\nPackage: b\n";
+        let all: Vec<_> = paragraphs(text).take(10).collect();
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert!(
+            all[1]
+                .as_ref()
+                .is_err_and(|e| e.contains("continuation line before any field"))
+        );
+        let ok: Vec<_> = paragraphs(text).flatten().collect();
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok[0].get("Package"), Some("a"));
+        assert_eq!(ok[1].get("Package"), Some("b"));
+
+        // The input the fuzzer found: a line without a colon, then a continuation line.
+        let found = "Package: a\nVersion: 1:2.3~rc1-4+b1\n <!nocheck>\nDescriptionz x\n Version: 1:2.3~rc1-4+b1\n <!nocheck>\nDescription: xmulti\n .\n lineh";
+        assert!(paragraphs(found).take(100).count() < 100);
     }
 
     #[test]

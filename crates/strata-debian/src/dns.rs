@@ -3,14 +3,15 @@
 //! ureq resolves the host name before every request, even on a pooled connection, so a build
 //! that downloads a hundred `.deb`s asks the system resolver a hundred times. Where a DNS
 //! reply is sometimes lost, each loss costs glibc's five-second retry, and one lost reply
-//! stalls the whole download phase. This resolver keeps answers for a few minutes (shared by
-//! every agent of the process), lets one thread ask while the others wait for its answer, and
-//! asks again after a short wait instead of sitting out the system's timeout.
+//! stalls the whole download phase. This resolver keeps answers for a few minutes in a
+//! [`DnsCache`] owned by the build's session (shared by every agent of that session, dropped
+//! with it), lets one thread ask while the others wait for its answer, and asks again after a
+//! short wait instead of sitting out the system's timeout.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ureq::config::Config;
@@ -34,11 +35,14 @@ type Slot = Option<(Instant, Vec<SocketAddr>)>;
 
 /// Answers by `host:port`. Each host has its own mutex, held while it is looked up, so
 /// concurrent requests for one host wait for a single lookup.
-static CACHE: OnceLock<Mutex<HashMap<String, Arc<Mutex<Slot>>>>> = OnceLock::new();
+#[derive(Debug, Default)]
+pub(crate) struct DnsCache {
+    hosts: Mutex<HashMap<String, Arc<Mutex<Slot>>>>,
+}
 
 /// The caching resolver handed to ureq.
 #[derive(Debug, Default)]
-pub(crate) struct CachingResolver;
+pub(crate) struct CachingResolver(pub(crate) Arc<DnsCache>);
 
 impl Resolver for CachingResolver {
     fn resolve(
@@ -58,7 +62,7 @@ impl Resolver for CachingResolver {
             .ok_or(ureq::Error::HostNotFound)?;
         // A bracketed IPv6 literal is given to the lookup without brackets.
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let addrs = lookup(host, port)?;
+        let addrs = self.0.lookup(host, port)?;
         let mut out = self.empty();
         for a in config.ip_family().keep_wanted(addrs.into_iter()).take(16) {
             out.push(a);
@@ -70,26 +74,26 @@ impl Resolver for CachingResolver {
     }
 }
 
-/// The addresses of `host:port`, from the cache or from the system resolver.
-pub(crate) fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, ureq::Error> {
-    let key = format!("{host}:{port}");
-    let slot = {
-        let mut map = CACHE
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        map.entry(key.clone()).or_default().clone()
-    };
-    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((at, addrs)) = &*slot
-        && at.elapsed() < TTL
-    {
-        return Ok(addrs.clone());
+impl DnsCache {
+    /// The addresses of `host:port`, from the cache or from the system resolver.
+    pub(crate) fn lookup(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ureq::Error> {
+        let key = format!("{host}:{port}");
+        let slot = {
+            let mut map = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(key.clone()).or_default().clone()
+        };
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, addrs)) = &*slot
+            && at.elapsed() < TTL
+        {
+            return Ok(addrs.clone());
+        }
+        let addrs = ask(&key).map_err(|e| {
+            ureq::Error::Io(std::io::Error::other(format!("resolving {host}: {e}")))
+        })?;
+        *slot = Some((Instant::now(), addrs.clone()));
+        Ok(addrs)
     }
-    let addrs = ask(&key)
-        .map_err(|e| ureq::Error::Io(std::io::Error::other(format!("resolving {host}: {e}"))))?;
-    *slot = Some((Instant::now(), addrs.clone()));
-    Ok(addrs)
 }
 
 /// Asks the system resolver, starting another attempt beside a slow one; the first reply
@@ -128,6 +132,8 @@ mod tests {
 
     #[test]
     fn loopback_resolves_and_is_cached() {
+        let dns = DnsCache::default();
+        let lookup = |h: &str, p: u16| dns.lookup(h, p);
         let a = lookup("localhost", 8080).expect("localhost resolves");
         assert!(
             a.iter().all(|s| s.port() == 8080 && s.ip().is_loopback()),
@@ -144,7 +150,9 @@ mod tests {
 
     #[test]
     fn an_unknown_host_fails_with_its_name() {
-        let e = lookup("no-such-host.invalid", 80).expect_err("must not resolve");
+        let e = DnsCache::default()
+            .lookup("no-such-host.invalid", 80)
+            .expect_err("must not resolve");
         assert!(e.to_string().contains("no-such-host.invalid"), "{e}");
     }
 }

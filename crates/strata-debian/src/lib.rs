@@ -52,12 +52,16 @@
 //! writes go to a temporary file in the same directory and are renamed into place.
 
 mod cache;
+pub mod configure;
 mod deb;
 pub mod deb822;
 mod dns;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 pub mod preflight;
 mod release;
 mod resolve;
+mod session;
 pub mod source;
 pub mod system;
 pub mod trust;
@@ -70,7 +74,9 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 pub use deb::{ControlFiles, MERGED_DIRS, merged_usr};
+pub use session::Session;
 pub use source::{DebianInput, DebianOptions, DebianSource, SpecLock};
+pub use strata_source::{NoReporter, Reporter};
 pub use trust::Keyring;
 pub use version::{Version, VersionError, compare_versions};
 
@@ -91,8 +97,8 @@ pub enum DebianError {
         /// The URL.
         url: String,
     },
-    /// A local file operation failed.
-    #[error("{}: {source}", path.display())]
+    /// A local file operation failed (the message names the file; the I/O error is the source).
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -114,6 +120,35 @@ pub enum DebianError {
         file: String,
         /// Why.
         reason: String,
+    },
+    /// An added repository's Release is not signed by the repository's keyring.
+    #[error("repository `{repo}` ({uri}) is not signed by its keyring (key {keys})")]
+    Untrusted {
+        /// The repository's name.
+        repo: String,
+        /// Its URI.
+        uri: String,
+        /// Fingerprints of the keyring's keys.
+        keys: String,
+        /// The signature failure.
+        #[source]
+        source: Box<DebianError>,
+    },
+    /// Two repositories of equal pin priority offer the same version of a package with
+    /// different contents.
+    #[error(
+        "package `{name}` {version} is in both repository `{first}` and `{second}` with different \
+         contents; give one of them a higher `priority`"
+    )]
+    Ambiguous {
+        /// The package.
+        name: String,
+        /// The version both offer.
+        version: String,
+        /// One repository.
+        first: String,
+        /// The other.
+        second: String,
     },
     /// A Release file is past its `Valid-Until` (or dated in the future).
     #[error("{file}: refusing an expired Release: {detail}")]
@@ -202,20 +237,6 @@ pub enum DebianError {
     },
 }
 
-/// Progress reports; every method has an empty default.
-pub trait Reporter: Send + Sync {
-    /// A human-readable progress message.
-    fn message(&self, _msg: &str) {}
-    /// `bytes` of `total` (0 when unknown) of file `name` have been downloaded.
-    fn download(&self, _name: &str, _bytes: u64, _total: u64) {}
-}
-
-/// A [`Reporter`] that ignores everything.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoReporter;
-
-impl Reporter for NoReporter {}
-
 /// What to install and from where.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
@@ -239,6 +260,57 @@ pub struct Request {
     pub recommends: bool,
     /// Also install every `Essential: yes` package.
     pub essential: bool,
+    /// Further repositories (vendor archives, PPAs), each with its own key; packages of every
+    /// repository may depend on each other's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repos: Vec<Repo>,
+}
+
+/// The name the main archive of a request has in locks and in the image's apt sources.
+pub const MAIN_REPO: &str = "main";
+
+/// The apt pin priority of a repository that names none (apt's default, 500).
+pub const DEFAULT_PRIORITY: i32 = 500;
+
+/// A further apt repository of a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repo {
+    /// Short name (`docker`, `ppa-git-core-ppa`): the lock's `repo` of its packages and the
+    /// name of its files in the image (`/etc/apt/sources.list.d/NAME.sources`,
+    /// `/etc/apt/keyrings/NAME.gpg`).
+    pub name: String,
+    /// Base URI (`https://download.docker.com/linux/debian`, or `file:///srv/mirror`).
+    pub uri: String,
+    /// Suites or codenames (`bookworm`, `jammy-updates`).
+    pub suites: Vec<String>,
+    /// Components (`main`, `stable`).
+    pub components: Vec<String>,
+    /// The keyring its Releases must be signed with (armored or binary OpenPGP).
+    #[serde(skip)]
+    pub keyring: Option<PathBuf>,
+    /// apt pin priority: the candidate of a package is its version from the repository with
+    /// the highest priority, then the highest version.
+    pub priority: i32,
+    /// Architectures it serves, when not every architecture of the image (`amd64`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub architectures: Vec<String>,
+}
+
+/// One Release a request reads: a repository's suite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSuite {
+    /// The repository's name ([`MAIN_REPO`] for the main archive).
+    pub repo: String,
+    /// Base URI, without a trailing slash.
+    pub uri: String,
+    /// Suite.
+    pub suite: String,
+    /// Components.
+    pub components: Vec<String>,
+    /// apt pin priority.
+    pub priority: i32,
+    /// The repository's keyring (`None`: the request's keyring or the built-in Debian keys).
+    pub keyring: Option<PathBuf>,
 }
 
 impl Default for Request {
@@ -256,6 +328,7 @@ impl Default for Request {
             keyring: None,
             recommends: false,
             essential: true,
+            repos: Vec::new(),
         }
     }
 }
@@ -277,13 +350,45 @@ impl Request {
         v
     }
 
+    /// Every Release the request reads: the main archive's suites, then each repository's,
+    /// in priority order for equal versions and pins.
+    pub fn suites(&self) -> Vec<SourceSuite> {
+        let mut out: Vec<SourceSuite> = self
+            .sources()
+            .into_iter()
+            .map(|(uri, suite)| SourceSuite {
+                repo: MAIN_REPO.into(),
+                uri,
+                suite,
+                components: self.components.clone(),
+                priority: DEFAULT_PRIORITY,
+                keyring: self.keyring.clone(),
+            })
+            .collect();
+        let serves =
+            |r: &Repo| r.architectures.is_empty() || r.architectures.contains(&self.architecture);
+        for r in self.repos.iter().filter(|r| serves(r)) {
+            for suite in &r.suites {
+                out.push(SourceSuite {
+                    repo: r.name.clone(),
+                    uri: r.uri.trim_end_matches('/').to_owned(),
+                    suite: suite.clone(),
+                    components: r.components.clone(),
+                    priority: r.priority,
+                    keyring: r.keyring.clone(),
+                });
+            }
+        }
+        out
+    }
+
     /// A SHA256 over everything in the request that affects the resolution (not the keyring
     /// path), so a lock can be checked against its spec.
     pub fn digest(&self) -> String {
         let mut pkgs = self.packages.clone();
         pkgs.sort();
         pkgs.dedup();
-        let canon = serde_json::json!({
+        let mut canon = serde_json::json!({
             "packages": pkgs,
             "sources": self.sources(),
             "components": self.components,
@@ -291,6 +396,10 @@ impl Request {
             "recommends": self.recommends,
             "essential": self.essential,
         });
+        // Absent when there are none, so the locks of single-archive specs stay valid.
+        if !self.repos.is_empty() {
+            canon["repos"] = serde_json::to_value(&self.repos).unwrap_or_default();
+        }
         cache::sha256_hex(canon.to_string().as_bytes())
     }
 }
@@ -324,6 +433,10 @@ pub struct LockedPackage {
     /// Suite of the Release (in [`Lock::releases`]) whose index listed it.
     #[serde(default)]
     pub suite: String,
+    /// The repository it comes from ([`Repo::name`], or [`MAIN_REPO`]); empty in locks
+    /// written before repositories could be added (the main archive).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub repo: String,
     /// Size in bytes.
     pub size: u64,
     /// SHA256 of the `.deb`.
@@ -409,83 +522,95 @@ pub struct Package {
     pub paths: Vec<String>,
 }
 
-/// Fetches and verifies the indices of `req`'s sources and resolves the request.
+/// Fetches and verifies the indices of `req`'s sources and resolves the request, in a
+/// session of its own.
 pub fn resolve(req: &Request, cache: &Path, reporter: &dyn Reporter) -> Result<Lock, DebianError> {
+    resolve_in(&Session::new(), req, cache, reporter)
+}
+
+/// [`resolve`] in `session`: Releases and indices it already verified and parsed are reused.
+pub fn resolve_in(
+    session: &Session,
+    req: &Request,
+    cache: &Path,
+    reporter: &dyn Reporter,
+) -> Result<Lock, DebianError> {
     let keyring = match &req.keyring {
         Some(p) => Keyring::load(p)?,
         None => Keyring::debian()?,
     };
-    resolve_with_keyring(req, cache, &keyring, reporter)
+    resolve_with_keyring_in(session, req, cache, &keyring, reporter)
 }
 
-type ParsedIndex = std::sync::Arc<(Vec<resolve::PkgVer>, String)>;
-
-/// Parsed indices of this process, so resolving both halves of a spec (or several specs)
-/// decompresses and parses each verified index once.
-fn index_memo() -> &'static std::sync::Mutex<std::collections::HashMap<String, ParsedIndex>> {
-    static MEMO: std::sync::OnceLock<
-        std::sync::Mutex<std::collections::HashMap<String, ParsedIndex>>,
-    > = std::sync::OnceLock::new();
-    MEMO.get_or_init(Default::default)
-}
-
-/// Releases verified by this process, so the second half of a spec (or a second spec) does
-/// not fetch and verify the same `InRelease` again.
+/// The Release of `uri`/`suite` verified with `keyring` in this session, or `fetch`ed.
 fn release_memo(
+    session: &Session,
     uri: &str,
     suite: &str,
     keyring: &Keyring,
     fetch: impl FnOnce() -> Result<release::Release, DebianError>,
 ) -> Result<release::Release, DebianError> {
-    type Memo = std::sync::Mutex<std::collections::HashMap<String, release::Release>>;
-    static MEMO: std::sync::OnceLock<Memo> = std::sync::OnceLock::new();
     let key = format!("{uri}|{suite}|{:?}", keyring.fingerprints());
-    let memo = MEMO.get_or_init(Default::default);
-    if let Some(rel) = memo.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+    if let Some(rel) = session::lock(&session.releases).get(&key) {
         return Ok(rel.clone());
     }
     let rel = fetch()?;
-    memo.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key, rel.clone());
+    session::lock(&session.releases).insert(key, rel.clone());
     Ok(rel)
 }
 
-fn index_memo_get(key: &str) -> Option<ParsedIndex> {
-    let memo = index_memo().lock().unwrap_or_else(|e| e.into_inner());
-    memo.get(key).cloned()
-}
-
-fn index_memo_put(key: String, versions: Vec<resolve::PkgVer>, text: String) {
-    let mut memo = index_memo().lock().unwrap_or_else(|e| e.into_inner());
-    memo.insert(key, std::sync::Arc::new((versions, text)));
-}
-
-/// [`resolve`] with an explicit keyring (whatever `req.keyring` says).
+/// [`resolve`] with an explicit keyring (whatever `req.keyring` says), in a session of its own.
 pub fn resolve_with_keyring(
     req: &Request,
     cache: &Path,
     keyring: &Keyring,
     reporter: &dyn Reporter,
 ) -> Result<Lock, DebianError> {
-    let c = cache::Cache::new(cache)?;
+    resolve_with_keyring_in(&Session::new(), req, cache, keyring, reporter)
+}
+
+/// [`resolve_with_keyring`] in `session`.
+pub fn resolve_with_keyring_in(
+    session: &Session,
+    req: &Request,
+    cache: &Path,
+    keyring: &Keyring,
+    reporter: &dyn Reporter,
+) -> Result<Lock, DebianError> {
+    let c = cache::Cache::new(cache, &session.dns)?;
     let now = release::now_secs();
-    let sources = req.sources();
+    let sources = req.suites();
+    // Every repository is verified with its own keyring, loaded once.
+    let mut keyrings: BTreeMap<String, Keyring> = BTreeMap::new();
+    for src in sources.iter().filter(|s| s.repo != MAIN_REPO) {
+        if keyrings.contains_key(&src.repo) {
+            continue;
+        }
+        let path = src.keyring.as_ref().ok_or_else(|| DebianError::Keyring {
+            origin: format!("of repository `{}`", src.repo),
+            message: "none given: every added repository needs `keyring =`".into(),
+        })?;
+        keyrings.insert(src.repo.clone(), Keyring::load(path)?);
+    }
+    let keyring_of = |src: &SourceSuite| keyrings.get(&src.repo).unwrap_or(keyring);
     // Each source (Release, its indices, parsing) is handled on its own thread.
     type SourceResult = Result<(release::Release, Vec<resolve::PkgVer>, Vec<String>), DebianError>;
     let results: Vec<SourceResult> = std::thread::scope(|s| {
         let handles: Vec<_> = sources
             .iter()
             .enumerate()
-            .map(|(i, (uri, suite))| {
+            .map(|(i, src)| {
                 let c = &c;
+                let keyring = keyring_of(src);
+                let (uri, suite) = (&src.uri, &src.suite);
                 s.spawn(move || -> SourceResult {
-                    let rel = release_memo(uri, suite, keyring, || {
+                    let rel = release_memo(session, uri, suite, keyring, || {
                         release::fetch_release(c, keyring, uri, suite, now, reporter)
-                    })?;
+                    })
+                    .map_err(|e| untrusted(src, keyring, e))?;
                     let mut versions = Vec::new();
                     let mut texts = Vec::new();
-                    for comp in &req.components {
+                    for comp in &src.components {
                         let mut archs = vec![req.architecture.as_str()];
                         if !rel.no_all_packages && rel.architectures.iter().any(|a| a == "all") {
                             archs.push("all");
@@ -497,7 +622,8 @@ pub fn resolve_with_keyring(
                                 "{}|{comp}|{arch}|{i}|{}",
                                 rel.inrelease_sha256, req.architecture
                             );
-                            if let Some(hit) = index_memo_get(&memo_key) {
+                            let hit = session::lock(&session.indices).get(&memo_key).cloned();
+                            if let Some(hit) = hit {
                                 versions.extend(hit.0.iter().cloned());
                                 texts.push(hit.1.clone());
                                 found = true;
@@ -510,7 +636,8 @@ pub fn resolve_with_keyring(
                                 let parsed =
                                     resolve::parse_index(&name, &text, i, &req.architecture)?;
                                 versions.extend(parsed.iter().cloned());
-                                index_memo_put(memo_key, parsed, text.clone());
+                                session::lock(&session.indices)
+                                    .insert(memo_key, std::sync::Arc::new((parsed, text.clone())));
                                 texts.push(text);
                                 found = true;
                             }
@@ -536,15 +663,21 @@ pub fn resolve_with_keyring(
             .collect()
     });
     let mut universe = resolve::Universe::default();
+    universe.set_sources(
+        sources
+            .iter()
+            .map(|s| (s.repo.clone(), s.priority))
+            .collect(),
+    );
     let mut releases = Vec::new();
     let mut mirrors = Vec::new();
-    for r in results {
+    for (r, src) in results.into_iter().zip(&sources) {
         let (rel, versions, texts) = r?;
         universe.add(versions);
         for t in texts {
             universe.add_text(t);
         }
-        mirrors.push((rel.uri.clone(), rel.suite.clone()));
+        mirrors.push((rel.uri.clone(), rel.suite.clone(), src.repo.clone()));
         releases.push(LockedRelease {
             uri: rel.uri,
             suite: rel.suite,
@@ -567,7 +700,7 @@ pub fn resolve_with_keyring(
             native: &req.architecture,
         },
     )?;
-    let packages = resolve::locked_packages(&universe, &res, &mirrors);
+    let packages = resolve::locked_packages(&universe, &res, &mirrors)?;
     let mut lock = Lock {
         version: 1,
         request: req.digest(),
@@ -576,6 +709,20 @@ pub fn resolve_with_keyring(
     };
     lock.sort();
     Ok(lock)
+}
+
+/// A Release of an added repository that its keyring does not verify: the error names the
+/// repository and the keyring's keys.
+fn untrusted(src: &SourceSuite, keyring: &Keyring, e: DebianError) -> DebianError {
+    match e {
+        DebianError::Signature { .. } if src.repo != MAIN_REPO => DebianError::Untrusted {
+            repo: src.repo.clone(),
+            uri: src.uri.clone(),
+            keys: keyring.fingerprints().join(", "),
+            source: Box::new(e),
+        },
+        e => e,
+    }
 }
 
 /// Number of parallel downloads / extractions in [`fetch`].
@@ -589,7 +736,7 @@ pub fn fetch(
     cache: &Path,
     reporter: &dyn Reporter,
 ) -> Result<Vec<Package>, DebianError> {
-    fetch_with(lock, cache, reporter, false)
+    fetch_with(&Session::new(), lock, cache, reporter, false)
 }
 
 /// [`fetch`] without network access: builds from the cache alone, or fails with
@@ -608,13 +755,13 @@ pub fn fetch_offline(
                 .collect(),
         });
     }
-    fetch_with(lock, cache, reporter, true)
+    fetch_with(&Session::new(), lock, cache, reporter, true)
 }
 
 /// The locked packages that are in the cache neither extracted nor as a downloaded `.deb`
 /// (the packages an offline build lacks).
 pub fn missing(lock: &Lock, cache: &Path) -> Result<Vec<LockedPackage>, DebianError> {
-    let c = cache::Cache::new(cache)?;
+    let c = cache::Cache::new(cache, &Default::default())?;
     Ok(lock
         .packages
         .iter()
@@ -634,13 +781,16 @@ pub fn missing(lock: &Lock, cache: &Path) -> Result<Vec<LockedPackage>, DebianEr
         .collect())
 }
 
-fn fetch_with(
+/// [`fetch`] (or with `offline`, [`fetch_offline`]'s downloads part) in `session`; every
+/// package done is reported with [`Reporter::item_done`].
+pub(crate) fn fetch_with(
+    session: &Session,
     lock: &Lock,
     cache: &Path,
     reporter: &dyn Reporter,
     offline: bool,
 ) -> Result<Vec<Package>, DebianError> {
-    let c = cache::Cache::new(cache)?;
+    let c = cache::Cache::new(cache, &session.dns)?;
     let next = Mutex::new(0usize);
     let results: Mutex<BTreeMap<usize, Result<Package, DebianError>>> = Mutex::new(BTreeMap::new());
     let workers = PARALLEL.min(lock.packages.len()).max(1);
@@ -663,6 +813,9 @@ fn fetch_with(
                     };
                     let r = fetch_one(&c, p, reporter, offline);
                     let failed = r.is_err();
+                    if !failed {
+                        reporter.item_done(&p.name);
+                    }
                     if let Ok(mut m) = results.lock() {
                         m.insert(order[i], r);
                     }
@@ -770,7 +923,7 @@ pub fn extract_deb(
     cache: &Path,
     reporter: &dyn Reporter,
 ) -> Result<(strata_fstree::Tree, ControlFiles, Vec<String>), DebianError> {
-    let c = cache::Cache::new(cache)?;
+    let c = cache::Cache::new(cache, &Default::default())?;
     let name = deb.display().to_string();
     let mut warn = |m: String| reporter.message(&m);
     // A local file is not in any index: its own SHA256 names what is kept of it.
@@ -794,6 +947,7 @@ mod tests {
             filename: format!("pool/main/{name}.deb"),
             mirror: "http://deb.debian.org/debian".into(),
             suite: "bookworm".into(),
+            repo: String::new(),
             size: 1234,
             sha256: "ab".repeat(32),
             depends: deps.iter().map(|s| s.to_string()).collect(),

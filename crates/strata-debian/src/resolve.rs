@@ -58,6 +58,12 @@ pub(crate) struct Universe {
     texts: Vec<String>,
     /// Name → position of its first mention in the indices, computed on first need.
     mentions: std::sync::OnceLock<HashMap<String, usize>>,
+    /// Per release (source) index: its repository's name and apt pin priority. A release
+    /// not listed has priority 500.
+    sources: Vec<(String, i32)>,
+    /// Name → a version of another repository that ties with the candidate (same pin, same
+    /// version, other contents).
+    ties: HashMap<String, usize>,
 }
 
 /// The fields of a `Packages` stanza the resolver reads, in slot order.
@@ -148,7 +154,11 @@ pub(crate) fn parse_index(
     arch: &str,
 ) -> Result<Vec<PkgVer>, DebianError> {
     if text.len() > 4 << 20 {
-        let mid = text.len() / 2;
+        // The middle rounded up to a character boundary: a UTF-8 Maintainer or Description
+        // may straddle the byte in the middle.
+        let mid = (text.len() / 2..text.len())
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(text.len());
         if let Some(off) = text[mid..].find("\n\n") {
             let (a, b) = text.split_at(mid + off + 2);
             let (ra, rb) = std::thread::scope(|s| {
@@ -296,15 +306,43 @@ impl Universe {
         map.get(name).copied().unwrap_or(usize::MAX)
     }
 
-    /// Adds parsed package versions; for equal versions the first added wins.
+    /// Names each release (source) index's repository and pin priority; call before `add`.
+    pub fn set_sources(&mut self, sources: Vec<(String, i32)>) {
+        self.sources = sources;
+    }
+
+    fn pin(&self, release: usize) -> i32 {
+        self.sources.get(release).map_or(500, |s| s.1)
+    }
+
+    /// The repository name of a release index.
+    pub fn repo(&self, release: usize) -> &str {
+        self.sources.get(release).map_or("", |s| s.0.as_str())
+    }
+
+    /// Adds parsed package versions. As apt: the candidate is the version with the highest
+    /// pin priority, then the highest version; for equal ones the first added wins.
     pub fn add(&mut self, versions: Vec<PkgVer>) {
         for pv in versions {
             let idx = self.versions.len();
-            match self.candidates.get(&pv.name) {
-                Some(&cur) if self.versions[cur].version >= pv.version => {}
-                _ => {
-                    self.candidates.insert(pv.name.clone(), idx);
+            let better = match self.candidates.get(&pv.name) {
+                None => true,
+                Some(&cur) => {
+                    let c = &self.versions[cur];
+                    let order =
+                        (self.pin(pv.release), &pv.version).cmp(&(self.pin(c.release), &c.version));
+                    if order == std::cmp::Ordering::Equal
+                        && self.repo(pv.release) != self.repo(c.release)
+                        && !pv.sha256.eq_ignore_ascii_case(&c.sha256)
+                    {
+                        self.ties.insert(pv.name.clone(), idx);
+                    }
+                    order == std::cmp::Ordering::Greater
                 }
+            };
+            if better {
+                self.ties.remove(&pv.name);
+                self.candidates.insert(pv.name.clone(), idx);
             }
             self.versions.push(pv);
         }
@@ -748,11 +786,24 @@ impl Solver<'_> {
 }
 
 /// Turns a resolution into locked packages, sorted by name.
+/// `mirrors` gives each release index's URI, suite and repository name. A selected package
+/// whose candidate ties with another repository's is an error naming both.
 pub(crate) fn locked_packages(
     u: &Universe,
     res: &Resolution,
-    mirrors: &[(String, String)],
-) -> Vec<LockedPackage> {
+    mirrors: &[(String, String, String)],
+) -> Result<Vec<LockedPackage>, DebianError> {
+    for &i in &res.selected {
+        let v = &u.versions[i];
+        if let Some(&other) = u.ties.get(&v.name) {
+            return Err(DebianError::Ambiguous {
+                name: v.name.clone(),
+                version: v.version.to_string(),
+                first: u.repo(v.release).to_owned(),
+                second: u.repo(u.versions[other].release).to_owned(),
+            });
+        }
+    }
     let mut out: Vec<LockedPackage> = res
         .selected
         .iter()
@@ -771,6 +822,10 @@ pub(crate) fn locked_packages(
                     .get(v.release)
                     .map(|m| m.1.clone())
                     .unwrap_or_default(),
+                repo: mirrors
+                    .get(v.release)
+                    .map(|m| m.2.clone())
+                    .unwrap_or_default(),
                 size: v.size,
                 sha256: v.sha256.clone(),
                 depends: res
@@ -783,12 +838,30 @@ pub(crate) fn locked_packages(
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An index over the two-thread threshold whose middle byte falls inside a UTF-8
+    /// character (found reading the split for the fuzz targets): splitting it there panicked.
+    #[test]
+    fn large_index_split_inside_a_utf8_character() {
+        let one = stanza("p", "1", "Maintainer: Jöns Ü <j@example>\n");
+        let mut text = String::new();
+        while text.len() <= 4 << 20 {
+            text.push_str(&one);
+        }
+        // A comment line in front, as long as it takes to move the middle into a character.
+        let text = (0..2 * one.len())
+            .map(|k| format!("#{}\n{text}", "x".repeat(k)))
+            .find(|t| !t.is_char_boundary(t.len() / 2))
+            .expect("some comment length puts the middle inside a character");
+        let parsed = parse_index("Packages", &text, 0, "amd64").expect("parses");
+        assert_eq!(parsed.len(), text.matches("Package: p\n").count());
+    }
 
     fn universe(text: &str) -> Universe {
         let mut u = Universe::default();

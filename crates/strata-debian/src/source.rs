@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -21,7 +21,8 @@ use strata_fstree::{Content, EntryKind, Tree};
 use strata_source::{Resolution, Source, SourceContext, SourceError, StoreObject, hash_parts};
 use strata_spec::{Part, Spec};
 
-use crate::{DebianError, Lock, LockedPackage, NoReporter, Package, Reporter, Request};
+use crate::session::{self, Session};
+use crate::{DebianError, Lock, LockedPackage, Package, Reporter, Request};
 
 /// Environment variable naming a download/extraction cache directory for the Debian source
 /// that replaces the store's own (`STORE/sources/debian`), so several stores share downloads.
@@ -57,6 +58,19 @@ pub enum SourceFailure {
     /// `--offline` without a lock that matches the spec (resolving needs the network).
     #[error("--offline: {0}; run `strata lock` first")]
     OfflineUnlocked(String),
+    /// A debconf answer for a question no installed package has.
+    #[error(
+        "debconf answer `{line}`: no installed package has the question `{question}` \
+         (packages with questions: {owners})"
+    )]
+    Debconf {
+        /// The answer as written.
+        line: String,
+        /// Its question.
+        question: String,
+        /// The installed packages that have debconf templates.
+        owners: String,
+    },
     /// A generated system file could not be made.
     #[error("{file}: {message}")]
     System {
@@ -81,6 +95,7 @@ impl SourceFailure {
             SourceFailure::Locked(_) => "the lock file does not match the spec",
             SourceFailure::OfflineUnlocked(_) => "cannot build offline",
             SourceFailure::System { .. } => "cannot generate the Debian system files",
+            SourceFailure::Debconf { .. } => "a debconf answer has no question",
         }
     }
 }
@@ -114,6 +129,19 @@ pub fn request_for(spec: &Spec, part: Part) -> Option<Request> {
         keyring: s.keyring.map(|k| spec.dir.join(k)),
         recommends: s.recommends,
         essential: s.essential,
+        repos: s
+            .repos
+            .iter()
+            .map(|r| crate::Repo {
+                name: r.name.clone(),
+                uri: r.uri.clone(),
+                suites: r.suites.clone().unwrap_or_default(),
+                components: r.components.clone(),
+                keyring: Some(spec.dir.join(&r.keyring)),
+                priority: r.priority,
+                architectures: r.architectures.clone(),
+            })
+            .collect(),
     })
 }
 
@@ -327,18 +355,20 @@ fn without_keyring(req: &Request) -> Request {
     }
 }
 
-/// Resolves both halves (the user half against the base's selection) into a [`SpecLock`].
+/// Resolves both halves (the user half against the base's selection) into a [`SpecLock`],
+/// in one session (each Release and index is fetched and parsed once).
 pub fn resolve_spec(
     base: Option<&Request>,
     user: Option<&Request>,
     cache: &Path,
     reporter: &dyn Reporter,
 ) -> Result<SpecLock, DebianError> {
+    let session = Session::new();
     let base_lock = base
-        .map(|r| crate::resolve(r, cache, reporter))
+        .map(|r| crate::resolve_in(&session, r, cache, reporter))
         .transpose()?;
     let user_lock = user
-        .map(|r| resolve_user(base_lock.as_ref(), r, cache, reporter))
+        .map(|r| resolve_user_in(&session, base_lock.as_ref(), r, cache, reporter))
         .transpose()?;
     Ok(SpecLock {
         version: SPEC_LOCK_VERSION,
@@ -362,8 +392,19 @@ pub fn resolve_user(
     cache: &Path,
     reporter: &dyn Reporter,
 ) -> Result<Lock, DebianError> {
+    resolve_user_in(&Session::new(), base, user, cache, reporter)
+}
+
+/// [`resolve_user`] in `session`.
+pub fn resolve_user_in(
+    session: &Session,
+    base: Option<&Lock>,
+    user: &Request,
+    cache: &Path,
+    reporter: &dyn Reporter,
+) -> Result<Lock, DebianError> {
     let Some(base) = base else {
-        return crate::resolve(user, cache, reporter);
+        return crate::resolve_in(session, user, cache, reporter);
     };
     let in_base: BTreeSet<&str> = base.packages.iter().map(|p| p.name.as_str()).collect();
     let mut union = user.clone();
@@ -372,7 +413,7 @@ pub fn resolve_user(
         .extend(base.packages.iter().map(|p| p.name.clone()));
     union.packages.sort();
     union.packages.dedup();
-    let mut lock = crate::resolve(&union, cache, reporter)?;
+    let mut lock = crate::resolve_in(session, &union, cache, reporter)?;
     lock.packages.retain(|p| !in_base.contains(p.name.as_str()));
     lock.request = user.digest();
     Ok(lock)
@@ -398,23 +439,44 @@ pub struct DebianInput {
     pub user: Option<Request>,
     /// The spec's lock file (it need not exist).
     pub lock_file: PathBuf,
-    /// Lock and network behaviour.
-    pub options: DebianOptions,
+    /// Whether the packages are configured after their layers are written: no Debian
+    /// section of the spec says `configure = false`.
+    pub configure: bool,
     /// Where the section is in the spec, for messages (`strata.toml:4:1: base.debian`).
     pub context: String,
+    /// The debconf answers of both halves (`debconf-set-selections` lines), base first.
+    pub debconf: Vec<String>,
+    /// The base half's debconf answers alone: the base configure layer must not depend on
+    /// `[user]`.
+    pub debconf_base: Vec<String>,
 }
 
 impl DebianInput {
     /// The input for one half of `spec`, or `None` when that half has no `debian` key.
-    pub fn from_spec(spec: &Spec, part: Part, options: DebianOptions) -> Option<Self> {
+    pub fn from_spec(spec: &Spec, part: Part) -> Option<Self> {
         let section = spec.half(part).debian.as_ref()?;
+        let configure = [Part::Base, Part::User]
+            .into_iter()
+            .filter_map(|p| spec.half(p).debian.as_ref())
+            .all(|d| d.configure.unwrap_or(true));
         Some(Self {
             part,
             base: request_for(spec, Part::Base),
             user: request_for(spec, Part::User),
             lock_file: lock_path(&spec.path),
-            options,
+            configure,
             context: format!("{}: {}", section.location, section.key),
+            debconf: [&spec.base, &spec.user]
+                .iter()
+                .filter_map(|h| h.debian.as_ref())
+                .flat_map(|d| d.debconf.iter().cloned())
+                .collect(),
+            debconf_base: spec
+                .base
+                .debian
+                .as_ref()
+                .map(|d| d.debconf.clone())
+                .unwrap_or_default(),
         })
     }
 }
@@ -433,7 +495,13 @@ impl DebianSource {
 
     /// The locks of both halves, from the lock file where it matches, else resolved (unless
     /// `--locked` or `--offline` forbid it).
-    fn locks(&self, cache: &Path) -> Result<(Option<Lock>, Option<Lock>), SourceFailure> {
+    fn locks(
+        &self,
+        session: &Session,
+        cache: &Path,
+        options: DebianOptions,
+        reporter: &dyn Reporter,
+    ) -> Result<(Option<Lock>, Option<Lock>), SourceFailure> {
         let file = SpecLock::read(&self.input.lock_file)?;
         let (base_req, user_req) = (self.input.base.as_ref(), self.input.user.as_ref());
         let [bs, us] = check_lock(file.as_ref(), base_req, user_req);
@@ -444,9 +512,9 @@ impl DebianSource {
                 HalfState::Missing => format!("{lock_name} has no lock for [{half}].debian"),
                 HalfState::Stale(d) => format!("{lock_name} does not match [{half}].debian: {d}"),
             };
-            if self.input.options.locked {
+            if options.locked {
                 Some(SourceFailure::Locked(why))
-            } else if self.input.options.offline {
+            } else if options.offline {
                 Some(SourceFailure::OfflineUnlocked(why))
             } else {
                 None
@@ -461,7 +529,7 @@ impl DebianSource {
         let held = |h: Option<&HalfLock>| h.map(|h| h.lock.clone());
         let base = match (&bs, base_req) {
             (HalfState::Fresh, _) => held(file.as_ref().and_then(|f| f.base.as_ref())),
-            (_, Some(r)) => Some(memo_resolve(None, r, cache)?),
+            (_, Some(r)) => Some(memo_resolve(session, None, r, cache, reporter)?),
             (_, None) => None,
         };
         if !need_user {
@@ -469,7 +537,7 @@ impl DebianSource {
         }
         let user = match (&us, user_req) {
             (HalfState::Fresh, _) => held(file.as_ref().and_then(|f| f.user.as_ref())),
-            (_, Some(r)) => Some(memo_resolve(base.as_ref(), r, cache)?),
+            (_, Some(r)) => Some(memo_resolve(session, base.as_ref(), r, cache, reporter)?),
             (_, None) => None,
         };
         Ok((base, user))
@@ -480,14 +548,25 @@ impl DebianSource {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(|| ctx.cache_dir.to_owned());
-        let (base_lock, user_lock) = self.locks(&cache)?;
-        let offline = self.input.options.offline;
+        let options = DebianOptions {
+            locked: ctx.locked,
+            offline: ctx.offline,
+        };
+        let session = ctx.session.state::<Session>();
+        let reporter = ctx.reporter;
+        let (base_lock, user_lock) = self.locks(&session, &cache, options, reporter)?;
+        let offline = options.offline;
+        let count = |l: &Option<Lock>| l.as_ref().map_or(0, |l| l.packages.len() as u64);
+        reporter.items_started(
+            "Debian packages fetched",
+            count(&base_lock) + count(&user_lock),
+        );
         let base_pkgs = match &base_lock {
-            Some(l) => memo_fetch(l, &cache, offline)?,
+            Some(l) => memo_fetch(&session, l, &cache, offline, reporter)?,
             None => Vec::new(),
         };
         let user_pkgs = match &user_lock {
-            Some(l) => memo_fetch(l, &cache, offline)?,
+            Some(l) => memo_fetch(&session, l, &cache, offline, reporter)?,
             None => Vec::new(),
         };
         let (own, own_req) = match self.input.part {
@@ -561,21 +640,23 @@ impl DebianSource {
         roots.sort();
         roots.dedup();
 
-        // The system files describe every package of the image; when the user half has its
-        // own packages, it writes them (they win over the base's in the customisation layer).
-        let writes_system = self.input.part == Part::User || self.input.user.is_none();
-        let customisation = if writes_system {
-            let all: Vec<&Package> = base_pkgs.iter().chain(user_pkgs.iter()).collect();
-            let req = self.input.base.as_ref().or(self.input.user.as_ref());
-            crate::system::generate(&all, req)?
-        } else {
-            Vec::new()
-        };
+        let (customisation, steps) = crate::configure::half_system(&crate::configure::Half {
+            part: self.input.part,
+            base: &base_pkgs,
+            user: &user_pkgs,
+            base_request: self.input.base.as_ref(),
+            user_request: self.input.user.as_ref(),
+            configure: self.input.configure,
+            architecture: ctx.architecture,
+            debconf_base: &self.input.debconf_base,
+            debconf: &self.input.debconf,
+        })?;
         Ok(Resolution {
             objects,
             roots,
             customisation,
             env: vec![("PATH".into(), DEFAULT_PATH.into())],
+            steps,
         })
     }
 }
@@ -583,6 +664,10 @@ impl DebianSource {
 impl Source for DebianSource {
     fn kind(&self) -> &'static str {
         "debian"
+    }
+
+    fn provides_system(&self) -> bool {
+        true
     }
 
     fn resolve(&self, ctx: &SourceContext<'_>) -> Result<Resolution, SourceError> {
@@ -645,43 +730,48 @@ fn fingerprint(tree: &Tree) -> String {
     hex::encode(h.finalize())
 }
 
-type Memo<T> = OnceLock<Mutex<HashMap<String, T>>>;
-
-/// Resolutions made in this process, so the user half does not resolve the base again.
-static RESOLVED: Memo<Lock> = OnceLock::new();
-/// Packages fetched in this process (by cache and `.deb` SHA256).
-static FETCHED: Memo<Arc<Package>> = OnceLock::new();
-
-fn memo_resolve(base: Option<&Lock>, req: &Request, cache: &Path) -> Result<Lock, DebianError> {
+/// The lock of `req` (against `base`) resolved in this session, so the user half does not
+/// resolve the base again.
+fn memo_resolve(
+    session: &Session,
+    base: Option<&Lock>,
+    req: &Request,
+    cache: &Path,
+    reporter: &dyn Reporter,
+) -> Result<Lock, DebianError> {
     let base_key = base.map(|b| b.to_toml()).transpose()?.unwrap_or_default();
     let key = hash_parts([
         cache.as_os_str().as_encoded_bytes(),
         req.digest().as_bytes(),
         base_key.as_bytes(),
     ]);
-    let memo = RESOLVED.get_or_init(Default::default);
-    if let Some(l) = memo.lock().ok().and_then(|m| m.get(&key).cloned()) {
+    if let Some(l) = session::lock(&session.resolved).get(&key).cloned() {
         return Ok(l);
     }
-    let lock = resolve_user(base, req, cache, &NoReporter)?;
-    if let Ok(mut m) = memo.lock() {
-        m.insert(key, lock.clone());
-    }
+    let lock = resolve_user_in(session, base, req, cache, reporter)?;
+    session::lock(&session.resolved).insert(key, lock.clone());
     Ok(lock)
 }
 
-fn memo_fetch(lock: &Lock, cache: &Path, offline: bool) -> Result<Vec<Package>, DebianError> {
-    let memo = FETCHED.get_or_init(Default::default);
+/// The packages of `lock`, those this session fetched already without reading them again.
+fn memo_fetch(
+    session: &Session,
+    lock: &Lock,
+    cache: &Path,
+    offline: bool,
+    reporter: &dyn Reporter,
+) -> Result<Vec<Package>, DebianError> {
     let key = |p: &LockedPackage| format!("{}\0{}", cache.display(), p.sha256.to_ascii_lowercase());
-    let known: HashMap<String, Arc<Package>> = memo
-        .lock()
-        .map(|m| {
-            lock.packages
-                .iter()
-                .filter_map(|p| m.get(&key(p)).map(|v| (key(p), v.clone())))
-                .collect()
-        })
-        .unwrap_or_default();
+    let known: HashMap<String, Arc<Package>> = {
+        let m = session::lock(&session.fetched);
+        lock.packages
+            .iter()
+            .filter_map(|p| m.get(&key(p)).map(|v| (key(p), v.clone())))
+            .collect()
+    };
+    for p in lock.packages.iter().filter(|p| known.contains_key(&key(p))) {
+        reporter.item_done(&p.name);
+    }
     let todo = Lock {
         packages: lock
             .packages
@@ -693,18 +783,25 @@ fn memo_fetch(lock: &Lock, cache: &Path, offline: bool) -> Result<Vec<Package>, 
     };
     let fetched = if todo.packages.is_empty() {
         Vec::new()
-    } else if offline {
-        crate::fetch_offline(&todo, cache, &NoReporter)?
     } else {
-        crate::fetch(&todo, cache, &NoReporter)?
+        if offline {
+            let missing = crate::missing(&todo, cache)?;
+            if !missing.is_empty() {
+                return Err(DebianError::Offline {
+                    missing: missing
+                        .iter()
+                        .map(|p| format!("{} {}", p.name, p.version))
+                        .collect(),
+                });
+            }
+        }
+        crate::fetch_with(session, &todo, cache, reporter, offline)?
     };
     let mut by_key = known;
     for p in fetched {
         let k = key(&p.locked);
         let p = Arc::new(p);
-        if let Ok(mut m) = memo.lock() {
-            m.insert(k.clone(), p.clone());
-        }
+        session::lock(&session.fetched).insert(k.clone(), p.clone());
         by_key.insert(k, p);
     }
     lock.packages
@@ -746,6 +843,7 @@ mod tests {
                     filename: "pool/main/b/bash/bash.deb".into(),
                     mirror: "http://deb.debian.org/debian".into(),
                     suite: "bookworm".into(),
+                    repo: String::new(),
                     size: 1,
                     sha256: "ab".repeat(32),
                     depends: vec!["libc6".into()],

@@ -141,11 +141,17 @@ pub fn generate(
         && !files.exists("etc/apt/sources.list.d/debian.sources")
         && !files.exists("etc/apt/sources.list")
     {
+        let keyring = main_keyring(req, &mut out)?;
         out.push(file(
             "etc/apt/sources.list.d/debian.sources",
             0o644,
-            apt_sources(req, &files),
+            apt_sources(req, &files, keyring.as_deref()),
         )?);
+    }
+    if installed("apt")
+        && let Some(req) = request
+    {
+        repo_sources(req, &mut out)?;
     }
 
     if installed("libpam-runtime") {
@@ -160,6 +166,16 @@ pub fn generate(
 }
 
 /// `/var/lib/dpkg/status` and the `info` files of every package.
+/// dpkg's database for `packages` alone (`status`, `info/PKG.*`), every package `installed`.
+pub fn dpkg_files(packages: &[&Package]) -> Result<Vec<Entry>, SourceFailure> {
+    let mut sorted: Vec<&Package> = packages.to_vec();
+    sorted.sort_by(|a, b| a.locked.name.cmp(&b.locked.name));
+    let files = Files::new(&sorted);
+    let mut out = Vec::new();
+    dpkg_database(&sorted, &files, &mut out)?;
+    Ok(out)
+}
+
 fn dpkg_database(
     packages: &[&Package],
     files: &Files<'_>,
@@ -531,14 +547,134 @@ fn pam_common(files: &Files<'_>, out: &mut Vec<Entry>) -> Result<(), SourceFailu
     Ok(())
 }
 
-/// apt's sources for the request's repositories (deb822 format).
-fn apt_sources(req: &Request, files: &Files<'_>) -> String {
-    let signed_by =
-        if req.keyring.is_none() && files.exists("usr/share/keyrings/debian-archive-keyring.gpg") {
-            "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
-        } else {
-            ""
+/// Where the debconf answers of the spec are put for the configure step, which seeds them
+/// with `debconf-set-selections` before the maintainer scripts run.
+pub const DEBCONF_SELECTIONS: &str = "var/lib/strata/debconf.selections";
+
+/// The file [`DEBCONF_SELECTIONS`] with `answers` (none when there are none), after checking
+/// that each answers a question of an installed package's debconf templates.
+pub fn debconf_selections(
+    packages: &[&Package],
+    answers: &[String],
+) -> Result<Vec<Entry>, SourceFailure> {
+    if answers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut questions = std::collections::BTreeSet::new();
+    let mut owners = std::collections::BTreeSet::new();
+    for p in packages {
+        let Some(t) = p.control.get("templates") else {
+            continue;
         };
+        owners.insert(p.locked.name.as_str());
+        for line in String::from_utf8_lossy(t).lines() {
+            if let Some(q) = line.strip_prefix("Template:") {
+                questions.insert(q.trim().to_owned());
+            }
+        }
+    }
+    for line in answers {
+        let question = line.split_whitespace().nth(1).unwrap_or_default();
+        if !questions.contains(question) {
+            return Err(SourceFailure::Debconf {
+                line: line.clone(),
+                question: question.to_owned(),
+                owners: if owners.is_empty() {
+                    "none".to_owned()
+                } else {
+                    owners.into_iter().collect::<Vec<_>>().join(", ")
+                },
+            });
+        }
+    }
+    let mut text = answers.join("\n");
+    text.push('\n');
+    Ok(vec![file(DEBCONF_SELECTIONS, 0o644, text)?])
+}
+
+/// `/etc/apt/sources.list.d/NAME.sources` and `/etc/apt/keyrings/NAME.{asc,gpg}` of every
+/// added repository, so apt in the image reads and verifies the same archives.
+pub(crate) fn repo_sources(req: &Request, out: &mut Vec<Entry>) -> Result<(), SourceFailure> {
+    for r in &req.repos {
+        let Some(path) = &r.keyring else { continue };
+        let key = std::fs::read(path).map_err(|e| SourceFailure::System {
+            file: path.display().to_string(),
+            message: format!("cannot read the keyring of repository `{}`: {e}", r.name),
+        })?;
+        let armored = key.starts_with(b"-----BEGIN PGP");
+        let key_file = format!(
+            "etc/apt/keyrings/{}.{}",
+            r.name,
+            if armored { "asc" } else { "gpg" }
+        );
+        let mut text = format!(
+            "Types: deb\nURIs: {}\nSuites: {}\nComponents: {}\nSigned-By: /{key_file}\n",
+            r.uri,
+            r.suites.join(" "),
+            r.components.join(" ")
+        );
+        if !r.architectures.is_empty() {
+            text.push_str(&format!("Architectures: {}\n", r.architectures.join(" ")));
+        }
+        out.push(file(&key_file, 0o644, key)?);
+        out.push(file(
+            &format!("etc/apt/sources.list.d/{}.sources", r.name),
+            0o644,
+            text,
+        )?);
+        if r.priority != crate::DEFAULT_PRIORITY {
+            let origin = r
+                .uri
+                .split_once("://")
+                .map_or(r.uri.as_str(), |(_, rest)| rest)
+                .split(['/', ':'])
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            out.push(file(
+                &format!("etc/apt/preferences.d/{}.pref", r.name),
+                0o644,
+                format!(
+                    "Package: *\nPin: origin \"{origin}\"\nPin-Priority: {}\n",
+                    r.priority
+                ),
+            )?);
+        }
+    }
+    Ok(())
+}
+
+/// The spec's keyring of the main archive as `/etc/apt/keyrings/main.{asc,gpg}`; its image
+/// path, or `None` when the request has no keyring file (the built-in Debian keys).
+fn main_keyring(req: &Request, out: &mut Vec<Entry>) -> Result<Option<String>, SourceFailure> {
+    let Some(path) = req.keyring.as_ref().filter(|p| p.is_file()) else {
+        return Ok(None);
+    };
+    let key = std::fs::read(path).map_err(|e| SourceFailure::System {
+        file: path.display().to_string(),
+        message: format!("cannot read the main archive's keyring: {e}"),
+    })?;
+    let ext = if key.starts_with(b"-----BEGIN PGP") {
+        "asc"
+    } else {
+        "gpg"
+    };
+    let key_file = format!("etc/apt/keyrings/{}.{ext}", crate::MAIN_REPO);
+    out.push(file(&key_file, 0o644, key)?);
+    Ok(Some(format!("/{key_file}")))
+}
+
+/// apt's sources for the request's repositories (deb822 format).
+fn apt_sources(req: &Request, files: &Files<'_>, keyring: Option<&str>) -> String {
+    let signed_by = match keyring {
+        Some(k) => format!("Signed-By: {k}\n"),
+        None if req.keyring.is_none()
+            && files.exists("usr/share/keyrings/debian-archive-keyring.gpg") =>
+        {
+            "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n".to_owned()
+        }
+        None => String::new(),
+    };
     let components = req.components.join(" ");
     let mut by_uri: Vec<(String, Vec<String>)> = Vec::new();
     for (uri, suite) in req.sources() {

@@ -29,10 +29,10 @@ fn mirror_reachable() -> bool {
         .is_some_and(|a| {
             std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(10)).is_ok()
         });
-    if !ok {
-        eprintln!("SKIPPED: deb.debian.org is not reachable");
-    }
-    ok
+    strata_test_support::require_that(
+        ok,
+        "deb.debian.org is not reachable (these tests use the real Debian mirror)",
+    )
 }
 
 fn cache_dir() -> PathBuf {
@@ -146,7 +146,7 @@ impl Apt {
 }
 
 fn apt_available() -> bool {
-    Command::new("apt-get").arg("--version").output().is_ok()
+    strata_test_support::require(&["apt-get"])
 }
 
 #[test]
@@ -155,7 +155,6 @@ fn parity_with_apt() {
         return;
     }
     if !apt_available() {
-        eprintln!("apt-get not installed; skipping the parity test");
         return;
     }
     let apt = Apt::new();

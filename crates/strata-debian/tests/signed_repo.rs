@@ -18,10 +18,6 @@ fn link_target(k: &EntryKind) -> Option<&str> {
     }
 }
 
-fn have(tool: &str) -> bool {
-    Command::new(tool).arg("--version").output().is_ok()
-}
-
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("spawn");
     assert!(
@@ -317,8 +313,7 @@ impl Default for Publish<'_> {
 
 impl Repo {
     fn new() -> Option<Self> {
-        if !have("gpg") || !have("dpkg-deb") {
-            eprintln!("gpg or dpkg-deb missing; skipping");
+        if !strata_test_support::require(&["gpg", "dpkg-deb"]) {
             return None;
         }
         let dir = tempfile::tempdir().expect("tempdir");
@@ -492,6 +487,7 @@ impl Repo {
             keyring: Some(keyring),
             recommends: false,
             essential: true,
+            repos: Vec::new(),
         }
     }
 }
@@ -787,4 +783,50 @@ fn device_nodes_skipped_and_links_neutralised() {
         other => panic!("unexpected {other:?}"),
     }
     assert!(get("sbin").is_none() && get("usr/sbin/tool").is_some());
+}
+
+/// The Debian source, on this signed local repository, passes the shared source suite
+/// (`strata_test_support::source_suite`): the same request twice gives the same objects and
+/// cache keys, references (here a dependency cycle, alpha ⇄ beta) are closed, and an
+/// unknown package is reported at the spec's `base.debian`.
+#[test]
+fn debian_source_passes_the_source_suite() {
+    use strata_debian::{DebianInput, DebianSource};
+    use strata_source::{Source, SourceContext};
+    use strata_spec::Part;
+    use strata_test_support::source_suite::{check_source, check_source_error};
+
+    let Some(repo) = setup() else { return };
+    repo.publish(&Publish::default());
+    let keyring = repo.keyring(&repo.key);
+    let work = tempfile::tempdir().expect("tempdir");
+    let cache = work.path().join("cache");
+    std::fs::create_dir_all(&cache).expect("cache dir");
+    let session = strata_source::Session::new();
+    let ctx = SourceContext::new(&cache, "amd64", &session);
+    let input = |packages: &[&str], lock: &str| DebianInput {
+        part: Part::Base,
+        base: Some(repo.request(packages, keyring.clone())),
+        user: None,
+        lock_file: work.path().join(lock),
+        configure: false,
+        context: "strata.toml:4:1: base.debian".to_owned(),
+        debconf: Vec::new(),
+        debconf_base: Vec::new(),
+    };
+    let make = || -> Box<dyn Source> { Box::new(DebianSource::new(input(&["alpha"], "a.lock"))) };
+    let resolution = check_source(&make, &ctx);
+    let ids: Vec<&str> = resolution.objects.iter().map(|o| o.id.as_str()).collect();
+    assert!(
+        ids.iter().any(|i| i.contains("alpha")) && ids.iter().any(|i| i.contains("beta")),
+        "{ids:?}"
+    );
+
+    let broken = DebianSource::new(input(&["nonexistent"], "b.lock"));
+    check_source_error(
+        &broken,
+        &ctx,
+        "strata.toml:4:1: base.debian",
+        &["nonexistent"],
+    );
 }

@@ -35,10 +35,8 @@ fn resolve(
     options: FetchOptions,
 ) -> Result<Vec<(String, Tree, String)>, SourceError> {
     let src = FetchSource::new(inputs, lock.to_owned(), options);
-    let ctx = SourceContext {
-        cache_dir: cache,
-        architecture: "amd64",
-    };
+    let session = strata_source::Session::new();
+    let ctx = SourceContext::new(cache, "amd64", &session);
     let res = src.resolve(&ctx)?;
     Ok(res
         .objects

@@ -5,6 +5,11 @@
 //! host directories with [`walk`], from packages, from generated files) and the OCI writer turns a
 //! tree into a deterministic tar stream.
 
+// Library crate: every public item is documented, and no input can make it panic through unwrap.
+#![deny(missing_docs, clippy::unwrap_used)]
+
+/// The colon-separated account databases (`/etc/passwd`, `/etc/group`, shadow files).
+pub mod passwd;
 mod path;
 mod walk;
 

@@ -6,6 +6,9 @@
 //! together in one last layer. Popular objects are the ones most likely shared between images,
 //! so giving them their own layers maximises the blobs that images share in a registry.
 
+// Library crate: every public item is documented, and no input can make it panic through unwrap.
+#![deny(missing_docs, clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// One store object as the planner sees it.

@@ -14,6 +14,9 @@
 //! bundle with `SSL_CERT_FILE`, and, when the closure has a glibc, the FHS dynamic loader plus
 //! links to its libraries, so programs copied in from other distributions run.
 
+// Library crate: every public item is documented, and no input can make it panic through unwrap.
+#![deny(missing_docs, clippy::unwrap_used)]
+
 mod cli;
 mod custom;
 mod location;
@@ -251,19 +254,23 @@ impl NixSource {
         let location = self.location()?;
         let roots = self.realise()?;
         let objects = self.objects(&roots, &location)?;
+        // What other sources bring wins: their paths, and a distribution's system files.
+        let provided: BTreeSet<ImagePath> =
+            self.input.provided.union(ctx.provided).cloned().collect();
         let (customisation, env) = custom::generate(&custom::Inputs {
             objects: &objects,
             roots: &roots,
             profile: &self.input.profile,
             architecture: ctx.architecture,
-            system_files: self.input.system_files,
-            provided: &self.input.provided,
+            system_files: self.input.system_files && !ctx.system_provided,
+            provided: &provided,
         });
         Ok(Resolution {
             objects,
             roots,
             customisation,
             env,
+            steps: Vec::new(),
         })
     }
 }

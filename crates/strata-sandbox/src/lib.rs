@@ -48,6 +48,9 @@
 //! # }
 //! ```
 
+// Library crate: every public item is documented, and no input can make it panic through unwrap.
+#![deny(missing_docs, clippy::unwrap_used)]
+
 pub mod changes;
 pub mod idmap;
 pub mod image;

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use strata_fstree::passwd::{parse_group, parse_passwd};
+
 use crate::SandboxError;
 use crate::paths::resolve_in_root;
 
@@ -31,13 +33,6 @@ impl User {
     }
 }
 
-struct PasswdEntry {
-    name: String,
-    uid: u32,
-    gid: u32,
-    home: String,
-}
-
 fn read_in_roots(roots: &[&Path], file: &str) -> String {
     for root in roots {
         if let Ok(path) = resolve_in_root(root, Path::new(file), true)
@@ -49,41 +44,6 @@ fn read_in_roots(roots: &[&Path], file: &str) -> String {
     String::new()
 }
 
-fn passwd(text: &str) -> Vec<PasswdEntry> {
-    text.lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split(':').collect();
-            if f.len() < 7 {
-                return None;
-            }
-            Some(PasswdEntry {
-                name: f[0].to_owned(),
-                uid: f[2].parse().ok()?,
-                gid: f[3].parse().ok()?,
-                home: f[5].to_owned(),
-            })
-        })
-        .collect()
-}
-
-/// `(name, gid, members)` of each `/etc/group` line.
-fn groups(text: &str) -> Vec<(String, u32, Vec<String>)> {
-    text.lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split(':').collect();
-            if f.len() < 4 {
-                return None;
-            }
-            let members = f[3]
-                .split(',')
-                .filter(|m| !m.is_empty())
-                .map(str::to_owned)
-                .collect();
-            Some((f[0].to_owned(), f[2].parse().ok()?, members))
-        })
-        .collect()
-}
-
 /// Resolves `spec` (`NAME`, `UID`, with an optional `:GROUP` or `:GID`) against the first of
 /// `roots` (top layer first) holding `/etc/passwd` and `/etc/group`. An empty spec is root.
 pub fn resolve_user(spec: &str, roots: &[&Path]) -> Result<User, SandboxError> {
@@ -91,8 +51,8 @@ pub fn resolve_user(spec: &str, roots: &[&Path]) -> Result<User, SandboxError> {
     if spec.is_empty() {
         return Ok(User::root());
     }
-    let passwd = passwd(&read_in_roots(roots, "/etc/passwd"));
-    let group_lines = groups(&read_in_roots(roots, "/etc/group"));
+    let passwd = parse_passwd(&read_in_roots(roots, "/etc/passwd"));
+    let group_lines = parse_group(&read_in_roots(roots, "/etc/group"));
     let (user_part, group_part) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -114,8 +74,8 @@ pub fn resolve_user(spec: &str, roots: &[&Path]) -> Result<User, SandboxError> {
             Ok(gid) => gid,
             Err(_) => group_lines
                 .iter()
-                .find(|(name, _, _)| name == g)
-                .map(|(_, gid, _)| *gid)
+                .find(|e| e.name == g)
+                .map(|e| e.gid)
                 .ok_or_else(|| {
                     SandboxError::Invalid(format!(
                         "group `{g}` is not in the image's /etc/group; give a numeric gid"
@@ -127,8 +87,8 @@ pub fn resolve_user(spec: &str, roots: &[&Path]) -> Result<User, SandboxError> {
     let mut supplementary: Vec<u32> = match entry {
         Some(e) if group_part.is_none() => group_lines
             .iter()
-            .filter(|(_, _, members)| members.contains(&e.name))
-            .map(|(_, gid, _)| *gid)
+            .filter(|group| group.members.contains(&e.name))
+            .map(|group| group.gid)
             .filter(|g| *g != gid)
             .collect(),
         _ => Vec::new(),

@@ -11,12 +11,13 @@ use std::path::Path;
 
 use strata_sandbox::changes::{Change, scan_upper};
 use strata_sandbox::{Command, ExitStatus, Sandbox, Stdio, User};
+use strata_test_support::{require, require_that};
 
 fn busybox_root(dir: &Path) -> bool {
-    let Ok(bytes) = fs::read("/bin/busybox") else {
-        eprintln!("!!!!! /bin/busybox missing (scripts/test installs busybox-static); skipping");
+    if !require(&["static:/bin/busybox"]) {
         return false;
-    };
+    }
+    let bytes = fs::read("/bin/busybox").expect("read /bin/busybox");
     fs::create_dir_all(dir.join("bin")).expect("mkdir");
     fs::write(dir.join("bin/busybox"), bytes).expect("write");
     fs::set_permissions(dir.join("bin/busybox"), fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -54,7 +55,7 @@ fn keep_changes_records_additions_deletions_and_opaque_dirs() {
     let status = match status {
         Ok(s) => s,
         Err(e) if e.to_string().contains("user namespace") => {
-            eprintln!("!!!!! no user namespaces here, skipping: {e}");
+            require_that(false, &format!("no user namespaces here: {e}"));
             return;
         }
         Err(e) => panic!("run: {e}"),
@@ -110,9 +111,9 @@ fn every_root_mechanism_is_throwaway() {
         RootfsMode::Copy,
     ] {
         if mode == RootfsMode::FuseOverlayfs
-            && !(Path::new("/usr/bin/fuse-overlayfs").exists() && Path::new("/dev/fuse").exists())
+            && !(require(&["fuse-overlayfs"])
+                && require_that(Path::new("/dev/fuse").exists(), "/dev/fuse is missing"))
         {
-            eprintln!("!!!!! fuse-overlayfs or /dev/fuse missing; not testing it");
             continue;
         }
         let mut sandbox = Sandbox::new(vec![lower.clone()], tmp.path().join("scratch"));
@@ -135,7 +136,7 @@ fn every_root_mechanism_is_throwaway() {
         let status = match result {
             Ok(s) => s,
             Err(e) if e.to_string().contains("user namespace") => {
-                eprintln!("!!!!! no user namespaces here, skipping: {e}");
+                require_that(false, &format!("no user namespaces here: {e}"));
                 return;
             }
             Err(e) => panic!("{mode:?}: {e}"),

@@ -39,6 +39,14 @@ impl Source for TreeSource {
         "tree"
     }
 
+    fn provided_paths(&self) -> Vec<strata_fstree::ImagePath> {
+        // A `dest = "/"` entry provides paths known only once it is walked.
+        self.inputs
+            .iter()
+            .filter_map(|i| i.dest.path().cloned())
+            .collect()
+    }
+
     fn resolve(&self, _ctx: &SourceContext<'_>) -> Result<Resolution, SourceError> {
         let mut out = Resolution::default();
         for input in &self.inputs {
@@ -96,10 +104,8 @@ mod tests {
             gid: None,
             context: format!("strata.toml:3:1: base.tree[{src}]"),
         };
-        let ctx = SourceContext {
-            cache_dir: dir.path(),
-            architecture: "amd64",
-        };
+        let session = crate::Session::new();
+        let ctx = SourceContext::new(dir.path(), "amd64", &session);
         let src = TreeSource::new(vec![input("motd", "/etc/motd"), input("motd", "/etc/motd")]);
         let res = src.resolve(&ctx).expect("resolve");
         assert_eq!(res.objects.len(), 2);

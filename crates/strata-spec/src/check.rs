@@ -568,6 +568,128 @@ pub(crate) fn port(raw: &str) -> Result<String, Rejection> {
     }
 }
 
+/// A `debconf-set-selections` line: `OWNER QUESTION TYPE VALUE` (the value may be empty or
+/// hold spaces); whitespace runs between the first three fields become one space.
+pub(crate) fn debconf_line(raw: &str) -> Result<String, Rejection> {
+    let bad = || {
+        reject(
+            format!("`{raw}` is not a debconf answer"),
+            "write `OWNER QUESTION TYPE VALUE` as debconf-set-selections reads it, such as \
+             \"tzdata tzdata/Areas select Europe\"",
+        )
+    };
+    if raw.contains(['\n', '\0']) {
+        return Err(bad());
+    }
+    let mut rest = raw.trim();
+    let mut fields = Vec::new();
+    for _ in 0..3 {
+        let (field, tail) = rest.split_once([' ', '\t']).unwrap_or((rest, ""));
+        if field.is_empty() {
+            return Err(bad());
+        }
+        fields.push(field);
+        rest = tail.trim_start();
+    }
+    let known = [
+        "select",
+        "multiselect",
+        "string",
+        "boolean",
+        "note",
+        "text",
+        "password",
+        "title",
+        "error",
+    ];
+    if !fields[1].contains('/') || !known.contains(&fields[2]) {
+        return Err(bad());
+    }
+    Ok(format!("{} {} {} {rest}", fields[0], fields[1], fields[2])
+        .trim_end()
+        .to_owned())
+}
+
+/// A systemd unit name (`docker`, `ssh.socket`, `getty@tty1.service`).
+pub(crate) fn unit_name(raw: &str) -> Result<String, Rejection> {
+    let ok = !raw.is_empty()
+        && !raw.starts_with('.')
+        && raw.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@' | b':' | b'\\')
+        });
+    if !ok {
+        return Err(reject(
+            format!("`{raw}` is not a systemd unit name"),
+            "write a unit such as \"docker\" (docker.service) or \"ssh.socket\"",
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+/// Ubuntu release codenames (the suite, without a `-updates`/`-security`/... pocket).
+const UBUNTU_CODENAMES: &[&str] = &[
+    "trusty", "xenial", "bionic", "focal", "jammy", "kinetic", "lunar", "mantic", "noble",
+    "oracular", "plucky", "questing",
+];
+
+/// Whether a suite is an Ubuntu release or one of its pockets (`jammy`, `noble-updates`).
+pub(crate) fn is_ubuntu_suite(suite: &str) -> bool {
+    let codename = suite.split('-').next().unwrap_or(suite);
+    UBUNTU_CODENAMES.contains(&codename)
+}
+
+/// A PPA reference `owner/name` (Launchpad user or team, and archive name).
+pub(crate) fn ppa(raw: &str) -> Result<(String, String), Rejection> {
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'+')
+            })
+    };
+    let raw = raw.strip_prefix("ppa:").unwrap_or(raw);
+    match raw.split_once('/') {
+        Some((owner, name)) if ok(owner) && ok(name) => Ok((owner.to_owned(), name.to_owned())),
+        _ => Err(reject(
+            format!("`{raw}` is not a PPA"),
+            "write the Launchpad owner and archive name, such as \"git-core/ppa\"",
+        )),
+    }
+}
+
+/// A repository name: lowercase letters, digits and `-`, as apt's file names in
+/// `/etc/apt/sources.list.d`.
+pub(crate) fn repo_name(raw: &str) -> Result<String, Rejection> {
+    let b = raw.as_bytes();
+    if b.is_empty()
+        || !b[0].is_ascii_alphanumeric()
+        || !b
+            .iter()
+            .all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || matches!(x, b'-' | b'_'))
+        || raw == "main"
+    {
+        return Err(reject(
+            format!("`{raw}` is not a repository name"),
+            "write lowercase letters, digits and `-`, such as \"docker\" (\"main\" is the main archive)",
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+/// A dpkg architecture name (`amd64`, `arm64`, `all` is not one).
+pub(crate) fn dpkg_arch(raw: &str) -> Result<String, Rejection> {
+    if raw.is_empty()
+        || !raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        return Err(reject(
+            format!("`{raw}` is not an architecture"),
+            "write a dpkg architecture such as \"amd64\" or \"arm64\"",
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -79,7 +79,7 @@ impl fmt::Display for Diagnostic {
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     /// The spec file could not be read.
-    #[error("{}: cannot read the spec file: {source}", .path.display())]
+    #[error("{}: cannot read the spec file", .path.display())]
     Read {
         /// The file that was asked for.
         path: PathBuf,

@@ -49,6 +49,10 @@ impl Json {
         Json::Obj(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
     }
 
+    pub(crate) fn obj_vec(fields: Vec<(&str, Json)>) -> Json {
+        Json::Obj(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    }
+
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         self.write(&mut out);

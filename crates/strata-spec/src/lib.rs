@@ -9,7 +9,15 @@
 //!
 //! The full reference of the format is `docs/spec.md` at the root of the repository.
 
+// Library crate: every public item is documented, and no input can make it panic through unwrap.
+#![deny(missing_docs, clippy::unwrap_used)]
+
 mod check;
+
+/// Whether a suite is an Ubuntu release or one of its pockets (`jammy`, `noble-updates`).
+pub fn is_ubuntu_suite(suite: &str) -> bool {
+    check::is_ubuntu_suite(suite)
+}
 mod error;
 mod json;
 mod parse;
@@ -31,6 +39,12 @@ pub const DEFAULT_DEBIAN_SUITE: &str = "bookworm";
 pub const DEFAULT_DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
 /// The Debian security mirror used when `debian.security_mirror` is absent (and not inherited).
 pub const DEFAULT_DEBIAN_SECURITY_MIRROR: &str = "http://deb.debian.org/debian-security";
+/// The Ubuntu archive used for an Ubuntu suite (`jammy`, `noble`) on amd64 and i386.
+pub const UBUNTU_MIRROR: &str = "http://archive.ubuntu.com/ubuntu";
+/// The Ubuntu security archive used for an Ubuntu suite on amd64 and i386.
+pub const UBUNTU_SECURITY_MIRROR: &str = "http://security.ubuntu.com/ubuntu";
+/// The Ubuntu archive (and security archive) for the other architectures (arm64, ...).
+pub const UBUNTU_PORTS_MIRROR: &str = "http://ports.ubuntu.com/ubuntu-ports";
 /// The Debian archive components used when `debian.components` is absent (and not inherited).
 pub const DEFAULT_DEBIAN_COMPONENTS: &[&str] = &["main"];
 /// The image path of the Nix profile link used when `nix.profile` is absent.
@@ -92,6 +106,8 @@ pub struct Spec {
     pub account: Option<AccountSection>,
     /// `[coder]`: the image is a Coder workspace (implies an account with the defaults).
     pub coder: Option<CoderSection>,
+    /// `[services]`: systemd units to enable or disable.
+    pub services: Option<ServicesSection>,
 }
 
 /// `[image]`, with defaults filled in.
@@ -115,6 +131,9 @@ pub struct Half {
     pub debian: Option<DebianSection>,
     /// Nix installables and store paths, if the half uses the Nix source.
     pub nix: Option<NixSection>,
+    /// Symbolic links to make (`links = { "/usr/bin/bat" = "batcat" }`): the link's path in
+    /// the image and its target, sorted by path.
+    pub links: Vec<(ImagePath, String)>,
     /// Downloads from pinned URLs, in the order written (later entries win where they
     /// overlap).
     pub fetch: Vec<FetchEntry>,
@@ -223,9 +242,52 @@ pub struct DebianSection {
     pub essential: Option<bool>,
     /// Whether to run the packages' maintainer scripts (configure them).
     pub configure: Option<bool>,
+    /// Further repositories (`[[base.debian.repos]]`), in the order written.
+    pub repos: Vec<DebianRepo>,
+    /// Debconf answers (`debconf-set-selections` lines: `OWNER QUESTION TYPE VALUE`), seeded
+    /// before the packages are configured, in the order written.
+    pub debconf: Vec<String>,
     /// Where the section is written in the spec file.
     pub location: Location,
     /// The key path of the section, e.g. `base.debian`.
+    pub key: String,
+}
+
+/// `[services]`: systemd units enabled (the links `systemctl enable` makes, from the units'
+/// `[Install]` sections) or disabled (their links removed after the configure step).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicesSection {
+    /// Units to enable, as written (`docker` means `docker.service`).
+    pub enable: Vec<String>,
+    /// Units to disable, as written.
+    pub disable: Vec<String>,
+    /// Where the section is written.
+    pub location: Location,
+    /// `services`.
+    pub key: String,
+}
+
+/// One further apt repository of a `debian` section (`[[base.debian.repos]]`): a vendor
+/// archive or a PPA, signed by its own key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebianRepo {
+    /// Short name, unique in the spec (`docker`; for a PPA `ppa-OWNER-NAME` by default).
+    pub name: String,
+    /// Base URI, without trailing slash (a PPA's Launchpad URI for `ppa =`).
+    pub uri: String,
+    /// Suites or codenames; `None` means the section's own suite.
+    pub suites: Option<Vec<String>>,
+    /// Components (`main` when not written).
+    pub components: Vec<String>,
+    /// Keyring (armored or binary OpenPGP) relative to [`Spec::dir`], lexically normalised.
+    pub keyring: PathBuf,
+    /// apt pin priority (500 when not written).
+    pub priority: i32,
+    /// dpkg architectures it serves; empty means every architecture.
+    pub architectures: Vec<String>,
+    /// Where the repository is written.
+    pub location: Location,
+    /// Its key path, e.g. `base.debian.repos[0]`.
     pub key: String,
 }
 
@@ -252,6 +314,11 @@ pub struct DebianSettings {
     pub essential: bool,
     /// Whether to run the packages' maintainer scripts.
     pub configure: bool,
+    /// Further repositories: `[base]`'s, then (for `[user]`) the half's own; a repository
+    /// without `suites` has the half's suite.
+    pub repos: Vec<DebianRepo>,
+    /// The half's own debconf answers (not inherited: both halves' are seeded together).
+    pub debconf: Vec<String>,
 }
 
 impl DebianSection {
@@ -279,7 +346,7 @@ impl DebianSection {
             });
         components.sort();
         components.dedup();
-        DebianSettings {
+        let mut settings = DebianSettings {
             packages,
             suite: pick(&self.suite, inherit, |d| &d.suite)
                 .unwrap_or_else(|| DEFAULT_DEBIAN_SUITE.to_owned()),
@@ -293,7 +360,21 @@ impl DebianSection {
             recommends: self.recommends.unwrap_or(false),
             essential: self.essential.unwrap_or(true),
             configure: self.configure.unwrap_or(true),
-        }
+            repos: Vec::new(),
+            debconf: self.debconf.clone(),
+        };
+        let suite = settings.suite.clone();
+        settings.repos = inherit
+            .map(|b| b.repos.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .chain(&self.repos)
+            .map(|r| DebianRepo {
+                suites: Some(r.suites.clone().unwrap_or_else(|| vec![suite.clone()])),
+                ..r.clone()
+            })
+            .collect();
+        settings
     }
 }
 
@@ -481,7 +562,32 @@ impl Spec {
             Part::Base => None,
             Part::User => self.base.debian.as_ref(),
         };
-        Some(own.effective(inherit))
+        let mut s = own.effective(inherit);
+        // An Ubuntu release's archives, when the spec names no mirror: the primary archive
+        // for amd64 and i386, the ports archive for the other architectures.
+        if check::is_ubuntu_suite(&s.suite) {
+            let ports = !matches!(self.image.architecture.as_str(), "amd64" | "386");
+            let given = |get: fn(&DebianSection) -> &Option<String>| {
+                get(own).is_some() || inherit.is_some_and(|b| get(b).is_some())
+            };
+            if !given(|d| &d.mirror) {
+                s.mirror = if ports {
+                    UBUNTU_PORTS_MIRROR
+                } else {
+                    UBUNTU_MIRROR
+                }
+                .to_owned();
+            }
+            if !given(|d| &d.security_mirror) {
+                s.security_mirror = if ports {
+                    UBUNTU_PORTS_MIRROR
+                } else {
+                    UBUNTU_SECURITY_MIRROR
+                }
+                .to_owned();
+            }
+        }
+        Some(s)
     }
 
     /// Canonical JSON (sorted keys, no whitespace, defaults filled in, relative paths as
@@ -503,21 +609,40 @@ impl Spec {
             ])
         });
         let debian = Json::opt(self.debian_settings(part), |d| {
-            Json::obj([
-                ("packages", Json::strs(d.packages)),
-                ("suite", Json::Str(d.suite)),
-                ("mirror", Json::Str(d.mirror)),
-                ("security_mirror", Json::Str(d.security_mirror)),
+            let mut fields = vec![
+                ("packages", Json::strs(d.packages.clone())),
+                ("suite", Json::Str(d.suite.clone())),
+                ("mirror", Json::Str(d.mirror.clone())),
+                ("security_mirror", Json::Str(d.security_mirror.clone())),
                 ("updates", Json::Bool(d.updates)),
-                ("components", Json::strs(d.components)),
+                ("components", Json::strs(d.components.clone())),
                 (
                     "keyring",
-                    Json::opt(d.keyring, |k| Json::str(k.to_string_lossy())),
+                    Json::opt(d.keyring.clone(), |k| Json::str(k.to_string_lossy())),
                 ),
                 ("recommends", Json::Bool(d.recommends)),
                 ("essential", Json::Bool(d.essential)),
                 ("configure", Json::Bool(d.configure)),
-            ])
+            ];
+            // Only written when there are some, so specs without them keep their hashes.
+            if !d.debconf.is_empty() {
+                fields.push(("debconf", Json::strs(d.debconf.clone())));
+            }
+            if !d.repos.is_empty() {
+                let repos = d.repos.iter().map(|r| {
+                    Json::obj([
+                        ("name", Json::str(&r.name)),
+                        ("uri", Json::str(&r.uri)),
+                        ("suites", Json::strs(r.suites.clone().unwrap_or_default())),
+                        ("components", Json::strs(r.components.clone())),
+                        ("keyring", Json::str(r.keyring.to_string_lossy())),
+                        ("priority", Json::Str(r.priority.to_string())),
+                        ("architectures", Json::strs(r.architectures.clone())),
+                    ])
+                });
+                fields.push(("repos", Json::Arr(repos.collect())));
+            }
+            Json::obj_vec(fields)
         });
         let nix = Json::opt(half.nix.as_ref(), |n| {
             Json::obj([
@@ -526,13 +651,23 @@ impl Spec {
                 ("profile", Json::Str(n.effective_profile().absolute())),
             ])
         });
-        let mut form = Json::obj([
+        let mut fields = vec![
             ("format", Json::Int(CANONICAL_FORMAT)),
             ("part", Json::str(part.name())),
             ("tree", Json::Arr(tree.collect())),
             ("debian", debian),
             ("nix", nix),
-        ]);
+        ];
+        // Only written when there are some, so specs without them keep their hashes.
+        if !half.links.is_empty() {
+            let links: Vec<(String, String)> = half
+                .links
+                .iter()
+                .map(|(p, t)| (p.absolute(), t.clone()))
+                .collect();
+            fields.push(("links", Json::map(links.iter().map(|(k, v)| (k, v)))));
+        }
+        let mut form = Json::obj_vec(fields);
         // Like the account, `fetch` appears only when used, so specs without it keep their
         // hashes.
         if let Json::Obj(fields) = &mut form
@@ -617,6 +752,13 @@ impl Spec {
                     ("gecos", Json::Str(a.gecos)),
                 ]);
                 fields.insert("account".to_owned(), account);
+            }
+            if let Some(sv) = &self.services {
+                let services = Json::obj([
+                    ("enable", Json::strs(sv.enable.iter().cloned())),
+                    ("disable", Json::strs(sv.disable.iter().cloned())),
+                ]);
+                fields.insert("services".to_owned(), services);
             }
             if let Some(c) = &self.coder {
                 let coder = Json::obj([

@@ -10,11 +10,14 @@ use toml_edit::{Item, Table, TableLike, Value};
 use crate::check::{self, Rejection};
 use crate::error::{Diagnostic, Location, Problem, SpecError};
 use crate::{
-    AccountSection, CoderSection, ConfigSection, DEFAULT_NAME, DebianSection, FetchEntry, Half,
-    ImageSection, NixSection, PythonSection, Spec, TreeEntry,
+    AccountSection, CoderSection, ConfigSection, DEFAULT_NAME, DebianRepo, DebianSection,
+    FetchEntry, Half, ImageSection, NixSection, PythonSection, ServicesSection, Spec, TreeEntry,
 };
 
-const ROOT_KEYS: &[&str] = &["image", "base", "user", "config", "account", "coder"];
+const ROOT_KEYS: &[&str] = &[
+    "image", "base", "user", "config", "account", "coder", "services",
+];
+const SERVICES_KEYS: &[&str] = &["enable", "disable"];
 const ACCOUNT_KEYS: &[&str] = &[
     "name", "uid", "gid", "home", "shell", "sudo", "groups", "gecos",
 ];
@@ -45,7 +48,7 @@ const IMAGE_KEYS: &[&str] = &[
     "version",
     "revision",
 ];
-const HALF_KEYS: &[&str] = &["tree", "debian", "nix", "fetch", "python"];
+const HALF_KEYS: &[&str] = &["tree", "debian", "nix", "fetch", "python", "links"];
 const PYTHON_KEYS: &[&str] = &["packages", "venv", "index_url"];
 const FETCH_KEYS: &[&str] = &[
     "url",
@@ -73,6 +76,18 @@ const DEBIAN_KEYS: &[&str] = &[
     "recommends",
     "essential",
     "configure",
+    "repos",
+    "debconf",
+];
+const REPO_KEYS: &[&str] = &[
+    "name",
+    "uri",
+    "ppa",
+    "suites",
+    "components",
+    "keyring",
+    "priority",
+    "architectures",
 ];
 const NIX_KEYS: &[&str] = &["installables", "paths", "profile"];
 const CONFIG_KEYS: &[&str] = &[
@@ -490,6 +505,27 @@ impl<'t> Parser<'t> {
         if let Some(python) = t.take("python") {
             half.python = self.python(&python);
         }
+        if let Some(links) = t.take("links") {
+            let map = self.string_map(
+                &links,
+                "a table like { \"/usr/bin/bat\" = \"batcat\" }",
+                |k| check::image_path(k, "/usr/bin/bat").map(|p| p.absolute()),
+            );
+            for (path, target) in map {
+                if let (Ok(p), false) = (strata_fstree::ImagePath::new(&path), target.is_empty()) {
+                    half.links.push((p, target));
+                } else {
+                    self.report(
+                        &links.loc,
+                        &join(&links.path, &path),
+                        Problem::Invalid {
+                            reason: "the link target is empty".to_owned(),
+                            hint: "write where the link points, such as \"batcat\"".to_owned(),
+                        },
+                    );
+                }
+            }
+        }
         half
     }
 
@@ -721,6 +757,8 @@ impl<'t> Parser<'t> {
             recommends: None,
             essential: None,
             configure: None,
+            repos: Vec::new(),
+            debconf: Vec::new(),
             location: f.loc.clone(),
             key: f.path.clone(),
         };
@@ -773,7 +811,185 @@ impl<'t> Parser<'t> {
         if let Some(b) = t.take("configure") {
             d.configure = self.boolean(&b);
         }
+        if let Some(c) = t.take("debconf") {
+            d.debconf = self
+                .strings_with(
+                    &c,
+                    "[\"tzdata tzdata/Areas select Europe\"]",
+                    check::debconf_line,
+                )
+                .unwrap_or_default();
+        }
+        if let Some(r) = t.take("repos") {
+            let expected = "an array of tables like [[base.debian.repos]]";
+            for e in self.array(&r, expected).unwrap_or_default() {
+                if let Some(repo) = self.repo(&e) {
+                    d.repos.push(repo);
+                }
+            }
+        }
         Some(d)
+    }
+
+    fn repo(&mut self, f: &Field<'_>) -> Option<DebianRepo> {
+        let mut t = self.table(
+            f,
+            "a table like { uri = \"https://download.docker.com/linux/debian\", keyring = \"docker.asc\" }",
+            REPO_KEYS,
+        )?;
+        let url = "a string like \"https://download.docker.com/linux/debian\"";
+        let uri = t.take("uri");
+        let ppa = t.take("ppa");
+        let (uri, default_name) = match (uri, ppa) {
+            (Some(u), None) => {
+                let uri = self.string_with(&u, url, check::mirror_url)?;
+                let name = derived_name(&uri);
+                (uri, name)
+            }
+            (None, Some(p)) => {
+                let (owner, name) =
+                    self.string_with(&p, "a string like \"git-core/ppa\"", check::ppa)?;
+                let uri = format!("https://ppa.launchpadcontent.net/{owner}/{name}/ubuntu");
+                (uri, derived_name(&format!("ppa-{owner}-{name}")))
+            }
+            (Some(u), Some(_)) => {
+                self.checked::<()>(
+                    &u,
+                    Err((
+                        "a repository has both `uri` and `ppa`".to_owned(),
+                        "keep one: `ppa = \"owner/name\"` is short for the PPA's uri".to_owned(),
+                    )),
+                );
+                return None;
+            }
+            (None, None) => {
+                self.missing(
+                    &t,
+                    "uri",
+                    "the repository's base URI, or `ppa = \"owner/name\"`",
+                );
+                return None;
+            }
+        };
+        let name = match t.take("name") {
+            Some(n) => self.string_with(&n, "a string like \"docker\"", check::repo_name)?,
+            None => default_name,
+        };
+        let mut suites = None;
+        if let Some(s) = t.take("suites") {
+            let list = self.strings_with(&s, "[\"bookworm\"]", check::debian_suite)?;
+            if list.is_empty() {
+                self.checked::<()>(
+                    &s,
+                    Err((
+                        "the suite list is empty".to_owned(),
+                        "list at least one suite, e.g. [\"bookworm\"], or remove the key"
+                            .to_owned(),
+                    )),
+                );
+                return None;
+            }
+            suites = Some(list);
+        }
+        let mut components = vec!["main".to_owned()];
+        if let Some(c) = t.take("components") {
+            let list = self.strings_with(&c, "[\"main\", \"stable\"]", check::debian_component)?;
+            if list.is_empty() {
+                self.checked::<()>(
+                    &c,
+                    Err((
+                        "the component list is empty".to_owned(),
+                        "list at least one component, e.g. [\"main\"], or remove the key"
+                            .to_owned(),
+                    )),
+                );
+                return None;
+            }
+            components = list;
+        }
+        let keyring = match t.take("keyring") {
+            Some(k) => self.string_with(&k, "a string like \"keys/vendor.asc\"", |s| {
+                check::relative_path(s, "keys/vendor.asc").map(PathBuf::from)
+            })?,
+            None => {
+                self.missing(
+                    &t,
+                    "keyring",
+                    "every added repository is verified with its own key: the path of its \
+                     armored or binary OpenPGP keyring, relative to the spec",
+                );
+                return None;
+            }
+        };
+        let mut priority = 500;
+        if let Some(p) = t.take("priority") {
+            priority = self.integer_with(&p, "an integer like 990 (apt pin priority)", |n| {
+                i32::try_from(n)
+                    .ok()
+                    .filter(|n| (-10_000..=10_000).contains(n))
+                    .ok_or((
+                        format!("{n} is out of range"),
+                        "write an apt pin priority between -10000 and 10000, such as 990"
+                            .to_owned(),
+                    ))
+            })?;
+        }
+        let mut architectures = Vec::new();
+        if let Some(a) = t.take("architectures") {
+            architectures = self.strings_with(&a, "[\"amd64\", \"arm64\"]", check::dpkg_arch)?;
+        }
+        Some(DebianRepo {
+            name,
+            uri,
+            suites,
+            components,
+            keyring,
+            priority,
+            architectures,
+            location: f.loc.clone(),
+            key: f.path.clone(),
+        })
+    }
+
+    /// Checks across both halves: repository names are unique, and an Ubuntu suite names
+    /// its keyring (Debian ships no Ubuntu keys).
+    fn debian_halves(&mut self, base: &Half, user: &Half) {
+        let mut names: BTreeMap<String, String> = BTreeMap::new();
+        for d in [&base.debian, &user.debian].into_iter().flatten() {
+            for r in &d.repos {
+                if let Some(first) = names.insert(r.name.clone(), r.key.clone()) {
+                    self.report(
+                        &r.location,
+                        &r.key,
+                        Problem::Invalid {
+                            reason: format!(
+                                "repository name `{}` is already used by {first}",
+                                r.name
+                            ),
+                            hint: "give one of them another `name`".to_owned(),
+                        },
+                    );
+                }
+            }
+        }
+        for (d, inherit) in [(&base.debian, None), (&user.debian, base.debian.as_ref())] {
+            let Some(d) = d else { continue };
+            let s = d.effective(inherit);
+            if check::is_ubuntu_suite(&s.suite) && s.keyring.is_none() {
+                self.report(
+                    &d.location,
+                    &join(&d.key, "keyring"),
+                    Problem::Missing {
+                        hint: format!(
+                            "suite `{}` is Ubuntu's, and Debian ships no Ubuntu keyring: set \
+                             `keyring` to a copy of Ubuntu's archive keyring \
+                             (/usr/share/keyrings/ubuntu-archive-keyring.gpg on an Ubuntu machine)",
+                            s.suite
+                        ),
+                    },
+                );
+            }
+        }
     }
 
     fn nix(&mut self, f: &Field<'_>) -> Option<NixSection> {
@@ -906,6 +1122,24 @@ impl<'t> Parser<'t> {
         Some(a)
     }
 
+    fn services(&mut self, f: &Field<'_>) -> Option<ServicesSection> {
+        let mut t = self.table(f, "a table like [services]", SERVICES_KEYS)?;
+        let mut sv = ServicesSection {
+            enable: Vec::new(),
+            disable: Vec::new(),
+            location: f.loc.clone(),
+            key: f.path.clone(),
+        };
+        for (key, list) in [("enable", &mut sv.enable), ("disable", &mut sv.disable)] {
+            if let Some(v) = t.take(key) {
+                *list = self
+                    .strings_with(&v, "[\"docker\", \"ssh.socket\"]", check::unit_name)
+                    .unwrap_or_default();
+            }
+        }
+        Some(sv)
+    }
+
     fn coder(&mut self, f: &Field<'_>) -> Option<CoderSection> {
         let mut t = self.table(f, "a table like [coder]", CODER_KEYS)?;
         let mut c = CoderSection {
@@ -944,6 +1178,26 @@ impl<'t> Parser<'t> {
 }
 
 /// Parses and validates a spec; see [`Spec::parse`].
+/// A repository name from its URI or PPA: lowercase, every run of other characters one `-`
+/// (`https://download.docker.com/linux/debian` → `download-docker-com-linux-debian`).
+fn derived_name(uri: &str) -> String {
+    let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
+    let mut out = String::new();
+    for c in rest.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    let out = out.trim_end_matches('-').to_owned();
+    if out.is_empty() || out == "main" {
+        format!("repo-{out}")
+    } else {
+        out
+    }
+}
+
 pub(crate) fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
     let lines = Lines::new(text);
     let mut p = Parser {
@@ -977,10 +1231,12 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
     let image = p.image(image);
     let base = p.half(base);
     let user = p.half(user);
+    p.debian_halves(&base, &user);
     let config = p.config(config);
     let (account, coder) = (take("account"), take("coder"));
     let account = account.and_then(|f| p.account(&f));
     let coder = coder.and_then(|f| p.coder(&f));
+    let services = take("services").and_then(|f| p.services(&f));
 
     if !p.errors.is_empty() {
         let mut errors = p.errors;
@@ -1002,5 +1258,6 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
         config,
         account,
         coder,
+        services,
     })
 }

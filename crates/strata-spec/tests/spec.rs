@@ -38,13 +38,13 @@ fn unknown_keys_at_every_level() {
     let text = "imagee = 1\n[base]\napt = {}\n[config]\nenvv = {}\n";
     assert_eq!(
         error(text),
-        "examples/x/strata.toml:1:1: imagee: unknown key (expected one of: image, base, user, config, account, coder)\n\
-         examples/x/strata.toml:3:1: base.apt: unknown key (expected one of: tree, debian, nix, fetch, python)\n\
+        "examples/x/strata.toml:1:1: imagee: unknown key (expected one of: image, base, user, config, account, coder, services)\n\
+         examples/x/strata.toml:3:1: base.apt: unknown key (expected one of: tree, debian, nix, fetch, python, links)\n\
          examples/x/strata.toml:5:1: config.envv: unknown key (expected one of: env, entrypoint, cmd, workdir, user, labels, exposed_ports)"
     );
     assert_eq!(
         error("[base.debian]\npackage = [\"bash\"]\n"),
-        "examples/x/strata.toml:2:1: base.debian.package: unknown key (expected one of: packages, suite, mirror, security_mirror, updates, components, keyring, recommends, essential, configure)"
+        "examples/x/strata.toml:2:1: base.debian.package: unknown key (expected one of: packages, suite, mirror, security_mirror, updates, components, keyring, recommends, essential, configure, repos, debconf)"
     );
     assert_eq!(
         error("[user]\nnix = { installable = [] }\n"),
@@ -249,11 +249,13 @@ fn syntax_error() {
 fn read_error() {
     let err = Spec::load(Path::new("/nonexistent/strata.toml")).expect_err("no such file");
     assert!(matches!(err, SpecError::Read { .. }));
-    assert!(
-        err.to_string()
-            .starts_with("/nonexistent/strata.toml: cannot read the spec file: "),
-        "{err}"
+    // The message names the file; the I/O error is the source, not repeated in the message.
+    assert_eq!(
+        err.to_string(),
+        "/nonexistent/strata.toml: cannot read the spec file"
     );
+    let source = std::error::Error::source(&err).expect("the I/O error is the source");
+    assert!(source.to_string().contains("No such file"), "{source}");
 }
 
 #[test]
@@ -788,5 +790,196 @@ fn account_and_coder_only_change_the_image_form_when_present() {
     assert_eq!(
         plain.canonical(Part::User),
         with_coder.canonical(Part::User)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several repositories per half (issue 13).
+
+const REPOS: &str = r#"[base]
+debian.packages = ["bash"]
+
+[[base.debian.repos]]
+uri = "https://download.docker.com/linux/debian/"
+suites = ["bookworm"]
+components = ["stable"]
+keyring = "keys/docker.asc"
+priority = 990
+architectures = ["amd64", "arm64"]
+
+[user]
+debian.packages = ["fish"]
+
+[[user.debian.repos]]
+ppa = "fish-shell/release-3"
+keyring = "keys/fish.gpg"
+"#;
+
+#[test]
+fn repositories_parse_and_the_user_half_inherits_the_bases() {
+    let spec = parse(REPOS);
+    let base = spec.debian_settings(Part::Base).expect("base");
+    assert_eq!(base.repos.len(), 1);
+    let docker = &base.repos[0];
+    assert_eq!(docker.name, "download-docker-com-linux-debian");
+    assert_eq!(docker.uri, "https://download.docker.com/linux/debian");
+    assert_eq!(docker.suites.as_deref(), Some(&["bookworm".to_owned()][..]));
+    assert_eq!(docker.components, ["stable"]);
+    assert_eq!(docker.keyring, PathBuf::from("keys/docker.asc"));
+    assert_eq!(docker.priority, 990);
+    assert_eq!(docker.architectures, ["amd64", "arm64"]);
+    assert_eq!(docker.key, "base.debian.repos[0]");
+
+    let user = spec.debian_settings(Part::User).expect("user");
+    let names: Vec<&str> = user.repos.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "download-docker-com-linux-debian",
+            "ppa-fish-shell-release-3"
+        ]
+    );
+    let ppa = &user.repos[1];
+    assert_eq!(
+        ppa.uri,
+        "https://ppa.launchpadcontent.net/fish-shell/release-3/ubuntu"
+    );
+    // A repository without suites has its half's suite; the default priority is apt's.
+    assert_eq!(ppa.suites.as_deref(), Some(&["bookworm".to_owned()][..]));
+    assert_eq!(
+        (ppa.priority, ppa.components.as_slice()),
+        (500, &["main".to_owned()][..])
+    );
+
+    // The repositories change the half's hash; a spec without any keeps its hash.
+    let without = parse("[base]\ndebian.packages = [\"bash\"]\n");
+    assert_ne!(spec.canonical(Part::Base), without.canonical(Part::Base));
+    assert!(!without.canonical(Part::Base).contains("repos"));
+}
+
+#[test]
+fn repository_errors_name_the_file_line_and_key() {
+    let missing_key =
+        "[base]\ndebian.packages = []\n[[base.debian.repos]]\nuri = \"http://x.test/a\"\n";
+    assert_eq!(
+        error(missing_key),
+        "examples/x/strata.toml:3:1: base.debian.repos[0].keyring: missing required key (every added repository is verified with its own key: the path of its armored or binary OpenPGP keyring, relative to the spec)"
+    );
+    let both = "[base]\ndebian.packages = []\n[[base.debian.repos]]\nuri = \"http://x.test/a\"\nppa = \"a/b\"\nkeyring = \"k\"\n";
+    assert!(
+        error(both).starts_with("examples/x/strata.toml:4:7: base.debian.repos[0].uri: a repository has both `uri` and `ppa`"),
+        "{}",
+        error(both)
+    );
+    let bad_ppa =
+        "[base]\ndebian.packages = []\n[[base.debian.repos]]\nppa = \"nope\"\nkeyring = \"k\"\n";
+    assert!(
+        error(bad_ppa).contains("4:7: base.debian.repos[0].ppa: `nope` is not a PPA"),
+        "{}",
+        error(bad_ppa)
+    );
+    let dup = "[base]\ndebian.packages = []\n[[base.debian.repos]]\nname = \"v\"\nuri = \"http://x.test/a\"\nkeyring = \"k\"\n[user]\ndebian.packages = []\n[[user.debian.repos]]\nname = \"v\"\nuri = \"http://y.test/b\"\nkeyring = \"k\"\n";
+    assert!(
+        error(dup).contains(
+            "user.debian.repos[0]: repository name `v` is already used by base.debian.repos[0]"
+        ),
+        "{}",
+        error(dup)
+    );
+    let prio = "[base]\ndebian.packages = []\n[[base.debian.repos]]\nuri = \"http://x.test/a\"\nkeyring = \"k\"\npriority = 99999\n";
+    assert!(
+        error(prio).contains("6:12: base.debian.repos[0].priority: 99999 is out of range"),
+        "{}",
+        error(prio)
+    );
+    let unknown = "[base]\ndebian.packages = []\n[[base.debian.repos]]\nuri = \"http://x.test/a\"\nkeyring = \"k\"\nsuite = \"x\"\n";
+    assert!(
+        error(unknown).contains(
+            "6:1: base.debian.repos[0].suite: unknown key (expected one of: name, uri, ppa, suites"
+        ),
+        "{}",
+        error(unknown)
+    );
+}
+
+#[test]
+fn an_ubuntu_suite_needs_a_keyring_and_defaults_to_ubuntus_archives() {
+    let e = error("[base]\ndebian = { packages = [\"bash\"], suite = \"jammy\" }\n");
+    assert!(
+        e.starts_with("examples/x/strata.toml:2:10: base.debian.keyring: missing required key (suite `jammy` is Ubuntu's, and Debian ships no Ubuntu keyring"),
+        "{e}"
+    );
+    assert!(
+        e.contains("/usr/share/keyrings/ubuntu-archive-keyring.gpg"),
+        "{e}"
+    );
+    let spec = parse(
+        "[image]\narchitecture = \"amd64\"\n[base]\ndebian = { packages = [\"bash\"], suite = \"jammy\", components = [\"main\", \"universe\"], keyring = \"ubuntu.gpg\" }\n",
+    );
+    let s = spec.debian_settings(Part::Base).expect("base");
+    assert_eq!(s.mirror, "http://archive.ubuntu.com/ubuntu");
+    assert_eq!(s.security_mirror, "http://security.ubuntu.com/ubuntu");
+    let arm = parse(
+        "[image]\narchitecture = \"arm64\"\n[base]\ndebian = { packages = [\"bash\"], suite = \"noble\", keyring = \"ubuntu.gpg\" }\n",
+    );
+    let s = arm.debian_settings(Part::Base).expect("base");
+    assert_eq!(s.mirror, "http://ports.ubuntu.com/ubuntu-ports");
+    assert_eq!(s.security_mirror, "http://ports.ubuntu.com/ubuntu-ports");
+    // A mirror written in the spec wins.
+    let own = parse(
+        "[base]\ndebian = { packages = [\"bash\"], suite = \"jammy\", mirror = \"file:///srv/ubuntu\", keyring = \"u.gpg\" }\n",
+    );
+    assert_eq!(
+        own.debian_settings(Part::Base).expect("base").mirror,
+        "file:///srv/ubuntu"
+    );
+}
+
+#[test]
+fn debconf_answers_and_links_parse_and_change_the_hash() {
+    let text = "[base.debian]\npackages = [\"locales\"]\ndebconf = [\"tzdata  tzdata/Areas\tselect Europe\", \"locales locales/locales_to_be_generated multiselect en_US.UTF-8 UTF-8\"]\n[base.links]\n\"/usr/bin/bat\" = \"batcat\"\n";
+    let spec = parse(text);
+    let d = spec.base.debian.as_ref().expect("debian");
+    assert_eq!(
+        d.debconf,
+        [
+            "tzdata tzdata/Areas select Europe",
+            "locales locales/locales_to_be_generated multiselect en_US.UTF-8 UTF-8"
+        ]
+    );
+    assert_eq!(spec.base.links.len(), 1);
+    assert_eq!(spec.base.links[0].0.absolute(), "/usr/bin/bat");
+    assert_eq!(spec.base.links[0].1, "batcat");
+    let plain = parse("[base.debian]\npackages = [\"locales\"]\n");
+    assert_ne!(spec.canonical(Part::Base), plain.canonical(Part::Base));
+    assert!(!plain.canonical(Part::Base).contains("links"));
+
+    let e = error("[base.debian]\npackages = []\ndebconf = [\"tzdata Europe\"]\n");
+    assert!(
+        e.starts_with("examples/x/strata.toml:3:12: base.debian.debconf[0]: `tzdata Europe` is not a debconf answer"),
+        "{e}"
+    );
+    let e = error("[base.links]\n\"usr/bin/bat\" = \"batcat\"\n");
+    assert!(
+        e.contains("base.links.\"usr/bin/bat\": `usr/bin/bat` is not an absolute path"),
+        "{e}"
+    );
+}
+
+#[test]
+fn services_parse_and_only_change_the_hash_when_present() {
+    let spec = parse("[services]\nenable = [\"docker\", \"ssh.socket\"]\ndisable = [\"cron\"]\n");
+    let sv = spec.services.as_ref().expect("services");
+    assert_eq!(sv.enable, ["docker", "ssh.socket"]);
+    assert_eq!(sv.disable, ["cron"]);
+    let plain = parse("");
+    assert_ne!(spec.canonical_image(), plain.canonical_image());
+    assert!(!plain.canonical_image().contains("services"));
+    let e = error("[services]\nenable = [\"bad name\"]\n");
+    assert!(
+        e.starts_with(
+            "examples/x/strata.toml:2:11: services.enable[0]: `bad name` is not a systemd unit name"
+        ),
+        "{e}"
     );
 }

@@ -13,6 +13,9 @@
 //! file. Builds hold the store lock shared and `gc` holds it exclusively; building one layer
 //! key holds that key's lock, so two processes never build the same layer at once.
 
+// Library crate: every public item is documented, and no input can make it panic through unwrap.
+#![deny(missing_docs, clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};

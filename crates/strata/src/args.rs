@@ -57,6 +57,7 @@ pub enum Command {
     ///
     /// Examples:
     ///   strata check oci:strata-out/strata/0f3a... --coder
+    ///   strata check docker://127.0.0.1:5000/team/ws:v1 --coder
     ///   strata check strata.toml --coder --json
     #[command(verbatim_doc_comment)]
     Check(CheckArgs),
@@ -265,7 +266,9 @@ pub struct RunArgs {
 /// Arguments of `strata check`.
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// The image: oci:DIR[:TAG], docker-archive:FILE, or a spec file (built first).
+    /// The image: oci:DIR[:TAG], docker-archive:FILE, docker://HOST/REPO[:TAG|@DIGEST]
+    /// (pulled into a temporary directory, for the host's platform), or a spec file (built
+    /// first).
     #[arg(value_name = "IMAGE")]
     pub image: String,
     /// Check Coder's workspace-image minimums (the only check so far).

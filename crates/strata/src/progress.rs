@@ -1,4 +1,5 @@
-//! Progress on stderr: a bar while layers are written, nothing when stderr is not a terminal.
+//! Progress on stderr: a spinner with the phase, a count while a source fetches packages or
+//! runs scripts, a byte bar while layers are written; nothing when stderr is not a terminal.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -18,6 +19,11 @@ impl Progress {
     pub fn new() -> Self {
         let bar = if std::io::stderr().is_terminal() {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            // No bar until something says how much there is to do (no empty `0/0`).
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         } else {
@@ -40,13 +46,8 @@ impl Progress {
     }
 }
 
-impl Reporter for Progress {
-    fn phase(&self, what: &str) {
-        Progress::phase(self, what);
-    }
-
-    fn layers_planned(&self, layers: usize, bytes: u64) {
-        self.bar.set_length(bytes);
+impl Progress {
+    fn byte_style(&self) {
         self.bar.set_style(
             ProgressStyle::with_template(
                 "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
@@ -54,10 +55,45 @@ impl Reporter for Progress {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
         );
+    }
+}
+
+impl strata_source::Reporter for Progress {
+    fn items_started(&self, what: &str, total: u64) {
+        self.bar.set_position(0);
+        self.bar.set_length(total);
+        self.bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        self.bar.set_message(what.to_owned());
+    }
+
+    fn item_done(&self, _item: &str) {
+        self.bar.inc(1);
+    }
+}
+
+impl Reporter for Progress {
+    fn phase(&self, what: &str) {
+        Progress::phase(self, what);
+    }
+
+    fn layers_planned(&self, layers: usize, bytes: u64) {
+        self.bar.set_position(0);
+        self.bar.set_length(bytes);
+        self.byte_style();
         self.bar.set_message(format!("writing {layers} layers"));
     }
 
     fn layer_done(&self, _index: usize, bytes: u64, _cached: bool) {
+        // A layer made after the plan (the configure layer) grows the total rather than
+        // pushing the bar past its end.
+        let (pos, len) = (self.bar.position(), self.bar.length().unwrap_or(0));
+        if pos + bytes > len {
+            self.bar.set_length(pos + bytes);
+        }
         self.bar.inc(bytes);
     }
 }
@@ -80,6 +116,7 @@ pub fn human_bytes(n: u64) -> String {
 
 impl strata_registry::Reporter for Progress {
     fn blob_started(&self, _digest: &str, size: u64) {
+        self.byte_style();
         self.bar.inc_length(size);
     }
 

@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
-mod registry_common;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -17,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use registry_common::{Auth, Registry};
 use serde_json::Value;
 
 /// The repository's `examples/coder` directory.
@@ -118,6 +116,56 @@ fn coder_example_passes_the_check_as_layout_archive_and_spec() {
     assert!(text.contains("[warn] bash (recommended)"), "{text}");
 }
 
+/// `strata check docker://REF --coder` reads the image straight from a real registry (no
+/// `strata pull` by hand): every blob is fetched, the checklist is the one of the local copy,
+/// and the temporary copy is gone afterwards.
+#[test]
+fn check_reads_a_registry_image_without_a_pull_by_hand() {
+    let reg = Registry::start(Auth::None);
+    let work = Work::new();
+    coder_example(&work, "strata-e2e/coder-registry");
+    let oci = work.out("oci");
+    work.build(&format!("oci:{}", oci.display()), &[]);
+    run_ok(work.strata().args([
+        "push",
+        &format!("oci:{}", oci.display()),
+        &reg.docker("ws:v1"),
+    ]));
+
+    let mark = reg.mark();
+    let (remote, ok) = check_json(&work, &reg.docker("ws:v1"));
+    assert!(ok, "{remote:#}");
+    let (local, _) = check_json(&work, &format!("oci:{}", oci.display()));
+    assert_eq!(
+        remote["items"], local["items"],
+        "the same checklist as the local copy"
+    );
+    let requests = reg.requests_since(mark);
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.contains("GET /v2/ws/manifests/v1")),
+        "{requests:#?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.contains("GET /v2/ws/blobs/sha256:")),
+        "the layers come from the registry: {requests:#?}"
+    );
+    let tmp = work.store().join("v1/tmp");
+    let left: Vec<_> = fs::read_dir(&tmp)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "the pulled copy is removed: {left:?}");
+
+    let out = run(work
+        .strata()
+        .args(["check", &reg.docker("ws:missing"), "--coder"]));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("ws:missing"), "{}", stderr(&out));
+}
+
 #[test]
 fn check_fails_with_reasons_and_a_nonzero_status() {
     let work = Work::new();
@@ -158,7 +206,7 @@ fn check_fails_with_reasons_and_a_nonzero_status() {
     );
     assert!(
         stderr(&out)
-            .contains("fails Coder's workspace requirements: tmp, account, ca-certificates"),
+            .contains("fails Coder's workspace requirements: env, tmp, account, ca-certificates"),
         "{}",
         stderr(&out)
     );
@@ -203,7 +251,9 @@ fn text_of(snap: &Snapshot, path: &str) -> String {
 
 #[test]
 fn account_merges_with_the_images_own_databases() {
-    require_tool("umoci");
+    if !require(&["umoci"]) {
+        return;
+    }
     let work = Work::new();
     work.file(
         "etc/passwd",
@@ -425,19 +475,8 @@ fn start_workspace(work: &Work, build: &Build, archive: &Path) -> Bootstrap {
     set_mode(&out_dir, 0o777);
     let token = "strata-test-token-0123456789";
     let entrypoint = serde_json::to_string(&["sh", "-c", &init_script(&url, arch)]).unwrap();
-    let run_out = run(Command::new("podman")
-        .args([
-            "run",
-            "--rm",
-            "--cgroup-manager=cgroupfs",
-            "--runtime=runc",
-            "--ulimit",
-            "nofile=20000:20000",
-            "--ulimit",
-            "nproc=20000:20000",
-            "--network=host",
-            "-e",
-        ])
+    let run_out = run(podman_run()
+        .args(["--network=host", "-e"])
         .arg(format!("CODER_AGENT_TOKEN={token}"))
         .arg("-v")
         .arg(format!("{}:/agent-out", out_dir.display()))
@@ -494,7 +533,9 @@ fn assert_agent_ran_as_the_account(b: &Bootstrap) {
 
 #[test]
 fn agent_bootstrap_starts_the_agent_as_the_account_under_podman() {
-    require_tool("podman");
+    if !require(&["podman"]) {
+        return;
+    }
     let work = Work::new();
     coder_example(&work, &unique_name("coder-agent"));
     let archive = work.out("image.tar");
@@ -512,7 +553,9 @@ fn agent_bootstrap_starts_the_agent_as_the_account_under_podman() {
 
 #[test]
 fn agent_bootstrap_in_the_debian_example_downloads_with_curl() {
-    require_tool("podman");
+    if !require(&["podman"]) {
+        return;
+    }
     let work = Work::new();
     let text = fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/coder-debian/strata.toml"),
@@ -665,7 +708,7 @@ fn templates_parse_as_hcl_and_run_the_image_by_digest() {
                         .to_string()
                         .contains("CODER_AGENT_TOKEN=${coder_agent.main.token}")
                 );
-                assert_eq!(c["user"], "${local.uid}:${local.gid}");
+                assert_eq!(c["user"], "${local.uid}");
                 assert_eq!(c["volumes"][0]["container_path"], "${local.home}");
             }
             _ => {
@@ -707,12 +750,15 @@ fn strata_arch() -> &'static str {
 
 #[test]
 fn nix_image_gets_the_account_merged_and_passes_the_check() {
-    require_tool("nix-store");
-    require_tool("umoci");
+    if !require(&["nix-store", "umoci"]) {
+        return;
+    }
     let work = Work::new();
     let bb = fs::read("/bin/busybox").expect("/bin/busybox (busybox-static)");
     work.file("busybox/bin/busybox", bb, 0o555);
     work.symlink("busybox/bin/sh", "busybox");
+    // The Nix source links /usr/bin/env to the closure's bin/env.
+    work.symlink("busybox/bin/env", "busybox");
     work.file(
         "cacert/etc/ssl/certs/ca-bundle.crt",
         "-----BEGIN CERTIFICATE-----\n",
@@ -776,6 +822,172 @@ fn nix_image_gets_the_account_merged_and_passes_the_check() {
         "{passwd}"
     );
     assert!(text_of(&snap, "etc/shadow").contains("coder:*::0:99999:7:::"));
+}
+
+/// The host's glibc loader (its path and file name) and libc, by architecture.
+fn host_glibc() -> (&'static str, &'static str, &'static str) {
+    match std::env::consts::ARCH {
+        "x86_64" => (
+            "/lib64/ld-linux-x86-64.so.2",
+            "ld-linux-x86-64.so.2",
+            "/lib/x86_64-linux-gnu/libc.so.6",
+        ),
+        "aarch64" => (
+            "/lib/ld-linux-aarch64.so.1",
+            "ld-linux-aarch64.so.1",
+            "/lib/aarch64-linux-gnu/libc.so.6",
+        ),
+        other => panic!("no glibc fixture for {other}"),
+    }
+}
+
+/// A Nix image with a shell, `env` and a downloader but no coreutils passed the old check and
+/// then failed in Coder with `mktemp: command not found`. The check now fails it naming the
+/// missing commands, the build gate refuses it, and the real bootstrap run under podman fails
+/// the same way, so the check and Coder agree.
+#[test]
+fn nix_image_without_coreutils_fails_the_check_naming_mktemp() {
+    if !require(&["nix-store", "podman", "/usr/bin/dash"]) {
+        return;
+    }
+    let work = Work::new();
+    // dash as sh, GNU env, and busybox only as `busybox wget` (no applet links).
+    let read = |p: &str| fs::read(p).unwrap_or_else(|e| panic!("{p} ({e})"));
+    work.file("dash/bin/sh", read("/usr/bin/dash"), 0o555);
+    work.file("dash/bin/env", read("/usr/bin/env"), 0o555);
+    work.file("busybox/bin/busybox", read("/bin/busybox"), 0o555);
+    let (loader, loader_name, libc) = host_glibc();
+    work.file(&format!("glibc/lib/{loader_name}"), read(loader), 0o555);
+    work.file("glibc/lib/libc.so.6", read(libc), 0o555);
+    work.file(
+        "cacert/etc/ssl/certs/ca-bundle.crt",
+        "-----BEGIN CERTIFICATE-----\n",
+        0o444,
+    );
+    let nix_root = work.root().join("nix");
+    let nix_env = |cmd: &mut Command| {
+        cmd.env("NIX_REMOTE", &nix_root).env(
+            "NIX_CONFIG",
+            "substituters =\nsandbox = false\nbuild-users-group =\n",
+        );
+    };
+    let add = |rel: &str| {
+        let mut cmd = Command::new("nix-store");
+        nix_env(&mut cmd);
+        cmd.current_dir(work.spec_dir()).arg("--add").arg(rel);
+        stdout(&run_ok(&mut cmd)).trim().to_owned()
+    };
+    let paths: Vec<String> = ["dash", "busybox", "glibc", "cacert"]
+        .iter()
+        .map(|p| format!("\"{}\"", add(p)))
+        .collect();
+    let name = unique_name("coder-nix-no-coreutils");
+    work.write_spec(&format!(
+        "[image]\nname = \"{name}\"\n\n[base]\nnix = {{ paths = [{}] }}\n\n[coder]\n",
+        paths.join(", ")
+    ));
+
+    // The build gate refuses it, naming the commands.
+    let archive = work.out("image.tar");
+    let mut cmd = work.strata();
+    nix_env(&mut cmd);
+    let out = run(cmd
+        .args(["build", work.spec().to_str().unwrap(), "--output"])
+        .arg(format!("docker-archive:{}", archive.display())));
+    assert!(!out.status.success(), "the build must refuse the image");
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "[FAIL] mktemp (the agent's temporary directory): no `mktemp` on the image's PATH"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("fails Coder's workspace requirements: mktemp, chmod, sleep"),
+        "{err}"
+    );
+    assert!(!archive.exists(), "nothing is written");
+
+    let mut cmd = work.strata();
+    nix_env(&mut cmd);
+    let out = run_ok(
+        cmd.args([
+            "build",
+            work.spec().to_str().unwrap(),
+            "--no-check",
+            "--json",
+        ])
+        .arg("--output")
+        .arg(format!("docker-archive:{}", archive.display())),
+    );
+    let build: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (report, ok) = check_json(&work, &format!("docker-archive:{}", archive.display()));
+    assert!(!ok, "{report:#}");
+    for id in [
+        "sh",
+        "env",
+        "downloader",
+        "tmp",
+        "account",
+        "ca-certificates",
+        "loader",
+    ] {
+        assert_eq!(item(&report, id)["passed"], true, "{id}: {report:#}");
+    }
+    assert!(
+        item(&report, "downloader")["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("busybox wget (")
+    );
+    for id in ["mktemp", "chmod", "sleep"] {
+        let i = item(&report, id);
+        assert_eq!(i["passed"], false, "{id}: {report:#}");
+        assert!(
+            i["reason"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("{id}: command not found")),
+            "{i}"
+        );
+    }
+
+    // What Coder would see: the bootstrap stops at mktemp.
+    let image = LoadedImage {
+        tool: "podman",
+        reference: format!(
+            "localhost/{}:{}",
+            build["name"].as_str().unwrap(),
+            build["tag"].as_str().unwrap()
+        ),
+    };
+    run_ok(Command::new("podman").arg("load").arg("-i").arg(&archive));
+    let entrypoint = serde_json::to_string(&[
+        "sh",
+        "-c",
+        &init_script("http://127.0.0.1:9/", strata_arch()),
+    ])
+    .unwrap();
+    let out = run(Command::new("podman")
+        .args([
+            "run",
+            "--rm",
+            "--cgroup-manager=cgroupfs",
+            "--runtime=runc",
+            "--ulimit",
+            "nofile=20000:20000",
+            "--ulimit",
+            "nproc=20000:20000",
+            "--network=none",
+        ])
+        .arg(format!("--entrypoint={entrypoint}"))
+        .arg(&image.reference));
+    assert!(!out.status.success(), "the bootstrap cannot succeed");
+    assert!(
+        stderr(&out).contains("mktemp: not found"),
+        "the bootstrap fails at mktemp: {}",
+        stderr(&out)
+    );
 }
 
 /// `--image docker://HOST/REPO:TAG`: the template pins the image where it was pushed, with the

@@ -54,18 +54,8 @@ fn load(archive: &Path, b: &Build) -> LoadedImage {
 /// Runs `sh -c SCRIPT`-style arguments in the image; returns stdout, panics on failure.
 fn podman_run(image: &LoadedImage, args: &[&str]) -> String {
     let o = run_ok(
-        Command::new("podman")
-            .args([
-                "run",
-                "--rm",
-                "--cgroup-manager=cgroupfs",
-                "--runtime=runc",
-                "--ulimit",
-                "nofile=20000:20000",
-                "--ulimit",
-                "nproc=20000:20000",
-                "--network=none",
-            ])
+        strata_test_support::podman_run()
+            .arg("--network=none")
             .arg(&image.reference)
             .args(args),
     );
@@ -94,7 +84,9 @@ fn spec(name: &str, base: &[&str], user: &[&str]) -> String {
 
 #[test]
 fn bash_coreutils_image_runs_and_dpkg_lists_every_locked_package() {
-    require_tool("podman");
+    if !require(&["podman"]) {
+        return;
+    }
     let work = Work::new();
     work.write_spec(&spec(&unique_name("deb-bash"), &["bash", "coreutils"], &[]));
     let lock = lock(&work);
@@ -129,7 +121,9 @@ fn bash_coreutils_image_runs_and_dpkg_lists_every_locked_package() {
 
 #[test]
 fn dev_set_runs_git_python_curl_awk_with_a_user_half_on_top() {
-    require_tool("podman");
+    if !require(&["podman"]) {
+        return;
+    }
     let work = Work::new();
     work.write_spec(&spec(
         &unique_name("deb-dev"),
@@ -311,8 +305,7 @@ fn offline_builds_from_the_store_or_names_the_missing_packages() {
 /// A test work dir with a private Nix store holding one path, `bin/nixhello` (a shell script
 /// that prints "hello from nix"), for the mixed Debian + Nix images.
 fn work_with_a_nix_hello() -> (Work, String) {
-    require_tool("podman");
-    require_tool("nix-store");
+    need(&["podman", "nix-store"]);
     let work = Work::new();
     work.file(
         "hello/bin/nixhello",

@@ -24,19 +24,8 @@ const COMPRESSIONS: [&str; 3] = ["gzip", "zstd", "none"];
 /// Podman with the settings this machine needs.
 fn podman_run(image: &str, args: &[&str]) -> std::process::Output {
     run_ok(
-        Command::new("podman")
-            .args([
-                "run",
-                "--rm",
-                "--cgroup-manager=cgroupfs",
-                "--runtime=runc",
-                "--ulimit",
-                "nofile=20000:20000",
-                "--ulimit",
-                "nproc=20000:20000",
-                "--network=none",
-                image,
-            ])
+        strata_test_support::podman_run()
+            .args(["--network=none", image])
             .args(args),
     )
 }
@@ -111,7 +100,9 @@ fn objects(layer: &Value) -> Vec<String> {
 
 #[test]
 fn skopeo_inspects_and_copies_oci_layout() {
-    require_tool("skopeo");
+    if !require(&["skopeo"]) {
+        return;
+    }
     let work = Work::new();
     work.file("files/a.txt", "alpha\n", 0o644);
     work.file("files/sub/b.txt", "beta\n", 0o644);
@@ -376,7 +367,9 @@ fn umoci_unpack(dir: &Path, tag: &str, bundle: &Path) -> Snapshot {
 
 #[test]
 fn umoci_unpack_gives_the_spec_trees() {
-    require_tool("umoci");
+    if !require(&["umoci"]) {
+        return;
+    }
     let work = Work::new();
     let spec = write_rich_fixture(&work);
     work.write_spec(spec);
@@ -470,7 +463,9 @@ user = "1000:1000"
 
 #[test]
 fn podman_loads_and_runs_docker_archive() {
-    require_tool("podman");
+    if !require(&["podman"]) {
+        return;
+    }
     let work = Work::new();
     runnable_spec(&work, &unique_name("podman-archive"));
     let archive = work.out("image.tar");
@@ -507,7 +502,9 @@ fn podman_loads_and_runs_docker_archive() {
 
 #[test]
 fn podman_loads_stdout_stream() {
-    require_tool("podman");
+    if !require(&["podman"]) {
+        return;
+    }
     let work = Work::new();
     runnable_spec(&work, &unique_name("podman-stream"));
 
@@ -561,7 +558,9 @@ fn podman_loads_stdout_stream() {
 
 #[test]
 fn docker_loads_and_runs_docker_archive_and_stream() {
-    require_tool("docker");
+    if !require(&["docker"]) {
+        return;
+    }
     let work = Work::new();
     runnable_spec(&work, &unique_name("docker"));
     let archive = work.out("image.tar");
@@ -579,7 +578,8 @@ fn docker_loads_and_runs_docker_archive_and_stream() {
             let script = "\"$1\" --store \"$2\" build \"$3\" --output - | docker load";
             run_ok(
                 Command::new("bash")
-                    .args(["-eo", "pipefail", "-c", script, "sh", strata_bin()])
+                    .args(["-eo", "pipefail", "-c", script, "sh"])
+                    .arg(strata_bin())
                     .arg(work.store())
                     .arg(work.spec()),
             )
@@ -819,7 +819,9 @@ name = "strata-e2e/naming"
 
 #[test]
 fn json_result_matches_the_written_image() {
-    require_tool("zstd");
+    if !require(&["zstd"]) {
+        return;
+    }
     let work = Work::new();
     work.file("a/one.txt", noise(200_000, 1), 0o644);
     work.file("b/two.txt", "two\n", 0o644);

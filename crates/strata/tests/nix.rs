@@ -82,9 +82,7 @@ impl Graph {
 
 impl NixWork {
     fn new() -> Self {
-        require_tool("nix");
-        require_tool("nix-build");
-        require_tool("nix-store");
+        need(&["nix", "nix-build", "nix-store"]);
         let work = Work::new();
         for name in ["graph.nix", "broken.nix"] {
             let text = fs::read(Path::new(FIXTURES).join(name)).expect("read fixture");
@@ -223,9 +221,7 @@ fn env_of(config: &Value) -> Vec<String> {
 /// Podman with the settings this machine needs (global flags, so `create`, `cp` and `start`
 /// agree).
 fn podman() -> Command {
-    let mut cmd = Command::new("podman");
-    cmd.args(["--cgroup-manager=cgroupfs", "--runtime=runc"]);
-    cmd
+    strata_test_support::podman()
 }
 
 /// Removes a podman container when dropped.
@@ -239,8 +235,9 @@ impl Drop for Container {
 
 #[test]
 fn foreign_glibc_program_runs_as_init_in_a_mixed_tree_and_nix_image() {
-    require_tool("podman");
-    require_tool("tini");
+    if !require(&["podman", "tini"]) {
+        return;
+    }
     let tini = fs::read("/usr/bin/tini").expect("/usr/bin/tini (Debian package tini)");
     let ldd = run(Command::new("ldd").arg("/usr/bin/tini"));
     assert!(
@@ -346,8 +343,9 @@ nix = {{ installables = ["./graph.nix"], paths = ["{busybox}"] }}
 
 #[test]
 fn nix_image_checks_out_with_skopeo_and_umoci() {
-    require_tool("skopeo");
-    require_tool("umoci");
+    if !require(&["skopeo", "umoci"]) {
+        return;
+    }
     let nw = NixWork::new();
     let graph = nw.graph();
     nw.work.file(

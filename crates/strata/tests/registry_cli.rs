@@ -9,7 +9,6 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
-mod registry_common;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -20,7 +19,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use registry_common::*;
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------
@@ -87,7 +85,7 @@ fn strata_fails(cmd: &mut Command) -> Output {
 
 /// `skopeo inspect --tls-verify=false docker://…` (plus `extra` flags) as JSON.
 fn skopeo_inspect(image: &str, extra: &[&str]) -> Value {
-    require_tool("skopeo");
+    need(&["skopeo"]);
     let out = run_ok(
         Command::new("skopeo")
             .args(["inspect", "--tls-verify=false"])
@@ -168,27 +166,14 @@ fn layout_blobs(dir: &Path) -> BTreeSet<String> {
 
 /// `podman ARGS` with the flags this machine needs for `run`.
 fn podman(args: &[&str]) -> Output {
-    require_tool("podman");
+    need(&["podman"]);
     run_ok(Command::new("podman").args(args))
 }
 
 fn podman_run_hi(image: &str) {
     // The ulimits the e2e tests use on this machine.
-    let out = podman(&[
-        "run",
-        "--rm",
-        "--cgroup-manager=cgroupfs",
-        "--runtime=runc",
-        "--ulimit",
-        "nofile=20000:20000",
-        "--ulimit",
-        "nproc=20000:20000",
-        "--network=none",
-        image,
-        "/bin/busybox",
-        "echo",
-        "hi",
-    ]);
+    need(&["podman"]);
+    let out = run_ok(podman_run().args(["--network=none", image, "/bin/busybox", "echo", "hi"]));
     assert_eq!(
         stdout(&out),
         "hi\n",
@@ -488,7 +473,9 @@ fn push_and_pull_round_trip_oci_layouts() {
 
     // An image skopeo pushed with Docker v2 schema 2 media types pulls, and pushes back
     // unchanged to another repository.
-    require_tool("skopeo");
+    if !require(&["skopeo"]) {
+        return;
+    }
     run_ok(Command::new("skopeo").args([
         "copy",
         "--dest-tls-verify=false",

@@ -2,7 +2,6 @@
 //! hold the host's static busybox, in its rootless sandbox.
 
 mod common;
-mod registry_common;
 
 use std::fs;
 use std::io::Write;
@@ -12,7 +11,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use registry_common::{Auth, Registry};
 
 /// A spec whose image holds busybox (`/bin/busybox`, `/bin/sh`), an /etc/passwd with a
 /// `coder` account (1000), and `/work` owned by it; the config runs as 1000 in /work.
@@ -506,7 +504,9 @@ fn ctrl_c_and_kill_leave_nothing_behind() {
 
 #[test]
 fn registry_target_is_pulled_and_run() {
-    require_tool("docker-registry");
+    if !require(&["docker-registry"]) {
+        return;
+    }
     let reg = Registry::start(Auth::None);
     let work = Work::new();
     busybox_spec(&work);
@@ -560,12 +560,14 @@ fn oci_and_docker_archive_targets() {
 
 #[test]
 fn tty_with_it() {
-    require_tool("script");
+    if !require(&["script"]) {
+        return;
+    }
     let work = Work::new();
     busybox_spec(&work);
     let line = format!(
         "{} --store {} run -it {} -- sh -c 'tty; test -t 0 && echo stdin-is-a-tty; exit 3'",
-        strata_bin(),
+        strata_bin().display(),
         work.store().display(),
         work.spec().display()
     );
@@ -691,14 +693,16 @@ fn rootless_as_an_ordinary_user() {
 /// With user namespaces refused by the kernel, the error names the settings to change.
 #[test]
 fn refused_user_namespaces_name_the_kernel_setting() {
-    require_tool("unshare");
+    if !require(&["unshare"]) {
+        return;
+    }
     let work = Work::new();
     busybox_spec(&work);
     // Inside a user namespace whose own limit is 0, creating another one fails as it does on
     // a machine with user.max_user_namespaces = 0.
     let line = format!(
         "echo 0 > /proc/sys/user/max_user_namespaces && exec {} --store {} run {} -- /bin/busybox true",
-        strata_bin(),
+        strata_bin().display(),
         work.store().display(),
         work.spec().display()
     );

@@ -36,10 +36,8 @@ pub fn run(store_root: &Path, args: BuildArgs, flags: &RegistryFlags) -> Result<
         max_layers: args.max_layers,
         threads: args.threads.unwrap_or(BuildOptions::default().threads),
         source_date_epoch: args.source_date_epoch,
-        debian: strata_debian::DebianOptions {
-            locked: args.locked,
-            offline: args.offline,
-        },
+        locked: args.locked,
+        offline: args.offline,
     };
     for note in strata_debian::preflight::preflight(&spec, args.locked, args.offline)? {
         eprintln!("strata: {note}");

@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use strata_build::{BuildOptions, BuildOutcome, NoReporter};
 use strata_coder::{CheckReport, ImageFiles, check_coder};
+use strata_registry::Platform;
 use strata_spec::Spec;
 use strata_store::Store;
 use strata_transport::{Target, Transport};
@@ -20,7 +21,7 @@ pub fn build_spec(store_root: &Path, spec_path: &Path) -> Result<(Spec, BuildOut
     Ok((spec, outcome))
 }
 
-fn open_image(store_root: &Path, image: &str, _flags: &RegistryFlags) -> Result<ImageFiles> {
+fn open_image(store_root: &Path, image: &str, flags: &RegistryFlags) -> Result<ImageFiles> {
     match Target::parse(image)? {
         Target::Image(Transport::Oci(dir, tag)) => {
             strata_coder::open_oci_layout(&dir, tag.as_deref())
@@ -29,11 +30,24 @@ fn open_image(store_root: &Path, image: &str, _flags: &RegistryFlags) -> Result<
         Target::Image(Transport::DockerArchive(file)) => {
             strata_coder::open_docker_archive(&file).with_context(|| format!("reading {image}"))
         }
-        Target::Image(Transport::Registry(_)) => bail!(
-            "`{image}`: check reads local images; copy it first with `strata pull {image} --output oci:DIR`, then check oci:DIR"
-        ),
+        Target::Image(source @ Transport::Registry(_)) => {
+            // Pulled (every blob verified) into a temporary directory of the store's scratch,
+            // removed once the files are indexed.
+            let store = Store::open(store_root)?;
+            let client = flags.client()?;
+            let opened = strata_transport::open(
+                &source,
+                Some(&client),
+                &Platform::host(),
+                &store.scratch_dir(),
+            )
+            .with_context(|| format!("pulling {image}"))?;
+            strata_coder::open_built(&opened.image).with_context(|| format!("reading {image}"))
+        }
         Target::Image(Transport::Stdout) => {
-            bail!("`-` is an output; check oci:DIR[:TAG], docker-archive:FILE or a spec file")
+            bail!(
+                "`-` is an output; check oci:DIR[:TAG], docker-archive:FILE, docker://REF or a spec file"
+            )
         }
         Target::Spec(path) if path.is_file() => {
             let (_, outcome) = build_spec(store_root, &path)?;
@@ -41,7 +55,7 @@ fn open_image(store_root: &Path, image: &str, _flags: &RegistryFlags) -> Result<
                 .with_context(|| format!("reading the image built from {image}"))
         }
         Target::Spec(_) => bail!(
-            "`{image}` is not an image: use oci:DIR[:TAG], docker-archive:FILE or a spec file"
+            "`{image}` is not an image: use oci:DIR[:TAG], docker-archive:FILE, docker://HOST/REPO[:TAG] or a spec file"
         ),
     }
 }

@@ -1,8 +1,7 @@
-//! Helpers for the registry end-to-end tests: a real `docker-registry` (CNCF distribution)
-//! process on 127.0.0.1 with its own storage and access log, plain-HTTP probes that do not go
-//! through strata, and htpasswd lines. Adapted from `crates/strata-registry/tests/common`.
+//! A real `docker-registry` (CNCF distribution) process on 127.0.0.1 with its own storage and
+//! access log, plain-HTTP probes that do not go through strata, and htpasswd lines.
 
-#![allow(dead_code, missing_docs, clippy::unwrap_used)]
+#![allow(missing_docs)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -39,6 +38,13 @@ pub enum Auth {
     None,
     /// `auth: htpasswd` with this htpasswd file.
     Htpasswd(PathBuf),
+    /// `auth: token` trusting tokens signed by the key of `root_cert`.
+    Token {
+        realm: String,
+        service: String,
+        issuer: String,
+        root_cert: PathBuf,
+    },
 }
 
 /// A running `docker-registry` on 127.0.0.1, killed when dropped. Its directory holds
@@ -53,6 +59,11 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry on a free port with fresh storage.
     pub fn start(auth: Auth) -> Registry {
+        Self::start_with(auth, None)
+    }
+
+    /// Like [`Registry::start`], serving HTTPS with `(certificate, key)` if given.
+    pub fn start_with(auth: Auth, tls: Option<(PathBuf, PathBuf)>) -> Registry {
         let binary = registry_binary();
         let dir = tempfile::Builder::new()
             .prefix("strata-registry-")
@@ -64,6 +75,24 @@ impl Registry {
                 "auth:\n  htpasswd:\n    realm: strata-test\n    path: {}\n",
                 path.display()
             ),
+            Auth::Token {
+                realm,
+                service,
+                issuer,
+                root_cert,
+            } => format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    \
+                 rootcertbundle: {}\n",
+                root_cert.display()
+            ),
+        };
+        let tls_yaml = match tls {
+            Some((cert, key)) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
         };
         let mut reg = Registry {
             child: None,
@@ -79,7 +108,7 @@ impl Registry {
                 "version: 0.1\n\
                  log:\n  level: info\n  accesslog:\n    disabled: false\n\
                  storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
-                 http:\n  addr: 127.0.0.1:{port}\n  secret: strata-cli-test-secret\n\
+                 http:\n  addr: 127.0.0.1:{port}\n  secret: strata-test-secret\n{tls_yaml}\
                  {auth_yaml}",
                 storage = reg.storage().display(),
                 port = reg.port,
@@ -136,6 +165,36 @@ impl Registry {
             std::thread::sleep(Duration::from_millis(25));
         }
         Ok(())
+    }
+
+    /// Starts another registry process on the same port, storage and logs, not tracked by
+    /// this struct (for restarts from another thread).
+    pub fn spawn_untracked(&self) -> std::io::Result<Child> {
+        let open = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.path().join(name))
+        };
+        Command::new(&self.binary)
+            .arg("serve")
+            .arg(self.dir.path().join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(open("access.log")?)
+            .stderr(open("registry.log")?)
+            .spawn()
+    }
+
+    /// The process id, for killing it from another thread.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Forgets the child after someone else killed it (reaps it).
+    pub fn reap(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
     }
 
     /// Kills the process with SIGKILL (what `Child::kill` sends on Unix) and reaps it.

@@ -1,0 +1,1227 @@
+//! The Debian *configure layers*: the packages' maintainer scripts run inside the image, one
+//! half at a time.
+//!
+//! A configured image has a configure layer per half that has packages: the base half's sits
+//! right above the base's layers and sees nothing of the user half, so its key (and blob) is
+//! the same for every user of that base; the user half's sits right above the user's layers.
+//! Each is made the same way: the layers below are unpacked (in memory when there is room,
+//! else in the store, [`strata_sandbox::prepare_rootfs`]) with the half's dpkg database files
+//! on top, and in a sandbox with no network the image's own `dpkg` configures the half's
+//! packages as dpkg itself would install them: each package's `preinst install` runs in
+//! dependency order, a package's `Pre-Depends` configured before it, then
+//! `dpkg --configure -a` runs every `postinst` in dependency order and
+//! `dpkg --triggers-only -a` the pending triggers, with `DEBIAN_FRONTEND=noninteractive`, a
+//! `policy-rc.d` that forbids starting services and `SOURCE_DATE_EPOCH` set (Python then
+//! writes hash-checked, reproducible bytecode).
+//!
+//! The base half starts from the declarative system files of its packages (dpkg's database
+//! with every package `unpacked`, the accounts, `/bin/sh`, the CA bundle, the alternatives).
+//! The user half starts from the configured base: its packages are added to the base's dpkg
+//! status as `unpacked`, and only their scripts run; a trigger a user package activates on a
+//! base package (a file under a base package's `interest` path, or an explicit `activate` of
+//! a name a base package is interested in) marks that base package `triggers-pending`, so
+//! its `postinst triggered` runs too.
+//!
+//! What the scripts created, changed or deleted (the overlay's upper directory), over the
+//! starting files, becomes the layer, deletions as OCI whiteouts (`.wh.NAME`, `.wh..wh..opq`).
+//! Files that differ from run to run by nature (logs, `*-old` backups, ldconfig's aux cache,
+//! the machine id) are left out; the layer writer clamps every mtime to `SOURCE_DATE_EPOCH`.
+//!
+//! A layer's key is the content below it (diff ids, never their compression), the starting
+//! files and the script, so an unchanged half runs no script. Without a usable sandbox the
+//! layer holds the declarative files alone and a note says so on stderr; for a foreign
+//! architecture, or an image without dpkg, nothing is configured and the Debian source puts
+//! its declarative files into the customisation layer.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use strata_fstree::{Content, Entry, EntryKind, ImagePath};
+use strata_oci::compress::Compression;
+use strata_sandbox::changes::{Change, scan_upper};
+use strata_sandbox::{
+    Command, IdMapping, LayerFile, Sandbox, SandboxError, Stdio, User, prepare_rootfs, remove_tree,
+    unpack_rootfs,
+};
+use strata_source::{PostLayerStep, StepContext, StepError, StepLayer, StepPlace, hash_parts};
+use strata_spec::Part;
+use strata_store::Store;
+
+use crate::Package;
+use crate::Request;
+use crate::source::SourceFailure;
+
+/// Version of what the configure step does; bump it when the script, the environment or the
+/// filtering changes so old configure layers are not reused.
+const CONFIGURE_FORMAT: &str = "configure-v3";
+
+/// The `part` of the base half's configure layer in reports and history.
+pub const BASE_PART: &str = "base-configure";
+/// The `part` of the user half's configure layer.
+pub const USER_PART: &str = "user-configure";
+
+/// Starts every run: services may not start.
+const SCRIPT_HEAD: &str = r#"set -e
+exec </dev/null
+mkdir -p /usr/sbin
+printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+chmod 755 /usr/sbin/policy-rc.d
+arch=$(dpkg --print-architecture)
+preinst() {
+    echo "strata: $1 preinst install"
+    DPKG_MAINTSCRIPT_PACKAGE=${1%%:*} DPKG_MAINTSCRIPT_NAME=preinst \
+        DPKG_MAINTSCRIPT_ARCH=$arch DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT=1 DPKG_ROOT= \
+        "/var/lib/dpkg/info/$1.preinst" install
+}
+"#;
+
+/// A base (first) run: the declarative status says `installed`; the scripts must see
+/// `unpacked`. The declarative layer's certificate links go: update-ca-certificates makes them
+/// afresh, with the hash links, as on a fresh system.
+const SCRIPT_FIRST: &str = r#"sed -i 's/^Status: install ok installed$/Status: install ok unpacked/' /var/lib/dpkg/status
+if [ -x /usr/sbin/update-ca-certificates ] && [ -d /etc/ssl/certs ]; then
+    find /etc/ssl/certs -maxdepth 1 -type l -delete
+fi
+"#;
+
+/// Ends every run: seed the spec's debconf answers ([`crate::system::DEBCONF_SELECTIONS`])
+/// for the scripts to act on, configure what is left, process the triggers.
+const SCRIPT_TAIL: &str = r#"if [ -s /var/lib/strata/debconf.selections ]; then
+    debconf-set-selections /var/lib/strata/debconf.selections
+fi
+dpkg --configure -a
+dpkg --triggers-only -a
+rm -f /usr/sbin/policy-rc.d
+"#;
+
+/// Put before the script: the image is being built, not booted, and `ischroot` must say so,
+/// as it does under debootstrap and mmdebstrap (libc6's postinst otherwise runs `telinit u`
+/// and sleeps a second). The stub lives in the sandbox's own `/tmp`, which is not part of the
+/// image.
+const IN_CHROOT: &str = r#"mkdir -p /tmp/.strata-bin
+printf '#!/bin/sh\nexit 0\n' >/tmp/.strata-bin/ischroot
+chmod 755 /tmp/.strata-bin/ischroot
+export PATH="/tmp/.strata-bin:$PATH"
+"#;
+
+/// A configure step failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigureError {
+    /// The sandbox failed in a way that is not "unavailable".
+    #[error("configuring the Debian packages: {context}")]
+    Sandbox {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        #[source]
+        source: SandboxError,
+    },
+    /// The scripts failed.
+    #[error(
+        "configuring the Debian packages: `dpkg --configure -a` in the image exited with status \
+         {status}; the end of its output:\n{tail}"
+    )]
+    Scripts {
+        /// The exit status.
+        status: i32,
+        /// The last lines of the output.
+        tail: String,
+    },
+    /// A host file operation failed.
+    #[error("configuring the Debian packages: cannot {action} `{path}`")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The store failed.
+    #[error("configuring the Debian packages")]
+    Store(#[source] strata_store::StoreError),
+    /// The starting files could not be written.
+    #[error("configuring the Debian packages: writing dpkg's database files")]
+    Files(#[source] strata_oci::layer::LayerError),
+    /// A changed path is not a valid image path.
+    #[error("configuring the Debian packages: `{path}` is not a valid image path: {message}")]
+    Path {
+        /// The path.
+        path: String,
+        /// Why.
+        message: String,
+    },
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ConfigureError {
+    let path = path.to_owned();
+    move |source| ConfigureError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// The OCI architecture of this machine (the one mapping, in strata-spec).
+fn host_architecture() -> &'static str {
+    strata_spec::host_architecture()
+}
+
+/// What [`half_system`] needs of one Debian half.
+pub(crate) struct Half<'a> {
+    /// The half.
+    pub part: Part,
+    /// The base half's packages.
+    pub base: &'a [Package],
+    /// The user half's packages (those the base does not have).
+    pub user: &'a [Package],
+    /// `[base].debian`'s request.
+    pub base_request: Option<&'a Request>,
+    /// `[user].debian`'s request.
+    pub user_request: Option<&'a Request>,
+    /// No Debian section says `configure = false`.
+    pub configure: bool,
+    /// The image's architecture.
+    pub architecture: &'a str,
+    /// The base half's debconf answers.
+    pub debconf_base: &'a [String],
+    /// The debconf answers of both halves, base first.
+    pub debconf: &'a [String],
+}
+
+/// A half's post-layer steps.
+type Steps = Vec<Arc<dyn PostLayerStep>>;
+
+/// The half's system files for the customisation layer, and its configure step: a
+/// configured half's system files go into its configure layer instead.
+pub(crate) fn half_system(half: &Half<'_>) -> Result<(Vec<Entry>, Steps), SourceFailure> {
+    let all: Vec<&Package> = half.base.iter().chain(half.user.iter()).collect();
+    let base_pkgs: Vec<&Package> = half.base.iter().collect();
+    // The user half's request holds the base's repositories and its own; the base half's
+    // files (its configure layer) must not depend on `[user]`.
+    let request = half.user_request.or(half.base_request);
+    let base_request = half.base_request.or(half.user_request);
+    // The spec's debconf answers go with the files the configure step starts from, so the
+    // packages' own scripts act on them; each is checked against the installed templates.
+    let answers_all = || crate::system::debconf_selections(&all, half.debconf);
+    // The system files describe every package of the image; when the user half has its own
+    // packages, it writes them (they win over the base's in the customisation layer). That
+    // half also says why nothing is configured.
+    let writes_system = half.part == Part::User || half.user_request.is_none();
+    let declarative = || -> Result<_, SourceFailure> {
+        let files = if writes_system {
+            let mut files = crate::system::generate(&all, request)?;
+            files.extend(answers_all()?);
+            files
+        } else {
+            Vec::new()
+        };
+        Ok((files, Vec::new()))
+    };
+    if !half.configure {
+        return declarative();
+    }
+    let host = host_architecture();
+    if half.architecture != host {
+        if writes_system {
+            eprintln!(
+                "strata: note: the Debian maintainer scripts are not run for a {} image on a \
+                 {host} machine; the image holds the declarative system files instead",
+                half.architecture
+            );
+        }
+        return declarative();
+    }
+    // dpkg and a shell must come with the first half that has packages.
+    let first: Vec<&Package> = if half.base.is_empty() {
+        half.user.iter().collect()
+    } else {
+        half.base.iter().collect()
+    };
+    let has = |path: &str| {
+        first
+            .iter()
+            .any(|p| p.tree.entries().iter().any(|e| e.path.as_str() == path))
+    };
+    let shell = has("usr/bin/sh")
+        || first
+            .iter()
+            .any(|p| matches!(p.locked.name.as_str(), "dash" | "bash"));
+    if !has("usr/bin/dpkg") || !shell {
+        if writes_system {
+            eprintln!(
+                "strata: note: the image has no dpkg or /bin/sh (`essential = false`?), so the \
+                 Debian maintainer scripts are not run; the image holds the declarative system \
+                 files instead"
+            );
+        }
+        return declarative();
+    }
+    let step = match half.part {
+        Part::Base if !half.base.is_empty() => ConfigureStep {
+            place: StepPlace::Base,
+            packages: half.base.iter().map(step_package).collect(),
+            files: {
+                let mut files = crate::system::generate(&base_pkgs, base_request)?;
+                files.extend(crate::system::debconf_selections(
+                    &base_pkgs,
+                    half.debconf_base,
+                )?);
+                files
+            },
+            start: Start::Declarative,
+        },
+        Part::User if !half.user.is_empty() && half.base.is_empty() => ConfigureStep {
+            place: StepPlace::User,
+            packages: half.user.iter().map(step_package).collect(),
+            files: {
+                let mut files =
+                    crate::system::generate(&half.user.iter().collect::<Vec<_>>(), request)?;
+                files.extend(answers_all()?);
+                files
+            },
+            start: Start::Declarative,
+        },
+        Part::User if !half.user.is_empty() => {
+            let user: Vec<&Package> = half.user.iter().collect();
+            let mut files = Vec::new();
+            let mut stanzas = String::new();
+            for e in crate::system::dpkg_files(&user)? {
+                match e.path.as_str() {
+                    "var/lib/dpkg/status" => {
+                        if let EntryKind::File {
+                            content: Content::Inline(b),
+                            ..
+                        } = &e.kind
+                        {
+                            stanzas = String::from_utf8_lossy(b).replace(
+                                "\nStatus: install ok installed\n",
+                                "\nStatus: install ok unpacked\n",
+                            );
+                        }
+                    }
+                    "var/lib/dpkg/available" | "var/lib/dpkg/info/format" => {}
+                    _ => files.push(e),
+                }
+            }
+            // Repositories `[user]` adds, for apt in the image; and the debconf answers.
+            if let Some(req) = half.user_request {
+                crate::system::repo_sources(req, &mut files)?;
+            }
+            files.extend(answers_all()?);
+            ConfigureStep {
+                place: StepPlace::User,
+                packages: half.user.iter().map(step_package).collect(),
+                files,
+                start: Start::OverConfigured {
+                    stanzas,
+                    pending: pending_triggers(half.base, half.user),
+                    fallback: crate::system::generate(&all, request)?,
+                },
+            }
+        }
+        _ => return Ok((Vec::new(), Vec::new())),
+    };
+    Ok((Vec::new(), vec![Arc::new(step)]))
+}
+
+/// The names (every alternative) of a control field's relations.
+fn relation_names(control: &str, field: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut lines = control.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        if !k.eq_ignore_ascii_case(field) {
+            continue;
+        }
+        let mut value = v.to_owned();
+        while let Some(next) = lines.peek() {
+            if next.starts_with(' ') || next.starts_with('\t') {
+                value.push_str(next);
+                lines.next();
+            } else {
+                break;
+            }
+        }
+        for alt in value.split([',', '|']) {
+            let name = alt.trim().split([' ', '(', ':', '[']).next().unwrap_or("");
+            if !name.is_empty() {
+                out.push(name.to_owned());
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// What the script needs of a package.
+fn step_package(p: &Package) -> StepPackage {
+    let control = p.control.control().unwrap_or("");
+    let multi_arch_same = control
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("Multi-Arch: same"));
+    let pre_depends = relation_names(control, "Pre-Depends");
+    let mut depends = relation_names(control, "Depends");
+    depends.extend(pre_depends.iter().cloned());
+    depends.sort();
+    depends.dedup();
+    StepPackage {
+        name: p.locked.name.clone(),
+        info: if multi_arch_same {
+            format!("{}:{}", p.locked.name, p.locked.architecture)
+        } else {
+            p.locked.name.clone()
+        },
+        preinst: p.control.get("preinst").is_some(),
+        pre_depends,
+        depends,
+    }
+}
+
+/// A package's `.triggers` directives: (directive, trigger name) pairs.
+fn trigger_lines(p: &Package) -> Vec<(String, String)> {
+    let text = p
+        .control
+        .get("triggers")
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some((it.next()?.to_owned(), it.next()?.to_owned()))
+        })
+        .collect()
+}
+
+/// The base packages whose triggers the user packages activate, with the trigger names: a
+/// file trigger (`interest /PATH`) when a user package has a file at or below the path, a
+/// named one when a user package's `.triggers` says `activate NAME`.
+fn pending_triggers(base: &[Package], user: &[Package]) -> BTreeMap<String, Vec<String>> {
+    let activated: std::collections::BTreeSet<String> = user
+        .iter()
+        .flat_map(trigger_lines)
+        .filter(|(d, _)| d.starts_with("activate"))
+        .map(|(_, n)| n)
+        .collect();
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for b in base {
+        for (directive, name) in trigger_lines(b) {
+            if !directive.starts_with("interest") {
+                continue;
+            }
+            let hit = if let Some(path) = name.strip_prefix('/') {
+                let path = crate::merged_usr(path.trim_end_matches('/'));
+                user.iter().any(|u| {
+                    u.tree.entries().iter().any(|e| {
+                        let p = e.path.as_str();
+                        p == path
+                            || p.strip_prefix(path.as_str())
+                                .is_some_and(|r| r.starts_with('/'))
+                    })
+                })
+            } else {
+                activated.contains(&name)
+            };
+            if hit {
+                let names = out.entry(b.locked.name.clone()).or_default();
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One package the step configures, as the script needs it.
+#[derive(Debug, Clone)]
+pub struct StepPackage {
+    /// Package name.
+    pub name: String,
+    /// Its `/var/lib/dpkg/info` name (`NAME`, or `NAME:ARCH` for `Multi-Arch: same`).
+    pub info: String,
+    /// Whether it has a `preinst`.
+    pub preinst: bool,
+    /// Names it `Pre-Depends` on (every alternative).
+    pub pre_depends: Vec<String>,
+    /// Names it `Depends` or `Pre-Depends` on (every alternative).
+    pub depends: Vec<String>,
+}
+
+/// How a run starts.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// From the declarative system files of the half's packages (the base half, or a user
+    /// half over a base without Debian packages).
+    Declarative,
+    /// Over a configured base: the half's stanzas (`Status: install ok unpacked`) are added
+    /// to the base's dpkg status, and `pending` (base package → trigger names) marks the base
+    /// packages whose triggers the half activates.
+    OverConfigured {
+        /// The half's status stanzas.
+        stanzas: String,
+        /// Base package name → the trigger names it must process.
+        pending: BTreeMap<String, Vec<String>>,
+        /// What the layer holds when the sandbox cannot run: the declarative files of both
+        /// halves (the highest layer's win).
+        fallback: Vec<Entry>,
+    },
+}
+
+/// The configure step of one half's Debian packages (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct ConfigureStep {
+    /// The half whose packages it configures.
+    pub place: StepPlace,
+    /// The packages, in no particular order.
+    pub packages: Vec<StepPackage>,
+    /// The files the run starts from (dpkg's database for the half's packages, and for a
+    /// declarative start every other system file).
+    pub files: Vec<Entry>,
+    /// How the run starts.
+    pub start: Start,
+}
+
+impl ConfigureStep {
+    /// The shell script that configures the packages.
+    fn script(&self) -> String {
+        let mut s = String::from(SCRIPT_HEAD);
+        if matches!(self.start, Start::Declarative) {
+            s.push_str(SCRIPT_FIRST);
+        }
+        for line in install_order(&self.packages) {
+            s.push_str(&line);
+            s.push('\n');
+        }
+        s.push_str(SCRIPT_TAIL);
+        s
+    }
+}
+
+/// The lines that run the packages' `preinst` scripts in dependency order, each package's
+/// `Pre-Depends` (with what they depend on, in this run) configured before its `preinst`,
+/// as dpkg unpacks and configures.
+fn install_order(packages: &[StepPackage]) -> Vec<String> {
+    let by_name: BTreeMap<&str, &StepPackage> =
+        packages.iter().map(|p| (p.name.as_str(), p)).collect();
+    // Dependencies first, depth first in name order; a cycle is broken where it closes.
+    fn visit<'a>(
+        name: &'a str,
+        by_name: &BTreeMap<&'a str, &'a StepPackage>,
+        seen: &mut std::collections::BTreeSet<&'a str>,
+        order: &mut Vec<&'a str>,
+    ) {
+        if !seen.insert(name) {
+            return;
+        }
+        if let Some(p) = by_name.get(name) {
+            for d in &p.depends {
+                if by_name.contains_key(d.as_str()) {
+                    visit(d, by_name, seen, order);
+                }
+            }
+            order.push(name);
+        }
+    }
+    let mut order = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for name in by_name.keys() {
+        visit(name, &by_name, &mut seen, &mut order);
+    }
+    let mut lines = Vec::new();
+    let mut preinst_done = std::collections::BTreeSet::new();
+    let mut configured = std::collections::BTreeSet::new();
+    for name in order.iter().copied() {
+        let p = by_name[name];
+        // What must be configured first: the Pre-Depends and everything they depend on in
+        // this run that is not configured yet.
+        let mut closure = std::collections::BTreeSet::new();
+        let mut todo: Vec<&str> = p
+            .pre_depends
+            .iter()
+            .map(String::as_str)
+            .filter(|d| *d != name && by_name.contains_key(d))
+            .collect();
+        while let Some(d) = todo.pop() {
+            if configured.contains(d) || !closure.insert(d) {
+                continue;
+            }
+            todo.extend(
+                by_name[d]
+                    .depends
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|x| by_name.contains_key(x)),
+            );
+        }
+        closure.remove(name);
+        if !closure.is_empty() {
+            // Their own preinst first (dependency order puts them earlier; a cycle may not).
+            for d in order.iter().copied().filter(|d| closure.contains(d)) {
+                if preinst_done.insert(d) && by_name[d].preinst {
+                    lines.push(format!("preinst {}", by_name[d].info));
+                }
+            }
+            let names: Vec<&str> = order
+                .iter()
+                .copied()
+                .filter(|d| closure.contains(d))
+                .map(|d| by_name[d].info.as_str())
+                .collect();
+            lines.push(format!("dpkg --configure {}", names.join(" ")));
+            configured.extend(closure);
+        }
+        if preinst_done.insert(name) && p.preinst {
+            lines.push(format!("preinst {}", p.info));
+        }
+    }
+    lines
+}
+
+impl PostLayerStep for ConfigureStep {
+    fn name(&self) -> &'static str {
+        match self.place {
+            StepPlace::Base => BASE_PART,
+            _ => USER_PART,
+        }
+    }
+
+    fn place(&self) -> StepPlace {
+        self.place
+    }
+
+    fn reserves_layer(&self) -> bool {
+        true
+    }
+
+    fn phase(&self) -> &'static str {
+        match self.place {
+            StepPlace::Base => "configuring the base half's Debian packages",
+            _ => "configuring the user half's Debian packages",
+        }
+    }
+
+    fn key(&self, ctx: &StepContext<'_>) -> Option<String> {
+        let sde = ctx.source_date_epoch.to_string();
+        let files = format!(
+            "{:?}",
+            strata_fstree::Tree::from_entries(self.files.clone())
+        );
+        let start = match &self.start {
+            Start::Declarative => String::new(),
+            Start::OverConfigured {
+                stanzas, pending, ..
+            } => format!("{stanzas}\n{pending:?}"),
+        };
+        Some(hash_parts(
+            [
+                CONFIGURE_FORMAT.as_bytes(),
+                sde.as_bytes(),
+                ctx.architecture.as_bytes(),
+                self.script().as_bytes(),
+                files.as_bytes(),
+                start.as_bytes(),
+            ]
+            .into_iter()
+            .chain(ctx.below.iter().map(|l| l.diff_id.as_bytes())),
+        ))
+    }
+
+    fn run(&self, ctx: &StepContext<'_>, key: &str) -> Result<Option<StepLayer>, StepError> {
+        configure(self, ctx, key).map_err(|e| StepError(Box::new(e)))
+    }
+}
+
+/// Where a run keeps the unpacked image and the scripts' changes; removed when dropped.
+struct Scratch {
+    ids: IdMapping,
+    rootfs: PathBuf,
+    work: PathBuf,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = remove_tree(&self.ids, &self.work);
+        let _ = remove_tree(&self.ids, &self.rootfs);
+    }
+}
+
+/// Writes the starting files as an uncompressed layer blob in the store (so unpacking gives
+/// them their owners, as it does the image's layers).
+fn files_blob(store: &Store, files: &[Entry], sde: i64) -> Result<LayerFile, ConfigureError> {
+    let tree = strata_fstree::Tree::from_entries(files.to_vec());
+    let entries: Vec<&Entry> = tree.entries().iter().collect();
+    let temp = store.temp_file().map_err(ConfigureError::Store)?;
+    let digests = {
+        let out = io::BufWriter::new(temp.as_file());
+        let opts = strata_oci::layer::LayerOptions {
+            compression: Compression::None,
+            threads: 1,
+            source_date_epoch: sde,
+        };
+        strata_oci::layer::write_layer(&entries, &opts, out).map_err(ConfigureError::Files)?
+    };
+    store
+        .commit_blob(temp, &digests.digest)
+        .map_err(ConfigureError::Store)?;
+    Ok(LayerFile {
+        path: store
+            .blob_path(&digests.digest)
+            .map_err(ConfigureError::Store)?,
+        compression: Compression::None,
+    })
+}
+
+/// Unpacks the image below with the starting files, runs the scripts and collects their
+/// changes over the starting files.
+fn configure(
+    step: &ConfigureStep,
+    ctx: &StepContext<'_>,
+    key: &str,
+) -> Result<Option<StepLayer>, ConfigureError> {
+    let store = ctx.store;
+    let ids = IdMapping::detect();
+    let mut blobs: Vec<LayerFile> = ctx
+        .below
+        .iter()
+        .map(|l| LayerFile {
+            path: l.blob.clone(),
+            compression: l.compression,
+        })
+        .collect();
+    blobs.push(files_blob(store, &step.files, ctx.source_date_epoch)?);
+    // The unpacked image and the scripts' changes are thrown away after this step: they go
+    // to memory when there is room, where file creation and dpkg's fsyncs cost next to nothing.
+    let image_bytes: u64 = ctx.below.iter().map(|l| l.uncompressed_size).sum();
+    let pid = std::process::id();
+    let scratch = match strata_sandbox::memory_scratch(&ids, image_bytes * 2 + (512 << 20)) {
+        Some(mem) => {
+            let rootfs = mem.join(format!("{pid}-rootfs-{}", &key[..16]));
+            if fs::symlink_metadata(&rootfs).is_ok() {
+                remove_tree(&ids, &rootfs).map_err(|e| sandbox_err("clearing an old run", e))?;
+            }
+            let work = mem.join(format!("{pid}-configure-{}", &key[..16]));
+            let scratch = Scratch {
+                ids: ids.clone(),
+                rootfs,
+                work,
+            };
+            unpack_rootfs(&scratch.rootfs, &blobs, &ids)
+                .map_err(|source| sandbox_err("unpacking the image", source))?;
+            scratch
+        }
+        None => {
+            let rootfs_key = format!("configure-{}", &key[..32]);
+            let rootfs = prepare_rootfs(store, &rootfs_key, &blobs, &ids)
+                .map_err(|source| sandbox_err("unpacking the image", source))?;
+            let work = store
+                .root()
+                .join("tmp")
+                .join(format!("configure-{pid}-{}", &key[..16]));
+            Scratch {
+                ids: ids.clone(),
+                rootfs,
+                work,
+            }
+        }
+    };
+    if let Start::OverConfigured {
+        stanzas, pending, ..
+    } = &step.start
+    {
+        let status = scratch.rootfs.join("var/lib/dpkg/status");
+        let old = fs::read_to_string(&status).map_err(io_err("read", &status))?;
+        fs::write(&status, merged_status(&old, stanzas, pending))
+            .map_err(io_err("write", &status))?;
+    }
+    let script = step.script();
+    match run_scripts(store, ctx.source_date_epoch, &scratch, &script)? {
+        Some(changes) => {
+            let entries = over_files(&step.files, changes);
+            Ok(Some(StepLayer {
+                entries,
+                scratch: Box::new(scratch),
+                cache: true,
+            }))
+        }
+        None => {
+            let entries = match &step.start {
+                Start::Declarative => step.files.clone(),
+                Start::OverConfigured { fallback, .. } => fallback.clone(),
+            };
+            Ok(Some(StepLayer {
+                entries,
+                scratch: Box::new(()),
+                cache: false,
+            }))
+        }
+    }
+}
+
+/// The base's dpkg status with the half's stanzas added and the base packages whose
+/// triggers the half activates marked `triggers-pending`.
+fn merged_status(old: &str, stanzas: &str, pending: &BTreeMap<String, Vec<String>>) -> String {
+    let mut out = String::new();
+    for stanza in old.split("\n\n").filter(|s| !s.trim().is_empty()) {
+        let name = stanza
+            .lines()
+            .find_map(|l| l.strip_prefix("Package:"))
+            .map(str::trim);
+        let installed = stanza.lines().any(|l| l == "Status: install ok installed");
+        match name.and_then(|n| pending.get(n)) {
+            Some(triggers) if installed => {
+                for line in stanza.lines() {
+                    if line == "Status: install ok installed" {
+                        out.push_str("Status: install ok triggers-pending\n");
+                    } else {
+                        out.push_str(line);
+                        out.push('\n');
+                    }
+                }
+                out.push_str(&format!("Triggers-Pending: {}\n", triggers.join(" ")));
+            }
+            _ => {
+                out.push_str(stanza.trim_end_matches('\n'));
+                out.push('\n');
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str(stanzas);
+    out
+}
+
+/// The starting files with the run's changes applied: changed and new files replace them,
+/// deletions drop them (and hide what lies below), opaque directories drop what they held.
+fn over_files(files: &[Entry], changes: Vec<Entry>) -> Vec<Entry> {
+    let mut by_path: BTreeMap<String, Entry> = files
+        .iter()
+        .map(|e| (e.path.as_str().to_owned(), e.clone()))
+        .collect();
+    let under = |p: &str, dir: &str| {
+        dir.is_empty() || p.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
+    };
+    // What the run removed from the starting files first, then everything it left.
+    for e in &changes {
+        let name = e.path.file_name();
+        let parent = e
+            .path
+            .parent()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default();
+        if name == ".wh..wh..opq" {
+            by_path.retain(|p, _| !under(p, &parent));
+        } else if let Some(gone) = name.strip_prefix(".wh.") {
+            let target = if parent.is_empty() {
+                gone.to_owned()
+            } else {
+                format!("{parent}/{gone}")
+            };
+            by_path.retain(|p, _| p != &target && !under(p, &target));
+        }
+    }
+    for e in changes {
+        by_path.insert(e.path.as_str().to_owned(), e);
+    }
+    by_path.into_values().collect()
+}
+
+fn sandbox_err(context: &str, source: SandboxError) -> ConfigureError {
+    ConfigureError::Sandbox {
+        context: context.to_owned(),
+        source,
+    }
+}
+
+/// Runs `script` over the scratch root file system (changes kept in its work directory)
+/// and returns the layer's entries. `Ok(None)` when the sandbox is not usable on this machine.
+fn run_scripts(
+    store: &Store,
+    source_date_epoch: i64,
+    scratch: &Scratch,
+    script: &str,
+) -> Result<Option<Vec<Entry>>, ConfigureError> {
+    let (ids, rootfs, work) = (&scratch.ids, &scratch.rootfs, &scratch.work);
+    if fs::symlink_metadata(work).is_ok() {
+        remove_tree(ids, work).map_err(|e| sandbox_err("clearing an old run", e))?;
+    }
+    fs::create_dir_all(work).map_err(io_err("create", work))?;
+    let tmp = store.root().join("tmp");
+    let mut sandbox = Sandbox::new(vec![rootfs.to_owned()], tmp);
+    sandbox.ids = ids.clone();
+    sandbox.keep_changes = Some(work.to_owned());
+    let log_path = work.join("configure.log");
+    let log = fs::File::options()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&log_path)
+        .map_err(io_err("create", &log_path))?;
+    let dup = log.try_clone().map_err(io_err("open", &log_path))?;
+    let status = sandbox.run(Command {
+        argv: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!("{IN_CHROOT}{script}"),
+        ],
+        env: script_env(source_date_epoch),
+        user: User::root(),
+        workdir: "/".into(),
+        tty: false,
+        stdin: Stdio::Null,
+        stdout: Stdio::Fd(dup.into()),
+        stderr: Stdio::Fd(log.try_clone().map_err(io_err("open", &log_path))?.into()),
+    });
+    let status = match status {
+        Ok(s) => s,
+        Err(
+            e @ (SandboxError::NoUserNamespaces(_)
+            | SandboxError::Setup(_)
+            | SandboxError::Sys { .. }
+            | SandboxError::IdMap(_)),
+        ) => {
+            eprintln!(
+                "strata: note: the Debian maintainer scripts were not run ({}); the image holds \
+                 the declarative system files instead",
+                error_chain(&e)
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(sandbox_err("running dpkg in the image", e)),
+    };
+    if status.code() != 0 {
+        return Err(ConfigureError::Scripts {
+            status: status.code(),
+            tail: tail(log, 40),
+        });
+    }
+    let upper = work.join("upper");
+    let changes = scan_upper(&upper).map_err(|e| sandbox_err("reading the changes", e))?;
+    layer_entries(&upper, &changes, ids).map(Some)
+}
+
+/// The environment of the scripts.
+fn script_env(source_date_epoch: i64) -> Vec<String> {
+    vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        "HOME=/root".into(),
+        "LC_ALL=C.UTF-8".into(),
+        "DEBIAN_FRONTEND=noninteractive".into(),
+        "DEBCONF_NONINTERACTIVE_SEEN=true".into(),
+        format!("SOURCE_DATE_EPOCH={source_date_epoch}"),
+    ]
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
+/// The last `n` lines of the log.
+fn tail(mut log: fs::File, n: usize) -> String {
+    let mut text = String::new();
+    let _ = log.seek(SeekFrom::Start(0));
+    let _ = log.read_to_string(&mut text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Whether a changed path differs from run to run by nature (or is the step's own), so it is
+/// left out of the layer.
+fn is_noise(path: &str) -> bool {
+    const EXACT: [&str; 8] = [
+        "etc/machine-id",
+        "var/lib/dbus/machine-id",
+        "usr/sbin/policy-rc.d",
+        "var/log/dpkg.log",
+        "var/log/alternatives.log",
+        "var/cache/ldconfig/aux-cache",
+        "var/lib/dpkg/triggers/Lock",
+        "var/lib/dpkg/lock-frontend",
+    ];
+    if EXACT.contains(&path) {
+        return true;
+    }
+    let under = |dir: &str| path.strip_prefix(dir).is_some_and(|r| r.starts_with('/'));
+    if under("var/log/apt") || under("tmp") || under("var/tmp") || under("run") {
+        return true;
+    }
+    (path.starts_with("var/cache/debconf/") || path.starts_with("var/lib/dpkg/"))
+        && path.ends_with("-old")
+}
+
+/// Maps an id of the host (as the upper directory's files are owned) back to the image's.
+fn inside_id(ranges: &[strata_sandbox::IdRange], id: u32) -> u32 {
+    ranges
+        .iter()
+        .find(|r| id >= r.outside && id - r.outside < r.count)
+        .map_or(id, |r| r.inside + (id - r.outside))
+}
+
+fn image_path(rel: &Path) -> Result<ImagePath, ConfigureError> {
+    let s = rel.to_string_lossy();
+    ImagePath::new(&s).map_err(|e| ConfigureError::Path {
+        path: s.into_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// The layer's entries for the run's changes.
+fn layer_entries(
+    upper: &Path,
+    changes: &[Change],
+    ids: &IdMapping,
+) -> Result<Vec<Entry>, ConfigureError> {
+    let mut out = Vec::new();
+    for change in changes {
+        match change {
+            Change::Upsert(rel) => {
+                let rel_str = rel.to_string_lossy();
+                if is_noise(&rel_str) {
+                    continue;
+                }
+                let host = upper.join(rel);
+                let meta = fs::symlink_metadata(&host).map_err(io_err("stat", &host))?;
+                let ft = meta.file_type();
+                let kind = if ft.is_dir() {
+                    EntryKind::Directory
+                } else if ft.is_symlink() {
+                    let target = fs::read_link(&host).map_err(io_err("read", &host))?;
+                    EntryKind::Symlink {
+                        target: target.to_string_lossy().into_owned(),
+                    }
+                } else if ft.is_file() {
+                    EntryKind::File {
+                        content: Content::Host(host.clone()),
+                        size: meta.len(),
+                    }
+                } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+                    continue; // devices come from the runtime
+                } else {
+                    continue; // sockets
+                };
+                let mut xattrs = BTreeMap::new();
+                if let Ok(Some(cap)) = xattr::get(&host, "security.capability") {
+                    xattrs.insert("security.capability".to_owned(), cap);
+                }
+                out.push(Entry {
+                    path: image_path(rel)?,
+                    kind,
+                    mode: meta.mode() & 0o7777,
+                    uid: inside_id(&ids.uids, meta.uid()),
+                    gid: inside_id(&ids.gids, meta.gid()),
+                    mtime: meta.mtime(),
+                    xattrs,
+                });
+            }
+            Change::Delete(rel) => {
+                if is_noise(&rel.to_string_lossy()) {
+                    continue;
+                }
+                let name = rel.file_name().map(|n| n.to_string_lossy().into_owned());
+                let Some(name) = name else { continue };
+                let wh = rel.with_file_name(format!(".wh.{name}"));
+                out.push(Entry::inline_file(image_path(&wh)?, 0o644, Vec::new()));
+            }
+            Change::Opaque(rel) => {
+                out.push(Entry::inline_file(
+                    image_path(&rel.join(".wh..wh..opq"))?,
+                    0o644,
+                    Vec::new(),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scripts see `ischroot` succeed (a chroot), whatever the sandbox's PID 1 is.
+    #[test]
+    fn scripts_are_told_they_run_in_a_chroot() {
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "{IN_CHROOT}command -v ischroot; ischroot; echo rc=$?; rm -r /tmp/.strata-bin"
+            ))
+            .output()
+            .expect("run sh");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "/tmp/.strata-bin/ischroot\nrc=0\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn pkg(name: &str, pre: &[&str], deps: &[&str], preinst: bool) -> StepPackage {
+        let mut depends: Vec<String> = deps.iter().chain(pre).map(|s| s.to_string()).collect();
+        depends.sort();
+        StepPackage {
+            name: name.into(),
+            info: name.into(),
+            preinst,
+            pre_depends: pre.iter().map(|s| s.to_string()).collect(),
+            depends,
+        }
+    }
+
+    /// Dependencies' preinst first; a Pre-Depends (and what it depends on) is configured before
+    /// the preinst of the package that pre-depends on it, not alphabetically.
+    #[test]
+    fn preinst_runs_in_dependency_order_after_its_pre_depends_are_configured() {
+        let lines = install_order(&[
+            pkg("a", &["b"], &[], true),
+            pkg("b", &[], &["c"], true),
+            pkg("c", &[], &["b"], false),
+            pkg("d", &[], &["a"], true),
+        ]);
+        assert_eq!(
+            lines,
+            [
+                "preinst b",
+                "dpkg --configure c b",
+                "preinst a",
+                "preinst d"
+            ]
+        );
+    }
+
+    #[test]
+    fn relations_keep_every_alternative_without_versions() {
+        let control = "Package: x\nPre-Depends: libc6 (>= 2.36), dpkg:any\nDepends: a | b (<< 2),\n c [amd64]\nDescription: d\n";
+        assert_eq!(relation_names(control, "Pre-Depends"), ["dpkg", "libc6"]);
+        assert_eq!(relation_names(control, "Depends"), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn the_user_half_joins_the_configured_status_and_marks_pending_triggers() {
+        let old = "Package: man-db\nStatus: install ok installed\nVersion: 1\n\nPackage: bash\nStatus: install ok installed\n\n";
+        let pending: BTreeMap<String, Vec<String>> =
+            [("man-db".to_owned(), vec!["/usr/share/man".to_owned()])].into();
+        let merged = merged_status(
+            old,
+            "Package: jq\nStatus: install ok unpacked\n\n",
+            &pending,
+        );
+        assert_eq!(
+            merged,
+            "Package: man-db\nStatus: install ok triggers-pending\nVersion: 1\n\
+             Triggers-Pending: /usr/share/man\n\nPackage: bash\nStatus: install ok installed\n\n\
+             Package: jq\nStatus: install ok unpacked\n\n"
+        );
+    }
+
+    #[test]
+    fn changes_replace_and_remove_starting_files() {
+        let p = |s: &str| ImagePath::new(s).expect("path");
+        let files = vec![
+            Entry::inline_file(p("etc/a"), 0o644, b"a".to_vec()),
+            Entry::inline_file(p("etc/b"), 0o644, b"b".to_vec()),
+            Entry::directory(p("etc/d"), 0o755),
+            Entry::inline_file(p("etc/d/x"), 0o644, b"x".to_vec()),
+        ];
+        let changes = vec![
+            Entry::inline_file(p("etc/a"), 0o644, b"A".to_vec()),
+            Entry::inline_file(p("etc/.wh.b"), 0o644, Vec::new()),
+            Entry::directory(p("etc/d"), 0o700),
+            Entry::inline_file(p("etc/d/y"), 0o644, b"y".to_vec()),
+            Entry::inline_file(p("etc/d/.wh..wh..opq"), 0o644, Vec::new()),
+        ];
+        let out = over_files(&files, changes);
+        let paths: Vec<&str> = out.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "etc/.wh.b",
+                "etc/a",
+                "etc/d",
+                "etc/d/.wh..wh..opq",
+                "etc/d/y"
+            ]
+        );
+        assert!(
+            matches!(&out[1].kind, EntryKind::File { content: Content::Inline(b), .. } if &b[..] == b"A")
+        );
+    }
+
+    #[test]
+    fn noise_is_left_out() {
+        for p in [
+            "var/log/dpkg.log",
+            "var/log/apt/history.log",
+            "var/cache/debconf/config.dat-old",
+            "var/lib/dpkg/status-old",
+            "etc/machine-id",
+            "usr/sbin/policy-rc.d",
+            "var/cache/ldconfig/aux-cache",
+        ] {
+            assert!(is_noise(p), "{p}");
+        }
+        for p in [
+            "var/log",
+            "var/lib/dpkg/status",
+            "etc/alternatives/awk",
+            "etc/ld.so.cache",
+            "var/cache/debconf/config.dat",
+        ] {
+            assert!(!is_noise(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_directories_become_oci_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let up = dir.path();
+        fs::create_dir_all(up.join("etc/alternatives")).expect("mkdir");
+        fs::write(up.join("etc/alternatives/awk"), "x").expect("write");
+        fs::write(up.join("etc/.wh.gone"), "").expect("write");
+        fs::create_dir_all(up.join("var/log")).expect("mkdir");
+        fs::write(up.join("var/log/dpkg.log"), "noise").expect("write");
+        let changes = scan_upper(up).expect("scan");
+        let ids = IdMapping::plan(0, 0, None, None, None);
+        let entries = layer_entries(up, &changes, &ids).expect("entries");
+        let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+        assert!(paths.contains(&"etc/alternatives/awk"), "{paths:?}");
+        assert!(paths.contains(&"etc/.wh.gone"), "{paths:?}");
+        assert!(!paths.contains(&"var/log/dpkg.log"), "{paths:?}");
+        assert!(paths.contains(&"var/log"), "{paths:?}");
+    }
+
+    #[test]
+    fn ids_map_back_into_the_image() {
+        let ranges = [
+            strata_sandbox::IdRange {
+                inside: 0,
+                outside: 1000,
+                count: 1,
+            },
+            strata_sandbox::IdRange {
+                inside: 1,
+                outside: 100_000,
+                count: 65_536,
+            },
+        ];
+        assert_eq!(inside_id(&ranges, 1000), 0);
+        assert_eq!(inside_id(&ranges, 100_000 + 41), 42);
+    }
+}

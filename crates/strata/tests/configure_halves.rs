@@ -1,0 +1,454 @@
+//! A configure layer per half (issue 12), end to end: the base half is the real Debian mirror's
+//! essential set plus test packages, the user half test packages; the test packages are built
+//! by the test with `dpkg-deb`, published in a signed local repository served on 127.0.0.1 as
+//! the security suite (`bookworm-security`), and their maintainer scripts record every run in
+//! `/var/lib/strata-test/runs`, so the test sees exactly which scripts ran.
+//!
+//! Needs gpg, dpkg-deb and podman (a missing one fails the test under `CI=true`).
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use sha2::{Digest, Sha256};
+
+/// Serves `root` over HTTP on an ephemeral port of 127.0.0.1 until the process ends.
+fn serve(root: PathBuf) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    return;
+                }
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                let rel = path.trim_start_matches('/');
+                let file = root.join(rel);
+                let resp = if !rel.split('/').any(|c| c == "..") && file.is_file() {
+                    let body = std::fs::read(&file).unwrap_or_default();
+                    let mut r = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    r.extend(body);
+                    r
+                } else {
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .to_vec()
+                };
+                let _ = stream.write_all(&resp);
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn gpg(home: &Path) -> Command {
+    let mut c = Command::new("gpg");
+    c.env("GNUPGHOME", home).args([
+        "--batch",
+        "--quiet",
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase",
+        "",
+    ]);
+    c
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A test package: control fields, maintainer scripts, files.
+struct Pkg {
+    name: &'static str,
+    fields: &'static str,
+    scripts: Vec<(&'static str, String)>,
+    files: Vec<(&'static str, &'static str)>,
+}
+
+/// A script that appends `line` to the runs file (then runs `body`).
+fn recording(line: &str, body: &str) -> String {
+    format!(
+        "#!/bin/sh\nset -e\nmkdir -p /var/lib/strata-test\n{body}\necho \"{line}\" >>/var/lib/strata-test/runs\n"
+    )
+}
+
+fn packages() -> Vec<Pkg> {
+    vec![
+        Pkg {
+            name: "strata-base-probe",
+            fields: "",
+            scripts: vec![
+                (
+                    "postinst",
+                    "#!/bin/sh\nset -e\nmkdir -p /var/lib/strata-test\ncase \"$1\" in\n\
+                     configure) echo \"base-probe configure\" >>/var/lib/strata-test/runs; \
+                     touch /var/lib/strata-test/base-configured ;;\n\
+                     triggered) echo \"base-probe triggered $2\" >>/var/lib/strata-test/runs ;;\n\
+                     esac\n"
+                        .to_owned(),
+                ),
+                (
+                    "triggers",
+                    "interest /usr/share/strata-test-hooks\n".to_owned(),
+                ),
+            ],
+            files: vec![("usr/share/strata-test-hooks/base", "base\n")],
+        },
+        Pkg {
+            name: "strata-user-probe",
+            fields: "Depends: strata-base-probe\n",
+            scripts: vec![
+                ("preinst", recording("user-probe preinst", "")),
+                (
+                    "postinst",
+                    recording(
+                        "user-probe configure",
+                        "[ -e /var/lib/strata-test/base-configured ] || \
+                         { echo 'strata-base-probe is not configured' >&2; exit 1; }",
+                    ),
+                ),
+            ],
+            files: vec![("usr/share/strata-test-hooks/user", "user\n")],
+        },
+        Pkg {
+            name: "strata-pre-a",
+            fields: "Pre-Depends: strata-pre-b\n",
+            scripts: vec![
+                (
+                    "preinst",
+                    recording(
+                        "pre-a preinst",
+                        "[ -e /var/lib/strata-test/pre-b-configured ] || \
+                         { echo 'strata-pre-b is not configured before strata-pre-a preinst' >&2; exit 1; }",
+                    ),
+                ),
+                ("postinst", recording("pre-a configure", "")),
+            ],
+            files: vec![("usr/share/doc/strata-pre-a/README", "a\n")],
+        },
+        Pkg {
+            name: "strata-pre-b",
+            fields: "",
+            scripts: vec![(
+                "postinst",
+                recording(
+                    "pre-b configure",
+                    "touch /var/lib/strata-test/pre-b-configured",
+                ),
+            )],
+            files: vec![("usr/share/doc/strata-pre-b/README", "b\n")],
+        },
+        Pkg {
+            name: "strata-user-other",
+            fields: "",
+            scripts: vec![("postinst", recording("user-other configure", ""))],
+            files: vec![("usr/share/doc/strata-user-other/README", "o\n")],
+        },
+    ]
+}
+
+/// Builds the packages, publishes them as a signed `bookworm-security` suite and returns the
+/// repository's URL and a keyring directory (Debian's keys and the test key).
+fn publish(dir: &Path) -> (String, PathBuf) {
+    let home = dir.join("gnupg");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let uid = "strata halves test <halves@strata.test>";
+    run_ok(gpg(&home).args(["--quick-gen-key", uid, "ed25519", "sign", "never"]));
+    let www = dir.join("www");
+    let dists = www.join("dists/bookworm-security");
+    let bin = dists.join("main/binary-amd64");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(www.join("pool")).unwrap();
+    let mut index = String::new();
+    for p in packages() {
+        let root = dir.join(format!("build-{}", p.name));
+        std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+        let control = format!(
+            "Package: {}\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@t>\n{}Description: test\n",
+            p.name, p.fields
+        );
+        std::fs::write(root.join("DEBIAN/control"), &control).unwrap();
+        for (name, text) in &p.scripts {
+            let path = root.join("DEBIAN").join(name);
+            std::fs::write(&path, text).unwrap();
+            let mode = if *name == "triggers" { 0o644 } else { 0o755 };
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        for (path, text) in &p.files {
+            let f = root.join(path);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(&f, text).unwrap();
+        }
+        // dpkg --audit wants the md5sums a Debian package build writes.
+        run_ok(
+            Command::new("sh")
+                .arg("-c")
+                .arg("find usr -type f | sort | xargs md5sum >DEBIAN/md5sums")
+                .current_dir(&root),
+        );
+        let deb = dir.join(format!("{}.deb", p.name));
+        run_ok(
+            Command::new("dpkg-deb")
+                .args(["--root-owner-group", "-Zxz", "--build"])
+                .arg(&root)
+                .arg(&deb),
+        );
+        let bytes = std::fs::read(&deb).unwrap();
+        let rel = format!("pool/{}.deb", p.name);
+        std::fs::write(www.join(&rel), &bytes).unwrap();
+        index.push_str(control.trim_end());
+        index.push_str(&format!(
+            "\nFilename: {rel}\nSize: {}\nSHA256: {}\n\n",
+            bytes.len(),
+            sha256(&bytes)
+        ));
+    }
+    std::fs::write(bin.join("Packages"), &index).unwrap();
+    let release = format!(
+        "Origin: strata\nLabel: strata\nSuite: bookworm-security\nCodename: bookworm-security\n\
+         Date: Sat, 01 Jan 2022 00:00:00 UTC\nArchitectures: amd64 all\nComponents: main\n\
+         SHA256:\n {} {} main/binary-amd64/Packages\n",
+        sha256(index.as_bytes()),
+        index.len()
+    );
+    std::fs::write(dists.join("Release"), &release).unwrap();
+    run_ok(
+        gpg(&home)
+            .args([
+                "--digest-algo",
+                "SHA256",
+                "--local-user",
+                uid,
+                "--clearsign",
+                "--output",
+            ])
+            .arg(dists.join("InRelease"))
+            .arg(dists.join("Release")),
+    );
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let exported = run_ok(gpg(&home).args(["--export", uid]));
+    std::fs::write(keys.join("test.gpg"), exported.stdout).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../strata-debian/keys/debian-archive-keyring.gpg"),
+        keys.join("debian.gpg"),
+    )
+    .unwrap();
+    (serve(www), keys)
+}
+
+fn spec(name: &str, url: &str, user: &[&str]) -> String {
+    let user: Vec<String> = user.iter().map(|p| format!("\"{p}\"")).collect();
+    format!(
+        "[image]\nname = \"{name}\"\n\n[base]\ndebian = {{ packages = [\"strata-base-probe\"], \
+         security_mirror = \"{url}\", keyring = \"keys\" }}\n\n[user]\ndebian = {{ packages = [{}] }}\n",
+        user.join(", ")
+    )
+}
+
+/// `strata build` of the spec to `dest` with `args`; the `--json` result.
+fn build(work: &Work, dest: &str, args: &[&str]) -> Build {
+    let o = run_ok(
+        work.strata_debian()
+            .arg("build")
+            .arg(work.spec())
+            .arg("--output")
+            .arg(dest)
+            .arg("--json")
+            .args(args),
+    );
+    Build {
+        json: serde_json::from_slice(&o.stdout).expect("build --json output"),
+    }
+}
+
+fn layer<'a>(b: &'a Build, part: &str) -> &'a serde_json::Value {
+    b.layers()
+        .iter()
+        .find(|l| l["part"] == part)
+        .unwrap_or_else(|| panic!("no {part} layer in {:?}", b.layers()))
+}
+
+fn parts(b: &Build) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for l in b.layers() {
+        let p = l["part"].as_str().unwrap().to_owned();
+        if out.last() != Some(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The runs file of a docker-archive, read in podman.
+fn runs(archive: &Path, b: &Build) -> Vec<String> {
+    run_ok(Command::new("podman").arg("load").arg("-i").arg(archive));
+    let image = LoadedImage {
+        tool: "podman",
+        reference: format!("localhost/{}", b.reference()),
+    };
+    let o = run_ok(
+        Command::new("podman")
+            .args([
+                "run",
+                "--rm",
+                "--cgroup-manager=cgroupfs",
+                "--runtime=runc",
+                "--ulimit",
+                "nofile=20000:20000",
+                "--ulimit",
+                "nproc=20000:20000",
+                "--network=none",
+                "--user",
+                "root",
+            ])
+            .arg(&image.reference)
+            .args([
+                "sh",
+                "-c",
+                "cat /var/lib/strata-test/runs; dpkg --audit; \
+                 dpkg-query -W -f '${db:Status-Abbrev}\\n' | sort -u",
+            ]),
+    );
+    stdout(&o).lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn each_half_is_configured_once_into_its_own_layer() {
+    if !require(&["gpg", "dpkg-deb", "podman"]) {
+        return;
+    }
+    let work = Work::new();
+    let (url, keys) = publish(work.root());
+    std::fs::rename(&keys, work.spec_dir().join("keys")).unwrap();
+    let name = unique_name("deb-halves");
+
+    // One spec to an OCI layout (gzip), a docker-archive (uncompressed), zstd: the scripts of
+    // each half run once, in the first build.
+    work.write_spec(&spec(&name, &url, &["strata-user-probe"]));
+    let oci = format!("oci:{}", work.out("oci").display());
+    let first = build(&work, &oci, &[]);
+    assert_eq!(
+        parts(&first),
+        ["base", "base-configure", "user", "user-configure"],
+        "layer order (no account, so no customisation layer)"
+    );
+    assert_eq!(layer(&first, "base-configure")["cached"], false);
+    assert_eq!(layer(&first, "user-configure")["cached"], false);
+    let archive = work.out("a.tar");
+    let plain = build(&work, &format!("docker-archive:{}", archive.display()), &[]);
+    let zstd = build(
+        &work,
+        &format!("oci:{}", work.out("zstd").display()),
+        &["--compression", "zstd"],
+    );
+    for (b, what) in [(&plain, "docker-archive"), (&zstd, "zstd")] {
+        for part in ["base-configure", "user-configure"] {
+            assert_eq!(layer(b, part)["cached"], true, "{what}: {part} ran again");
+            assert_eq!(
+                layer(b, part)["diff_id"],
+                layer(&first, part)["diff_id"],
+                "{what}: {part} content"
+            );
+        }
+    }
+    assert_eq!(plain.json["config_digest"], first.json["config_digest"]);
+    assert_eq!(zstd.json["config_digest"], first.json["config_digest"]);
+    let mut lines = runs(&archive, &plain);
+    assert_eq!(
+        lines[..2],
+        ["base-probe configure", "user-probe preinst"],
+        "{lines:?}"
+    );
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "base-probe configure",
+            "base-probe triggered /usr/share/strata-test-hooks",
+            "ii ",
+            "user-probe configure",
+            "user-probe preinst",
+        ],
+        "a user package's file activates the base package's file trigger; dpkg is clean"
+    );
+
+    // Add packages to [user]: no base script runs, the base blob and the image name stay; a
+    // Pre-Depends is configured before the preinst that needs it.
+    work.write_spec(&spec(&name, &url, &["strata-user-probe", "strata-pre-a"]));
+    let archive = work.out("b.tar");
+    let more = build(&work, &format!("docker-archive:{}", archive.display()), &[]);
+    assert_eq!(layer(&more, "base-configure")["cached"], true);
+    assert_eq!(
+        layer(&more, "base-configure")["digest"],
+        layer(&plain, "base-configure")["digest"]
+    );
+    assert_eq!(layer(&more, "user-configure")["cached"], false);
+    assert_eq!(more.name(), first.name(), "the image name is the base's");
+    let lines = runs(&archive, &more);
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("base-probe configure"))
+            .count(),
+        1,
+        "{lines:?}"
+    );
+    let at = |s: &str| {
+        lines
+            .iter()
+            .position(|l| l == s)
+            .unwrap_or_else(|| panic!("no `{s}` in {lines:?}"))
+    };
+    assert!(at("pre-b configure") < at("pre-a preinst"), "{lines:?}");
+    assert!(
+        at("user-probe preinst") < at("user-probe configure"),
+        "{lines:?}"
+    );
+    assert!(
+        at("base-probe configure") < at("user-probe configure"),
+        "{lines:?}"
+    );
+    at("pre-a configure");
+    at("base-probe triggered /usr/share/strata-test-hooks");
+    assert_eq!(lines.last().map(String::as_str), Some("ii "), "{lines:?}");
+
+    // Another [user] half over the same base shares its configure blob.
+    work.write_spec(&spec(&name, &url, &["strata-user-other"]));
+    let other = build(&work, &format!("oci:{}", work.out("other").display()), &[]);
+    assert_eq!(layer(&other, "base-configure")["cached"], true);
+    assert_eq!(
+        layer(&other, "base-configure")["digest"],
+        layer(&first, "base-configure")["digest"],
+        "two user halves, one base configure blob"
+    );
+    assert_ne!(
+        layer(&other, "user-configure")["diff_id"],
+        layer(&first, "user-configure")["diff_id"]
+    );
+    assert_eq!(other.name(), first.name());
+}

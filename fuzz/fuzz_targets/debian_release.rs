@@ -1,0 +1,10 @@
+//! A signed `Release` file's text (strata-debian): fields, dates, checksum lists.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        strata_debian::fuzz::release(text);
+    }
+});
