@@ -18,6 +18,9 @@
 //! (`resolve::sources_for`): what is source-specific lives with the source. Writing the image
 //! somewhere (OCI layout, docker-archive, registry) is the caller's choice.
 
+// Library crate: every public item is documented, and no input can make it panic through unwrap.
+#![deny(missing_docs, clippy::unwrap_used)]
+
 mod assemble;
 mod layers;
 mod plan;

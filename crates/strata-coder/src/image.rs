@@ -112,7 +112,10 @@ pub fn open_docker_archive(path: &Path) -> Result<ImageFiles, OpenError> {
     let spill_dir = tempfile::Builder::new()
         .prefix("strata-check-")
         .tempdir()
-        .map_err(io_err)?;
+        .map_err(|source| OpenError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?;
     let mut spilled: BTreeMap<usize, PathBuf> = BTreeMap::new();
     let mut next = 0usize;
     let mut files = FileIndex::new();
@@ -144,7 +147,10 @@ pub fn open_docker_archive(path: &Path) -> Result<ImageFiles, OpenError> {
             next += 1;
         } else {
             let spill = spill_dir.path().join(format!("layer-{first}"));
-            let mut out = File::create(&spill).map_err(io_err)?;
+            let mut out = File::create(&spill).map_err(|source| OpenError::Io {
+                path: spill.clone(),
+                source,
+            })?;
             io::copy(&mut entry, &mut out).map_err(io_err)?;
             for p in positions {
                 spilled.insert(p, spill.clone());

@@ -10,6 +10,9 @@
 //! * [`index`] and [`image`]: the file index of an image, read from its layers (whiteouts
 //!   applied, symbolic links resolved inside the image) or from the build's entries.
 
+// Library crate: every public item is documented, and no input can make it panic through unwrap.
+#![deny(missing_docs, clippy::unwrap_used)]
+
 pub mod account;
 pub mod busybox;
 pub mod check;

@@ -42,6 +42,7 @@ use std::sync::Arc;
 
 use strata_fstree::{Content, Entry, EntryKind, ImagePath};
 use strata_oci::compress::Compression;
+use strata_oci::whiteout;
 use strata_sandbox::changes::{Change, scan_upper};
 use strata_sandbox::{
     Command, IdMapping, LayerFile, Sandbox, SandboxError, Stdio, User, prepare_rootfs, remove_tree,
@@ -818,15 +819,17 @@ fn over_files(files: &[Entry], changes: Vec<Entry>) -> Vec<Entry> {
             .parent()
             .map(|p| p.as_str().to_owned())
             .unwrap_or_default();
-        if name == ".wh..wh..opq" {
-            by_path.retain(|p, _| !under(p, &parent));
-        } else if let Some(gone) = name.strip_prefix(".wh.") {
-            let target = if parent.is_empty() {
-                gone.to_owned()
-            } else {
-                format!("{parent}/{gone}")
-            };
-            by_path.retain(|p, _| p != &target && !under(p, &target));
+        match whiteout::parse(name) {
+            Some(whiteout::Whiteout::Opaque) => by_path.retain(|p, _| !under(p, &parent)),
+            Some(whiteout::Whiteout::Remove(gone)) => {
+                let target = if parent.is_empty() {
+                    gone.to_owned()
+                } else {
+                    format!("{parent}/{gone}")
+                };
+                by_path.retain(|p, _| p != &target && !under(p, &target));
+            }
+            None => {}
         }
     }
     for e in changes {
@@ -1036,12 +1039,12 @@ fn layer_entries(
                 }
                 let name = rel.file_name().map(|n| n.to_string_lossy().into_owned());
                 let Some(name) = name else { continue };
-                let wh = rel.with_file_name(format!(".wh.{name}"));
+                let wh = rel.with_file_name(whiteout::name_for(&name));
                 out.push(Entry::inline_file(image_path(&wh)?, 0o644, Vec::new()));
             }
             Change::Opaque(rel) => {
                 out.push(Entry::inline_file(
-                    image_path(&rel.join(".wh..wh..opq"))?,
+                    image_path(&rel.join(whiteout::OPAQUE))?,
                     0o644,
                     Vec::new(),
                 ));

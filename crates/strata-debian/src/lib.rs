@@ -51,6 +51,9 @@
 //! `.deb` (entries, control files, dpkg paths), so a warm [`fetch`] reads no archive. All
 //! writes go to a temporary file in the same directory and are renamed into place.
 
+// Library crate: every public item is documented, and no input can make it panic through unwrap.
+#![deny(missing_docs, clippy::unwrap_used)]
+
 mod cache;
 pub mod configure;
 mod deb;

@@ -12,6 +12,9 @@
 //! redirects. [`FetchSource`] implements [`strata_source::Source`] with one store object per
 //! download (id `fetch:DEST`), so the layer planner treats downloads like packages.
 
+// Library crate: every public item is documented, and no input can make it panic through unwrap.
+#![deny(missing_docs, clippy::unwrap_used)]
+
 pub mod cache;
 pub mod extract;
 pub mod http;

@@ -2,6 +2,9 @@
 //! digests, the OCI image JSON documents, and the writers for an OCI image layout and a
 //! docker-archive.
 
+// Library crate: every public item is documented, and no input can make it panic through unwrap.
+#![deny(missing_docs, clippy::unwrap_used)]
+
 pub mod compress;
 pub mod digest;
 pub mod image;

@@ -684,6 +684,37 @@ mod tests {
         path
     }
 
+    /// A layout whose index names a manifest blob that is not there: the error names the blob
+    /// file, and its message does not repeat the OS error (that is its source).
+    #[test]
+    fn oci_layout_with_a_missing_blob_names_the_blob_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let digest = Digest::sha256(b"no such manifest");
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest.to_string(),
+                "size": 16,
+            }],
+        });
+        fs::write(
+            dir.path().join("index.json"),
+            serde_json::to_vec(&index).expect("json"),
+        )
+        .expect("write");
+        let err = read_oci_layout(dir.path(), None).expect_err("missing blob");
+        let blob = digest.blob_path(dir.path());
+        assert!(
+            matches!(&err, ReadError::Io { path, source }
+                if *path == blob && source.kind() == io::ErrorKind::NotFound),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert_eq!(message, format!("cannot read `{}`", blob.display()));
+        assert!(!message.contains("os error"), "{message}");
+    }
+
     #[test]
     fn docker_archive_with_a_linked_layer_reads_and_unpacks() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -15,6 +15,9 @@
 //! per distribution (`py:NAME==VERSION`) referencing the environment's own object (`py-venv:`,
 //! `pyvenv.cfg` and the `python` links to `/usr/bin/python3`).
 
+// Library crate: every public item is documented, and no input can make it panic through unwrap.
+#![deny(missing_docs, clippy::unwrap_used)]
+
 pub mod wheel;
 
 use std::collections::BTreeMap;
@@ -93,7 +96,7 @@ pub enum PythonError {
     #[error(transparent)]
     Fetch(#[from] strata_fetch::FetchError),
     /// A local file could not be read or written.
-    #[error("cannot write {}", path.display())]
+    #[error("cannot read or write {}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -625,7 +628,8 @@ fn installed(
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    std::fs::create_dir_all(cache_dir.join("installed-v1")).map_err(io(cache_dir))?;
+    let installed_dir = cache_dir.join("installed-v1");
+    std::fs::create_dir_all(&installed_dir).map_err(io(&installed_dir))?;
     match std::fs::rename(&tmp, &dir) {
         Ok(()) => Ok(root),
         Err(_) if root.is_dir() => {

@@ -9,6 +9,9 @@
 //! configures its packages with the image's own `dpkg`) is a [`PostLayerStep`] the source
 //! returns in its [`Resolution`]; the pipeline only orders the steps and caches their layers.
 
+// Library crate: every public item is documented, and no input can make it panic through unwrap.
+#![deny(missing_docs, clippy::unwrap_used)]
+
 mod step;
 mod tree;
 

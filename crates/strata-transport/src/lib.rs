@@ -9,6 +9,9 @@
 //! in the store, or in a temporary directory kept by [`OpenedImage`]), so every destination
 //! writer works from any source.
 
+// Library crate: every public item is documented, and no input can make it panic through unwrap.
+#![deny(missing_docs, clippy::unwrap_used)]
+
 mod open;
 
 pub use open::{OpenedImage, open};

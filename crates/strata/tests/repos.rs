@@ -199,8 +199,8 @@ keyring = "vendor.gpg"
         json: serde_json::from_slice(&o.stdout).unwrap(),
     };
     assert!(
-        build.layers().iter().any(|l| l["part"] == "configure"),
-        "the packages are configured"
+        build.layers().iter().any(|l| l["part"] == "user-configure"),
+        "the user half's packages are configured in the user configure layer"
     );
     run_ok(Command::new("podman").arg("load").arg("-i").arg(&out));
     let image = LoadedImage {
