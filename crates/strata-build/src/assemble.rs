@@ -15,13 +15,19 @@ use strata_store::Store;
 use crate::{BuildError, BuildOptions, LayerReport};
 
 /// The image environment: what the sources need, then the spec's `[config] env` on top.
-/// `PATH` entries from several sources are joined in order, without repeats.
+/// `PATH` entries from several sources are joined in order, without repeats; directories a
+/// source marks [`strata_source::PATH_BEFORE_SYSTEM`] (a venv's `bin`) lead.
 pub(crate) fn image_env(
     source_env: &[(String, String)],
     spec_env: &BTreeMap<String, String>,
 ) -> Vec<String> {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let mut before_system: Vec<&str> = Vec::new();
     for (k, v) in source_env {
+        if k == strata_source::PATH_BEFORE_SYSTEM {
+            before_system.extend(v.split(':').filter(|d| !d.is_empty()));
+            continue;
+        }
         match env.get_mut(k) {
             Some(old) if k == "PATH" => {
                 for dir in v.split(':') {
@@ -54,6 +60,16 @@ pub(crate) fn image_env(
         system.sort_by_key(|d| SYSTEM.iter().position(|s| s == d));
         let own = path.split(':').filter(|d| !SYSTEM.contains(d));
         *path = system.into_iter().chain(own).collect::<Vec<_>>().join(":");
+    }
+    if !before_system.is_empty() {
+        let rest = env.remove("PATH").unwrap_or_default();
+        let mut dirs: Vec<&str> = Vec::new();
+        for dir in before_system.into_iter().chain(rest.split(':')) {
+            if !dir.is_empty() && !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        env.insert("PATH".to_owned(), dirs.join(":"));
     }
     for (k, v) in spec_env {
         env.insert(k.clone(), v.clone());
@@ -190,6 +206,39 @@ pub(crate) fn assemble(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_venv_bin_goes_before_the_system_path() {
+        let deb = (
+            "PATH".to_owned(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+        );
+        let nix = ("PATH".to_owned(), "/nix/profile/bin:/usr/bin".to_owned());
+        let venv = (
+            strata_source::PATH_BEFORE_SYSTEM.to_owned(),
+            "/opt/venv/bin".to_owned(),
+        );
+        assert_eq!(
+            image_env(&[deb.clone(), venv.clone()], &BTreeMap::new()),
+            ["PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+        );
+        assert_eq!(
+            image_env(
+                &[nix, venv.clone(), deb.clone(), venv.clone()],
+                &BTreeMap::new()
+            ),
+            [
+                "PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/nix/profile/bin"
+            ],
+            "before the system and the Nix profile, once"
+        );
+        let spec_path = BTreeMap::from([("PATH".to_owned(), "/mine".to_owned())]);
+        assert_eq!(
+            image_env(&[deb, venv], &spec_path),
+            ["PATH=/mine"],
+            "[config] env still wins"
+        );
+    }
 
     #[test]
     fn mixed_sources_put_the_system_path_first() {

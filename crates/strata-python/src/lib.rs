@@ -593,7 +593,11 @@ impl PythonSource {
         }
         out.objects
             .push(venv_object(&self.venv, &target.python, &venv_id));
-        out.env.push(("PATH".to_owned(), format!("{venv}/bin")));
+        // The venv's `python3` must win over the system's, as after `source bin/activate`.
+        out.env.push((
+            strata_source::PATH_BEFORE_SYSTEM.to_owned(),
+            format!("{venv}/bin"),
+        ));
         out.env.push(("VIRTUAL_ENV".to_owned(), venv));
         Ok(out)
     }

@@ -58,12 +58,19 @@ pub struct Resolution {
     /// `/etc/passwd`, ...). They go into the image's last layer, the customisation layer.
     pub customisation: Vec<strata_fstree::Entry>,
     /// Environment the content needs (`PATH`, `SSL_CERT_FILE`); the spec's `[config] env`
-    /// overrides it. A `PATH` from several sources is joined in order.
+    /// overrides it. A `PATH` from several sources is joined in order; an entry keyed
+    /// [`PATH_BEFORE_SYSTEM`] adds directories to `PATH` ahead of the system's own.
     pub env: Vec<(String, String)>,
     /// Work to do on the image once its layers are written, each adding a layer (see
     /// [`PostLayerStep`]).
     pub steps: Vec<Arc<dyn PostLayerStep>>,
 }
+
+/// Key of a [`Resolution::env`] entry whose value (`:`-separated directories) goes into the
+/// image's `PATH` ahead of the system directories (`/usr/local/bin`, `/usr/bin`, ...), which
+/// otherwise come first when several sources contribute to `PATH`. A Python venv's `bin` uses
+/// it, so that its `python3` is the one found by name. The key itself never reaches the image.
+pub const PATH_BEFORE_SYSTEM: &str = "PATH (before system)";
 
 /// Equal resolutions: the same objects, roots, generated files and environment, and steps of
 /// the same names at the same places (a step's own state is the source's business).

@@ -101,16 +101,22 @@ fn rich_and_requests_in_a_debian_python_run_under_podman_reproducibly_and_offlin
 
     run_ok(Command::new("podman").arg("load").arg("-i").arg(&archive));
     let image = format!("localhost/{}", b.reference());
+    // A bare `python3` is the venv's (its `bin` leads PATH, before the system directories
+    // that strata-build otherwise puts first when Debian and Python both set PATH).
     let check = "import rich, requests, sys; print(sys.prefix, requests.__name__, rich.__name__)";
     assert_eq!(
-        podman_run(&image, &["/opt/venv/bin/python3", "-c", check]),
+        podman_run(&image, &["python3", "-c", check]),
         "/opt/venv requests rich\n",
-        "the venv's python3 imports both"
+        "a bare python3 is the venv's and imports both"
     );
-    // The system's python3 stays Debian's own, without the venv's packages (strata-build puts
-    // the system directories first on PATH).
+    let path = podman_run(&image, &["sh", "-c", "echo $PATH"]);
+    assert!(path.starts_with("/opt/venv/bin:/usr/local/sbin:"), "{path}");
+    // Debian's own interpreter is still there, without the venv's packages.
     let sys = "import sys; print(sys.prefix)";
-    assert_eq!(podman_run(&image, &["python3", "-c", sys]), "/usr\n");
+    assert_eq!(
+        podman_run(&image, &["/usr/bin/python3", "-c", sys]),
+        "/usr\n"
+    );
     let v = podman_run(&image, &["pygmentize", "-V"]);
     assert!(
         v.contains("Pygments version"),
