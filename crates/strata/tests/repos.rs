@@ -297,3 +297,75 @@ keyring = "vendor.gpg"
         "its Debian dependency: {lock}"
     );
 }
+
+/// `examples/team`: a Debian base with a vendor repository (the one `vendor_archive` serves,
+/// swapped in for the example's placeholder address), debconf answers, a link, an enabled
+/// service and an account in the docker and sudo groups. Built from the example file itself,
+/// so the example cannot rot; run under podman as the account.
+#[test]
+fn the_team_example_builds_and_its_recipe_takes_effect() {
+    if !require(&["gpg", "dpkg-deb", "podman"]) {
+        return;
+    }
+    let work = Work::new();
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/team/strata.toml"),
+    )
+    .unwrap();
+    let keyring = work.spec_dir().join("vendor.gpg");
+    let url = vendor_archive(&work.root().join("vendor"), &keyring);
+    let placeholder = "uri = \"http://127.0.0.1:9/vendor\"";
+    assert!(example.contains(placeholder), "the example's vendor uri");
+    let spec = example
+        .replace(placeholder, &format!("uri = \"{url}\""))
+        .replace(
+            "name = \"strata-examples/team\"",
+            &format!("name = \"{}\"", unique_name("team")),
+        );
+    work.write_spec(&spec);
+    run_ok(work.strata_debian().arg("lock").arg(work.spec()));
+    let out = work.out("team.tar");
+    let o = run_ok(
+        work.strata_debian()
+            .arg("build")
+            .arg(work.spec())
+            .arg("--locked")
+            .arg("--output")
+            .arg(format!("docker-archive:{}", out.display()))
+            .arg("--json"),
+    );
+    let build = Build {
+        json: serde_json::from_slice(&o.stdout).unwrap(),
+    };
+    run_ok(Command::new("podman").arg("load").arg("-i").arg(&out));
+    let image = LoadedImage {
+        tool: "podman",
+        reference: format!("localhost/{}", build.reference()),
+    };
+    let script = "id -un; id -Gn; locale -a; \
+        test -L /etc/systemd/system/multi-user.target.wants/cron.service && echo cron-enabled; \
+        /usr/local/bin/fd --version; cat /var/lib/vendor-tool.configured; sudo -n true && echo sudo-ok";
+    let got = stdout(&run_ok(
+        strata_test_support::podman_run()
+            .arg(&image.reference)
+            .args(["sh", "-c", script]),
+    ));
+    let lines: Vec<&str> = got.lines().collect();
+    assert_eq!(lines.first(), Some(&"dev"), "{got}");
+    let groups: Vec<&str> = lines.get(1).unwrap_or(&"").split_whitespace().collect();
+    assert!(
+        groups.contains(&"docker") && groups.contains(&"sudo"),
+        "{got}"
+    );
+    assert!(
+        lines.contains(&"en_US.utf8"),
+        "locale generated from debconf: {got}"
+    );
+    assert!(lines.contains(&"cron-enabled"), "{got}");
+    assert!(lines.iter().any(|l| l.starts_with("fdfind ")), "{got}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("jq-1.")),
+        "vendor postinst: {got}"
+    );
+    assert!(lines.contains(&"sudo-ok"), "{got}");
+}
