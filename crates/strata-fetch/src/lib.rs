@@ -364,10 +364,13 @@ impl Source for FetchSource {
         })?;
         let http = Http::new();
         let mut out = Resolution::default();
+        ctx.reporter
+            .items_started("downloads fetched", self.inputs.len() as u64);
         for input in &self.inputs {
             let mut obj = self
                 .object(input, lock.as_ref(), &cache, &http)
                 .map_err(|e| wrap(&input.context, e))?;
+            ctx.reporter.item_done(&redact(&input.url));
             if out.objects.iter().any(|o| o.id == obj.id) {
                 obj.id = format!("{}#{}", obj.id, out.objects.len());
             }

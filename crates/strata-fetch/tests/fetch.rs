@@ -653,3 +653,60 @@ fn walkdir(root: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[derive(Default)]
+struct Counting {
+    started: std::sync::Mutex<Vec<(String, u64)>>,
+    done: std::sync::Mutex<Vec<String>>,
+}
+
+impl strata_source::Reporter for Counting {
+    fn items_started(&self, what: &str, total: u64) {
+        self.started
+            .lock()
+            .expect("lock")
+            .push((what.to_owned(), total));
+    }
+    fn item_done(&self, item: &str) {
+        self.done.lock().expect("lock").push(item.to_owned());
+    }
+}
+
+/// A build shows how many downloads it has fetched, each named by its URL without credentials.
+#[test]
+fn the_source_reports_each_download_to_the_builds_reporter() {
+    let server = Server::start();
+    let (a, b) = (b"one\n".to_vec(), b"two\n".to_vec());
+    let (sha_a, sha_b) = (sha256(&a), sha256(&b));
+    let url_a = server.route("/a", Route::Bytes(a));
+    let url_b = server.route("/b", Route::Bytes(b));
+    let secret = url_b.replacen("http://", "http://user:hunter2@", 1);
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = FetchSource::new(
+        vec![
+            input(&url_a, Some(&sha_a), "/opt/a"),
+            input(&secret, Some(&sha_b), "/opt/b"),
+        ],
+        work.path().join("strata.lock"),
+        FetchOptions::default(),
+    );
+    let session = strata_source::Session::new();
+    let reporter = Counting::default();
+    let cache = work.path().join("cache");
+    let ctx = SourceContext {
+        reporter: &reporter,
+        ..SourceContext::new(&cache, "amd64", &session)
+    };
+    src.resolve(&ctx).expect("resolve");
+    assert_eq!(
+        *reporter.started.lock().expect("lock"),
+        [("downloads fetched".to_owned(), 2)]
+    );
+    let done = reporter.done.lock().expect("lock").clone();
+    assert_eq!(done.len(), 2, "{done:?}");
+    assert_eq!(done[0], url_a);
+    assert!(
+        !done[1].contains("hunter2") && done[1].ends_with("/b"),
+        "{done:?}"
+    );
+}

@@ -544,6 +544,8 @@ impl PythonSource {
         let venv = self.venv.absolute();
         let venv_id = format!("py-venv:{venv}");
         let mut out = Resolution::default();
+        ctx.reporter
+            .items_started("Python wheels fetched", dists.len() as u64);
         for d in &dists {
             let blob = match cache.verified(&d.sha256)? {
                 Some(p) => p,
@@ -560,6 +562,7 @@ impl PythonSource {
                 }
             };
             let filename = d.url.rsplit('/').next().unwrap_or(&d.url).to_owned();
+            ctx.reporter.item_done(&filename);
             let key = hash_parts([
                 b"python-install-v1".as_slice(),
                 d.sha256.as_bytes(),
