@@ -968,18 +968,8 @@ fn nix_image_without_coreutils_fails_the_check_naming_mktemp() {
         &init_script("http://127.0.0.1:9/", strata_arch()),
     ])
     .unwrap();
-    let out = run(Command::new("podman")
-        .args([
-            "run",
-            "--rm",
-            "--cgroup-manager=cgroupfs",
-            "--runtime=runc",
-            "--ulimit",
-            "nofile=20000:20000",
-            "--ulimit",
-            "nproc=20000:20000",
-            "--network=none",
-        ])
+    let out = run(podman_run()
+        .args(["--network=none"])
         .arg(format!("--entrypoint={entrypoint}"))
         .arg(&image.reference));
     assert!(!out.status.success(), "the bootstrap cannot succeed");

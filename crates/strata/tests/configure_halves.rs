@@ -312,20 +312,8 @@ fn runs(archive: &Path, b: &Build) -> Vec<String> {
         reference: format!("localhost/{}", b.reference()),
     };
     let o = run_ok(
-        Command::new("podman")
-            .args([
-                "run",
-                "--rm",
-                "--cgroup-manager=cgroupfs",
-                "--runtime=runc",
-                "--ulimit",
-                "nofile=20000:20000",
-                "--ulimit",
-                "nproc=20000:20000",
-                "--network=none",
-                "--user",
-                "root",
-            ])
+        podman_run()
+            .args(["--network=none", "--user", "root"])
             .arg(&image.reference)
             .args([
                 "sh",

@@ -59,20 +59,8 @@ fn debconf_answers_reach_the_scripts_links_are_made_and_a_service_is_disabled() 
     };
     let sh = |script: &str| {
         stdout(&run_ok(
-            Command::new("podman")
-                .args([
-                    "run",
-                    "--rm",
-                    "--cgroup-manager=cgroupfs",
-                    "--runtime=runc",
-                    "--ulimit",
-                    "nofile=20000:20000",
-                    "--ulimit",
-                    "nproc=20000:20000",
-                    "--network=none",
-                    "--user",
-                    "root",
-                ])
+            podman_run()
+                .args(["--network=none", "--user", "root"])
                 .arg(&image.reference)
                 .args(["sh", "-c", script]),
         ))

@@ -11,18 +11,8 @@ use common::*;
 
 fn podman_run(reference: &str, args: &[&str]) -> String {
     let o = run_ok(
-        Command::new("podman")
-            .args([
-                "run",
-                "--rm",
-                "--cgroup-manager=cgroupfs",
-                "--runtime=runc",
-                "--ulimit",
-                "nofile=20000:20000",
-                "--ulimit",
-                "nproc=20000:20000",
-                "--network=none",
-            ])
+        strata_test_support::podman_run()
+            .args(["--network=none"])
             .arg(reference)
             .args(args),
     );

@@ -210,20 +210,8 @@ keyring = "vendor.gpg"
     // --network=host: apt in the container reaches the test's archive on 127.0.0.1.
     let sh = |script: &str| {
         stdout(&run_ok(
-            Command::new("podman")
-                .args([
-                    "run",
-                    "--rm",
-                    "--cgroup-manager=cgroupfs",
-                    "--runtime=runc",
-                    "--ulimit",
-                    "nofile=20000:20000",
-                    "--ulimit",
-                    "nproc=20000:20000",
-                    "--network=host",
-                    "--user",
-                    "root",
-                ])
+            podman_run()
+                .args(["--network=host", "--user", "root"])
                 .arg(&image.reference)
                 .args(["sh", "-c", script]),
         ))
