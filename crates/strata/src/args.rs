@@ -50,6 +50,22 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Remove from the store every blob that no built image uses.
     Gc(GcArgs),
+    /// Serve images built on demand over the registry API (pull side), stored on a backend.
+    ///
+    /// A pull of HOST/debian/SUITE/PKG/PKG...:latest builds an image of those Debian packages
+    /// (resolved against the archive when the request arrives) once, pushes it to the backend
+    /// repository under a key derived from the resolved inputs, and serves it from there.
+    /// spec/NAME:latest does the same for --specs DIR/NAME/strata.toml. Meta segments before
+    /// the suite: shell, coder, an architecture (arm64). Write `+` as `_p` (g_p_p for g++).
+    /// The server keeps no state of its own: replicas share the backend (see docs/serve.md).
+    ///
+    /// Examples:
+    ///   strata serve --listen 127.0.0.1:8080 --backend docker://127.0.0.1:5000/strata-cache
+    ///   podman pull --tls-verify=false 127.0.0.1:8080/debian/bookworm/jq:latest
+    ///   strata serve --listen 0.0.0.0:8080 --backend docker://registry:5000/cache --tls-verify=false \
+    ///       --peers http://serve-1:8080,http://serve-2:8080 --advertise http://serve-1:8080
+    #[command(verbatim_doc_comment)]
+    Serve(ServeArgs),
     /// Check an image against a platform's requirements, without a container engine.
     ///
     /// --coder checks Coder's workspace-image minimums and prints a checklist; the exit
@@ -217,6 +233,41 @@ pub struct LoginArgs {
     /// Read the password from stdin.
     #[arg(long)]
     pub password_stdin: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (HOST:PORT).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// The backend repository built images are pushed to and served from: docker://HOST/REPO.
+    #[arg(long, value_name = "docker://HOST/REPO")]
+    pub backend: String,
+    /// Directory of team specs: spec/NAME serves DIR/NAME/strata.toml.
+    #[arg(long, value_name = "DIR")]
+    pub specs: Option<PathBuf>,
+    /// Seconds a pull waits for a build before a retryable error (429; the build goes on).
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub build_wait: u64,
+    /// Seconds a failed resolution or build is remembered (answered at once with its cause).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub failure_ttl: u64,
+    /// Seconds a `latest` resolution is reused before the archive is read again.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub resolve_ttl: u64,
+    /// Builds at once.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub max_builds: usize,
+    /// Worker threads per build (default: the number of CPUs).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// The replicas, comma-separated base URLs (this one included): each new image is built
+    /// by its owner among them (rendezvous hashing), or the next one when the owner is down.
+    #[arg(long, value_name = "URL,URL...", value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// This replica's URL as --peers spells it.
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

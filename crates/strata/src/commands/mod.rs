@@ -9,6 +9,7 @@ mod inspect;
 mod lock;
 mod login;
 mod run;
+mod serve;
 mod template;
 
 use anyhow::Result;
@@ -32,5 +33,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Lock(args) => lock::run(&store_root, args),
         Command::Run(args) => run::run(&store_root, args, flags),
         Command::Gc(args) => gc::run(&store_root, args),
+        Command::Serve(args) => serve::run(&store_root, args, flags),
     }
 }
