@@ -100,6 +100,7 @@ pub fn router(cfg: Config) -> Result<Router, String> {
         .route("/v2", get(ping))
         .route("/v2/{*rest}", get(dispatch))
         .route("/_strata/stats", get(stats))
+        .route("/_strata/resolve/{*name}", get(resolve_info))
         .with_state(Arc::new(inner)))
 }
 
@@ -123,6 +124,26 @@ async fn stats(State(app): State<App>) -> Response {
         serde_json::to_string(&app.stats).unwrap_or_default(),
     )
         .into_response()
+}
+
+/// `/_strata/resolve/NAME`: what `NAME:latest` resolves to now (key, Releases) and the
+/// replicas in the order they would build it.
+async fn resolve_info(State(app): State<App>, Path(name): Path<String>) -> Response {
+    let r = async {
+        let target = name::parse(&name).map_err(name_error)?;
+        let p = resolve(&app, &target).await?;
+        Ok::<_, ApiError>(serde_json::json!({
+            "name": p.name,
+            "key": p.key,
+            "releases": p.releases,
+            "owners": app.owners(&p.key),
+        }))
+    }
+    .await;
+    match r {
+        Ok(v) => ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// What a `/v2/` path asks for.
@@ -330,54 +351,7 @@ async fn latest(
     target: &Target,
     forwarded: bool,
 ) -> Result<(Arc<Prepared>, Manifest), ApiError> {
-    let canonical = target.to_string();
-    if let Some(msg) = app.failure(&canonical) {
-        return Err(ApiError::manifest_unknown(msg));
-    }
-    let fresh = lock(&app.resolved)
-        .get(&canonical)
-        .filter(|(at, _)| at.elapsed() < app.cfg.resolve_ttl)
-        .map(|(_, p)| p.clone());
-    let prepared = match fresh {
-        Some(p) => p,
-        None => {
-            let (flight, _) = app.resolving.join(
-                &canonical,
-                || {
-                    let app = app.clone();
-                    let target = target.clone();
-                    let canonical = canonical.clone();
-                    async move {
-                        app.stats.resolves.fetch_add(1, Ordering::Relaxed);
-                        let paths = app.paths.clone();
-                        let t = target.clone();
-                        let r = tokio::task::spawn_blocking(move || prepare::prepare(&t, &paths))
-                            .await
-                            .unwrap_or_else(|e| Err(format!("resolving failed: {e}")));
-                        match r {
-                            Ok(p) => {
-                                let p = Arc::new(p);
-                                let mut memo = lock(&app.resolved);
-                                if memo.len() > CACHE_LIMIT {
-                                    memo.clear();
-                                }
-                                memo.insert(canonical, (Instant::now(), p.clone()));
-                                Ok(p)
-                            }
-                            Err(msg) => {
-                                let msg = format!("{canonical}: {msg}");
-                                app.log(&format!("resolve failed: {msg}"));
-                                app.remember_failure(&canonical, &msg);
-                                Err(ApiError::manifest_unknown(msg))
-                            }
-                        }
-                    }
-                },
-                Err(ApiError::manifest_unknown("resolving failed")),
-            );
-            flight.await?
-        }
-    };
+    let prepared = resolve(app, target).await?;
     let key = prepared.key.clone();
     if let Some(m) = app.cached(&key) {
         return Ok((prepared, m));
@@ -417,6 +391,60 @@ async fn latest(
     }
     let m = build(app, &prepared).await?;
     Ok((prepared, m))
+}
+
+/// Resolves `target` now, or reuses a resolution younger than `resolve_ttl`; one resolution
+/// at a time per name.
+async fn resolve(app: &App, target: &Target) -> Result<Arc<Prepared>, ApiError> {
+    let canonical = target.to_string();
+    if let Some(msg) = app.failure(&canonical) {
+        return Err(ApiError::manifest_unknown(msg));
+    }
+    let fresh = lock(&app.resolved)
+        .get(&canonical)
+        .filter(|(at, _)| at.elapsed() < app.cfg.resolve_ttl)
+        .map(|(_, p)| p.clone());
+    let prepared: Arc<Prepared> = match fresh {
+        Some(p) => p,
+        None => {
+            let (flight, _) = app.resolving.join(
+                &canonical,
+                || {
+                    let app = app.clone();
+                    let target = target.clone();
+                    let canonical = canonical.clone();
+                    async move {
+                        app.stats.resolves.fetch_add(1, Ordering::Relaxed);
+                        let paths = app.paths.clone();
+                        let t = target.clone();
+                        let r = tokio::task::spawn_blocking(move || prepare::prepare(&t, &paths))
+                            .await
+                            .unwrap_or_else(|e| Err(format!("resolving failed: {e}")));
+                        match r {
+                            Ok(p) => {
+                                let p = Arc::new(p);
+                                let mut memo = lock(&app.resolved);
+                                if memo.len() > CACHE_LIMIT {
+                                    memo.clear();
+                                }
+                                memo.insert(canonical, (Instant::now(), p.clone()));
+                                Ok(p)
+                            }
+                            Err(msg) => {
+                                let msg = format!("{canonical}: {msg}");
+                                app.log(&format!("resolve failed: {msg}"));
+                                app.remember_failure(&canonical, &msg);
+                                Err(ApiError::manifest_unknown(msg))
+                            }
+                        }
+                    }
+                },
+                Err(ApiError::manifest_unknown("resolving failed")),
+            );
+            flight.await?
+        }
+    };
+    Ok(prepared)
 }
 
 enum Forward {

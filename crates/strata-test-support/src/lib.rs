@@ -10,6 +10,7 @@
 
 mod podman;
 mod registry;
+mod serve;
 mod snapshot;
 pub mod source_suite;
 mod tools;
@@ -17,6 +18,7 @@ mod work;
 
 pub use podman::*;
 pub use registry::*;
+pub use serve::*;
 pub use snapshot::*;
 pub use tools::*;
 pub use work::*;
