@@ -272,7 +272,7 @@ fn distribution_api_for_a_team_spec_is_served_from_the_backend() {
 
 #[test]
 fn twenty_parallel_pulls_of_a_new_debian_image_build_it_once() {
-    require(&["podman", "docker"]);
+    require(&["podman", "docker", "skopeo"]);
     let work = Work::new();
     let registry = Registry::start(Auth::None);
     let srv = server(&work, &registry, &[]);
