@@ -117,6 +117,12 @@ pub fn serve(listen: SocketAddr, config: Config) -> Result<(), ServeError> {
             }
         }
     }
+    // Probed before any runtime thread exists (it forks).
+    let scripts = prepare::maintainer_scripts_run();
+    (config.log)(&format!(
+        "Debian maintainer scripts {} here (part of every cache key)",
+        if scripts { "run" } else { "cannot run" }
+    ));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -132,7 +138,7 @@ pub fn serve(listen: SocketAddr, config: Config) -> Result<(), ServeError> {
                 source,
             })?;
         let log = config.log.clone();
-        let app = server::router(config).map_err(ServeError::Config)?;
+        let app = server::router(config, scripts).map_err(ServeError::Config)?;
         let addr = listener.local_addr().map_err(|source| ServeError::Io {
             what: "reading the listen address".into(),
             source,

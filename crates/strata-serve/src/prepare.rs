@@ -36,6 +36,14 @@ pub struct Paths {
     pub work: PathBuf,
     /// The Debian download cache.
     pub debian_cache: PathBuf,
+    /// Whether builds here can run the packages' maintainer scripts (user namespaces work):
+    /// an image built without them has other bytes, so it is part of the key.
+    pub scripts: bool,
+}
+
+/// Whether this process can create user namespaces, so Debian's maintainer scripts run.
+pub fn maintainer_scripts_run() -> bool {
+    strata_sandbox::in_user_namespace(&strata_sandbox::IdMapping::detect(), || Ok(())).is_ok()
 }
 
 /// A target with its inputs resolved.
@@ -203,8 +211,9 @@ pub fn prepare(target: &Target, paths: &Paths) -> Result<Prepared, String> {
     };
     let key_hex = sha256_hex(
         format!(
-            "{KEY_SCHEME}\nstrata {}\n{name}\n{}\n{inputs}\n{lock_text}",
+            "{KEY_SCHEME}\nstrata {}\nmaintainer scripts {}\n{name}\n{}\n{inputs}\n{lock_text}",
             env!("CARGO_PKG_VERSION"),
+            paths.scripts,
             spec_text.len()
         )
         .as_bytes(),

@@ -66,12 +66,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The router of a server configured by `cfg`.
-pub fn router(cfg: Config) -> Result<Router, String> {
+pub fn router(cfg: Config, scripts: bool) -> Result<Router, String> {
     let backend = Backend::new(&cfg.backend, cfg.backend_plain_http)?;
     let paths = Paths {
         specs: cfg.specs.clone(),
         work: cfg.store.join("serve-work"),
         debian_cache: cfg.debian_cache.clone(),
+        scripts,
     };
     let settings = BuildSettings {
         store: cfg.store.clone(),
