@@ -161,7 +161,7 @@ impl Answer {
 }
 
 /// `METHOD PATH` on 127.0.0.1:PORT with manifest `Accept` types and `extra` headers; reads
-/// the whole answer (`Connection: close`) within `timeout`.
+/// the whole answer (`Connection: close`) within `timeout`. Panics when there is no answer.
 pub fn http(
     port: u16,
     method: &str,
@@ -169,8 +169,20 @@ pub fn http(
     extra: &[(&str, &str)],
     timeout: Duration,
 ) -> Answer {
+    try_http(port, method, path, extra, timeout).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Like [`http`], with a refused or reset connection as an error (a server still starting,
+/// or Docker's port proxy in front of a container not yet listening).
+pub fn try_http(
+    port: u16,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Answer, String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))
-        .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
+        .map_err(|e| format!("connect to 127.0.0.1:{port}: {e}"))?;
     s.set_read_timeout(Some(timeout)).unwrap();
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
@@ -181,21 +193,22 @@ pub fn http(
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("{method} {path}: sending: {e}"))?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("{method} {path}: reading the answer: {e}"));
+        .map_err(|e| format!("{method} {path}: reading the answer: {e}"))?;
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("{method} {path}: no header end in {raw:?}"));
+        .ok_or_else(|| format!("{method} {path}: no header end in {raw:?}"))?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
         .and_then(|l| l.split(' ').nth(1))
         .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("{method} {path}: no status line: {head}"));
+        .ok_or_else(|| format!("{method} {path}: no status line: {head}"))?;
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
@@ -207,11 +220,11 @@ pub fn http(
     {
         body = dechunk(&body);
     }
-    Answer {
+    Ok(Answer {
         status,
         headers,
         body,
-    }
+    })
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {

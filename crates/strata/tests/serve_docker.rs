@@ -90,8 +90,7 @@ fn host_port(container: &str) -> u16 {
 fn wait_ready(port: u16, container: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     for _ in 0..150 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && http(port, "GET", "/v2/", &[], Duration::from_secs(5)).status == 200
+        if try_http(port, "GET", "/v2/", &[], Duration::from_secs(5)).is_ok_and(|a| a.status == 200)
         {
             return;
         }
