@@ -144,10 +144,28 @@ fn hash_tree(dir: &Path, h: &mut Sha256, rel: &str, depth: usize) -> Result<(), 
 struct Quiet;
 impl strata_debian::Reporter for Quiet {}
 
+/// Why a target could not be prepared.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// One line: unknown package, unresolvable dependency with its chain, unreadable spec.
+    pub message: String,
+    /// The archive could not be reached: a retry may succeed (not remembered).
+    pub retryable: bool,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure {
+            message,
+            retryable: false,
+        }
+    }
+}
+
 /// Resolves a target: writes its spec, resolves its Debian halves against the archive as it
 /// is now, and derives the cache key from the result. A failure is one line (unknown package,
 /// unresolvable dependency with its chain, unreadable spec).
-pub fn prepare(target: &Target, paths: &Paths) -> Result<Prepared, String> {
+pub fn prepare(target: &Target, paths: &Paths) -> Result<Prepared, Failure> {
     let name = target.to_string();
     // The spec text and what else goes into the key before the lock.
     let (spec_text, spec_dir, inputs) = match target {
@@ -195,7 +213,10 @@ pub fn prepare(target: &Target, paths: &Paths) -> Result<Prepared, String> {
         let lock = match own {
             Some(l) => l,
             None => source::resolve_spec(base.as_ref(), user.as_ref(), &paths.debian_cache, &Quiet)
-                .map_err(|e| one_line(&e))?,
+                .map_err(|e| Failure {
+                    retryable: matches!(e, strata_debian::DebianError::Http { .. }),
+                    message: one_line(&e),
+                })?,
         };
         let mut releases: Vec<String> = [&lock.base, &lock.user]
             .into_iter()

@@ -420,7 +420,7 @@ async fn resolve(app: &App, target: &Target) -> Result<Arc<Prepared>, ApiError> 
                         let t = target.clone();
                         let r = tokio::task::spawn_blocking(move || prepare::prepare(&t, &paths))
                             .await
-                            .unwrap_or_else(|e| Err(format!("resolving failed: {e}")));
+                            .unwrap_or_else(|e| Err(format!("resolving failed: {e}").into()));
                         match r {
                             Ok(p) => {
                                 let p = Arc::new(p);
@@ -431,9 +431,13 @@ async fn resolve(app: &App, target: &Target) -> Result<Arc<Prepared>, ApiError> 
                                 memo.insert(canonical, (Instant::now(), p.clone()));
                                 Ok(p)
                             }
-                            Err(msg) => {
-                                let msg = format!("{canonical}: {msg}");
+                            Err(f) => {
+                                let msg = format!("{canonical}: {}", f.message);
                                 app.log(&format!("resolve failed: {msg}"));
+                                if f.retryable {
+                                    // The archive is unreachable: not the name's fault.
+                                    return Err(ApiError::backend(msg));
+                                }
                                 app.remember_failure(&canonical, &msg);
                                 Err(ApiError::manifest_unknown(msg))
                             }

@@ -214,6 +214,21 @@ fn distribution_api_for_a_team_spec_is_served_from_the_backend() {
         assert_eq!(error_code(&a), code, "{path}");
     }
     assert!(error_message(&get(&srv, "/v2/spec/nosuch/manifests/latest")).contains("nosuch"));
+    // An archive that cannot be reached is the server's trouble, not the name's: a retryable
+    // 503, not remembered (the next pull resolves again).
+    work.file(
+        "specs/offline/strata.toml",
+        "[base]\ndebian = { mirror = \"http://127.0.0.1:9/debian\", updates = false, packages = \
+         [\"hello\"] }\n",
+        0o644,
+    );
+    let resolves = srv.stat("resolves");
+    for _ in 0..2 {
+        let a = get(&srv, "/v2/spec/offline/manifests/latest");
+        assert_eq!(a.status, 503, "{}", a.text());
+        assert!(a.header("retry-after").is_some());
+    }
+    assert_eq!(srv.stat("resolves"), resolves + 2);
     assert_eq!(srv.stat("builds"), 1);
 
     // Clients no one here wrote.
