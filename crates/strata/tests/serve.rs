@@ -229,7 +229,32 @@ fn distribution_api_for_a_team_spec_is_served_from_the_backend() {
         assert!(a.header("retry-after").is_some());
     }
     assert_eq!(srv.stat("resolves"), resolves + 2);
-    assert_eq!(srv.stat("builds"), 1);
+
+    // A failed build: 404 MANIFEST_UNKNOWN with its cause on one line, remembered (the next
+    // pull does not build again).
+    work.file(
+        "specs/broken/strata.toml",
+        "[base]\ntree = [ { src = \"missing-dir\", dest = \"/opt\" } ]\n",
+        0o644,
+    );
+    let builds = srv.stat("builds");
+    for _ in 0..2 {
+        let a = get(&srv, "/v2/spec/broken/manifests/latest");
+        assert_eq!(
+            (a.status, error_code(&a).as_str()),
+            (404, "MANIFEST_UNKNOWN")
+        );
+        let m = error_message(&a);
+        assert!(
+            m.contains("build failed") && m.contains("missing-dir"),
+            "{m}"
+        );
+        assert!(!m.contains('\n'));
+    }
+    assert_eq!(srv.stat("builds"), builds + 1);
+    assert_eq!(srv.stat("build_failures"), 1);
+    // spec/hello was built once for all the requests above.
+    assert_eq!(builds, 1);
 
     // Clients no one here wrote.
     let reference = format!("{}/spec/hello:latest", srv.host());
