@@ -39,6 +39,8 @@ impl Backend {
         let scheme = if plain || loopback { "http" } else { "https" };
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            // A stalled backend ends a blob transfer instead of holding it forever.
+            .read_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
             .build()
             .map_err(|e| format!("making the HTTP client: {e}"))?;

@@ -41,6 +41,9 @@ pub struct Config {
     pub backend_plain_http: bool,
     /// The registry client pushes go through (credentials, TLS settings).
     pub client: Arc<strata_registry::Client>,
+    /// Answer blob GETs with a redirect to the backend (clients must reach it) instead of
+    /// streaming them through the server.
+    pub redirect_blobs: bool,
     /// `--specs DIR`.
     pub specs: Option<PathBuf>,
     /// The local store builds use (a cache: losing it costs rebuild time only).

@@ -597,6 +597,15 @@ async fn blob(
             format!("{digest:?} is not a sha256 digest"),
         ));
     }
+    if app.cfg.redirect_blobs && method == Method::GET {
+        let location = format!("{}/blobs/{digest}", app.backend.base);
+        return Response::builder()
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header(header::LOCATION, location)
+            .header("docker-content-digest", digest)
+            .body(Body::empty())
+            .map_err(|e| ApiError::backend(format!("redirecting blob {digest}: {e}")));
+    }
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let m = if method == Method::HEAD {
         reqwest::Method::HEAD

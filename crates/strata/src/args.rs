@@ -243,6 +243,10 @@ pub struct ServeArgs {
     /// The backend repository built images are pushed to and served from: docker://HOST/REPO.
     #[arg(long, value_name = "docker://HOST/REPO")]
     pub backend: String,
+    /// Answer blob GETs with a 307 redirect to the backend registry instead of streaming them
+    /// (clients must be able to reach the backend).
+    #[arg(long)]
+    pub redirect_blobs: bool,
     /// Directory of team specs: spec/NAME serves DIR/NAME/strata.toml.
     #[arg(long, value_name = "DIR")]
     pub specs: Option<PathBuf>,

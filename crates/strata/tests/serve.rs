@@ -319,6 +319,28 @@ fn distribution_api_for_a_team_spec_is_served_from_the_backend() {
     assert_ne!(changed.header("strata-cache-key"), Some(key.as_str()));
     assert_eq!(srv.stat("builds"), 1);
 
+    // --redirect-blobs: blob GETs are 307s to the backend, and clients follow them.
+    let mut redirecting = server(
+        &work,
+        &registry,
+        &["--specs", specs.to_str().unwrap(), "--redirect-blobs"],
+    );
+    let r = get(&redirecting, &bpath);
+    assert_eq!(r.status, 307);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("http://{}/v2/cache/blobs/{ld}", registry.host()).as_str())
+    );
+    let via = work.root().join("via-redirect");
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{}/spec/hello:latest", redirecting.host()),
+        &format!("dir:{}", via.display()),
+    ]));
+    assert!(via.join(ld.trim_start_matches("sha256:")).is_file());
+    redirecting.kill();
+
     // The backend down is a 503, and the server recovers when it returns.
     registry.kill();
     let down = http(srv.port, "GET", &bpath, &[], T);

@@ -31,6 +31,7 @@ pub fn run(store_root: &Path, args: ServeArgs, flags: &RegistryFlags) -> Result<
         backend_plain_http: flags.tls_verify == Some(false),
         client: Arc::new(flags.client()?),
         backend,
+        redirect_blobs: args.redirect_blobs,
         specs: args.specs,
         store: store_root.to_owned(),
         debian_cache: super::lock::debian_cache(&store)?,
