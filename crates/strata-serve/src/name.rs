@@ -29,6 +29,20 @@ pub enum Target {
     Debian(DebianTarget),
     /// A spec of `--specs DIR`.
     Spec(String),
+    /// A spec of `--specs DIR` with the `[user]` half of `DIR/NAME/users/USER.toml` (the
+    /// repository `spec/NAME`, the tag `USER`).
+    SpecUser(String, String),
+}
+
+/// Whether `tag` may name a user half: lowercase letters, digits, `.`, `_`, `-`, starting
+/// with a letter or digit, at most 64 characters, and not `latest`.
+pub fn valid_user_tag(tag: &str) -> bool {
+    tag.len() <= 64
+        && tag != "latest"
+        && tag.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
 }
 
 /// An image of Debian packages.
@@ -210,6 +224,17 @@ pub fn parse(name: &str) -> Result<Target, NameError> {
     }
 }
 
+impl Target {
+    /// The repository and tag a request for this target names (`spec/NAME` and `USER` for a
+    /// user half, else the canonical name and `latest`).
+    pub fn repository_and_tag(&self) -> (String, String) {
+        match self {
+            Target::SpecUser(n, u) => (format!("spec/{n}"), u.clone()),
+            other => (other.to_string(), "latest".to_owned()),
+        }
+    }
+}
+
 impl DebianTarget {
     /// The spec this target stands for, as TOML text (deterministic: the cache key hashes it).
     pub fn spec_toml(&self) -> String {
@@ -243,6 +268,7 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::Spec(n) => write!(f, "spec/{n}"),
+            Target::SpecUser(n, u) => write!(f, "spec/{n}:{u}"),
             Target::Debian(t) => {
                 f.write_str("debian")?;
                 if t.shell {

@@ -99,7 +99,8 @@ pub fn one_line(err: &dyn std::error::Error) -> String {
 }
 
 /// Hashes every file under `dir` (paths, kinds, modes, contents, link targets), in name
-/// order, skipping `strata.lock` (hashed separately as resolved).
+/// order, skipping `strata.lock` (hashed separately as resolved) and `users/` (only the
+/// selected user half, `users/USER.toml` and `users/USER/`, is hashed).
 fn hash_tree(dir: &Path, h: &mut Sha256, rel: &str, depth: usize) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     if depth > 64 {
@@ -112,7 +113,7 @@ fn hash_tree(dir: &Path, h: &mut Sha256, rel: &str, depth: usize) -> Result<(), 
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let name = e.file_name().to_string_lossy().into_owned();
-        if depth == 0 && name == "strata.lock" {
+        if depth == 0 && (name == "strata.lock" || name == "users") {
             continue;
         }
         let path = e.path();
@@ -173,17 +174,35 @@ pub fn prepare(target: &Target, paths: &Paths) -> Result<Prepared, Failure> {
             let text = t.spec_toml();
             (text.clone(), None, text)
         }
-        Target::Spec(n) => {
+        Target::Spec(n) | Target::SpecUser(n, _) => {
             let specs = paths
                 .specs
                 .as_ref()
                 .ok_or_else(|| format!("{name}: the server has no --specs directory"))?;
             let dir = specs.join(n);
             let file = dir.join("strata.toml");
-            let text = std::fs::read_to_string(&file)
+            let mut text = std::fs::read_to_string(&file)
                 .map_err(|e| format!("{name}: no spec {} ({e})", file.display()))?;
             let mut h = Sha256::new();
             hash_tree(&dir, &mut h, "", 0)?;
+            if let Target::SpecUser(_, user) = target {
+                let ufile = dir.join("users").join(format!("{user}.toml"));
+                let utext = std::fs::read_to_string(&ufile)
+                    .map_err(|e| format!("{name}: no user half {} ({e})", ufile.display()))?;
+                h.update(b"user\0");
+                h.update(utext.as_bytes());
+                // The user's own files: DIR/NAME/users/USER/ (paths relative to DIR/NAME).
+                let udir = dir.join("users").join(user);
+                if udir.is_dir() {
+                    hash_tree(&udir, &mut h, "users", 1)?;
+                }
+                let mut spec: toml::Table =
+                    toml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+                let half: toml::Table =
+                    toml::from_str(&utext).map_err(|e| format!("{}: {e}", ufile.display()))?;
+                spec.insert("user".into(), toml::Value::Table(half));
+                text = toml::to_string(&spec).map_err(|e| format!("{}: {e}", ufile.display()))?;
+            }
             (text, Some(dir), hex::encode(h.finalize()))
         }
     };

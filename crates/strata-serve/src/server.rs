@@ -334,11 +334,23 @@ async fn manifest(
         };
         return Ok(manifest_response(&m, Some(reference)));
     }
-    if reference != "latest" {
-        return Err(ApiError::manifest_unknown(format!(
-            "{name}:{reference}: tags are `latest` (resolved now) or `k-<key>` (a built image)"
-        )));
-    }
+    let target = match target {
+        Target::Spec(n) if reference != "latest" && name::valid_user_tag(reference) => {
+            Target::SpecUser(n, reference.to_owned())
+        }
+        t if reference != "latest" => {
+            let spec_hint = if matches!(t, Target::Spec(_)) {
+                ", or a user half of DIR/NAME/users/"
+            } else {
+                ""
+            };
+            return Err(ApiError::manifest_unknown(format!(
+                "{name}:{reference}: tags are `latest` (resolved now), `k-<key>` (a built \
+                 image){spec_hint}"
+            )));
+        }
+        t => t,
+    };
     let _ = method;
     let forwarded = headers.contains_key(FORWARDED);
     let (prepared, m) = latest(app, &target, forwarded).await?;
@@ -376,7 +388,7 @@ async fn latest(
             if peer == me {
                 break;
             }
-            match forward(app, &peer, &prepared.name).await {
+            match forward(app, &peer, target).await {
                 Ok(m) => {
                     app.cache(&key, &m);
                     return Ok((prepared, m));
@@ -460,11 +472,12 @@ enum Forward {
 }
 
 /// Asks `peer` for `name:latest` (it builds it as the owner), within the build wait.
-async fn forward(app: &App, peer: &str, name: &str) -> Result<Manifest, Forward> {
+async fn forward(app: &App, peer: &str, target: &Target) -> Result<Manifest, Forward> {
     app.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+    let (repository, tag) = target.repository_and_tag();
     let resp = app
         .peers
-        .get(format!("{peer}/v2/{name}/manifests/latest"))
+        .get(format!("{peer}/v2/{repository}/manifests/{tag}"))
         .header(FORWARDED, "1")
         .header(
             "Accept",

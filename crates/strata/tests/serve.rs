@@ -201,7 +201,7 @@ fn distribution_api_for_a_team_spec_is_served_from_the_backend() {
         ),
         ("/v2/library/alpine/manifests/latest", 404, "NAME_UNKNOWN"),
         ("/v2/spec/nosuch/manifests/latest", 404, "MANIFEST_UNKNOWN"),
-        ("/v2/spec/hello/manifests/v1", 404, "MANIFEST_UNKNOWN"),
+        ("/v2/spec/hello/manifests/V1", 404, "MANIFEST_UNKNOWN"),
         ("/v2/spec/hello/blobs/sha256:zz", 400, "DIGEST_INVALID"),
         (
             "/v2/spec/hello/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000",
@@ -255,6 +255,43 @@ fn distribution_api_for_a_team_spec_is_served_from_the_backend() {
     assert_eq!(srv.stat("build_failures"), 1);
     // spec/hello was built once for all the requests above.
     assert_eq!(builds, 1);
+    let builds = srv.stat("builds");
+
+    // A tag naming a user half: DIR/hello/users/alice.toml is the spec's [user].
+    work.file("specs/hello/users/alice/note.txt", "alice's note\n", 0o644);
+    work.file(
+        "specs/hello/users/alice.toml",
+        "tree = [ { src = \"users/alice\", dest = \"/home/alice\" } ]\n",
+        0o644,
+    );
+    let alice = get(&srv, "/v2/spec/hello/manifests/alice");
+    assert_eq!(alice.status, 200, "{}", alice.text());
+    let adoc = alice.json();
+    assert_eq!(
+        adoc["annotations"]["dev.strata.serve.name"],
+        "spec/hello:alice"
+    );
+    assert_eq!(
+        adoc["layers"].as_array().unwrap().len(),
+        doc["layers"].as_array().unwrap().len() + 1
+    );
+    assert_eq!(adoc["layers"][0], doc["layers"][0]);
+    // Adding a user half changes no other image: `latest` keeps its key (users/ is hashed
+    // only for the user it names).
+    let still = http(
+        srv.port,
+        "HEAD",
+        "/v2/spec/hello/manifests/latest",
+        &[],
+        BUILD,
+    );
+    assert_eq!(still.header("strata-cache-key"), Some(key.as_str()));
+    let nobody = get(&srv, "/v2/spec/hello/manifests/bob");
+    assert_eq!(
+        (nobody.status, error_code(&nobody).as_str()),
+        (404, "MANIFEST_UNKNOWN")
+    );
+    assert!(error_message(&nobody).contains("users/bob.toml"));
 
     // Clients no one here wrote.
     let reference = format!("{}/spec/hello:latest", srv.host());
