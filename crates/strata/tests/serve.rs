@@ -237,7 +237,7 @@ fn distribution_api_for_a_team_spec_is_served_from_the_backend() {
         "[base]\ntree = [ { src = \"missing-dir\", dest = \"/opt\" } ]\n",
         0o644,
     );
-    let builds = srv.stat("builds");
+    let before_alice = srv.stat("builds");
     for _ in 0..2 {
         let a = get(&srv, "/v2/spec/broken/manifests/latest");
         assert_eq!(
@@ -255,7 +255,7 @@ fn distribution_api_for_a_team_spec_is_served_from_the_backend() {
     assert_eq!(srv.stat("build_failures"), 1);
     // spec/hello was built once for all the requests above.
     assert_eq!(builds, 1);
-    let builds = srv.stat("builds");
+    let before_alice = srv.stat("builds");
 
     // A tag naming a user half: DIR/hello/users/alice.toml is the spec's [user].
     work.file("specs/hello/users/alice/note.txt", "alice's note\n", 0o644);
@@ -266,6 +266,7 @@ fn distribution_api_for_a_team_spec_is_served_from_the_backend() {
     );
     let alice = get(&srv, "/v2/spec/hello/manifests/alice");
     assert_eq!(alice.status, 200, "{}", alice.text());
+    assert_eq!(srv.stat("builds"), before_alice + 1);
     let adoc = alice.json();
     assert_eq!(
         adoc["annotations"]["dev.strata.serve.name"],
