@@ -237,7 +237,7 @@ fn distribution_api_for_a_team_spec_is_served_from_the_backend() {
         "[base]\ntree = [ { src = \"missing-dir\", dest = \"/opt\" } ]\n",
         0o644,
     );
-    let before_alice = srv.stat("builds");
+    let builds = srv.stat("builds");
     for _ in 0..2 {
         let a = get(&srv, "/v2/spec/broken/manifests/latest");
         assert_eq!(
