@@ -36,13 +36,18 @@ pub(crate) fn sources_for(spec: &Spec, part: Part, opts: &BuildOptions) -> Vec<B
         sources.push(Box::new(strata_debian::DebianSource::new(input)));
     }
     if let Some(nix) = &half.nix {
-        let input = strata_nix::NixInput::new(
+        let mut input = strata_nix::NixInput::new(
             nix.installables.clone(),
             nix.paths.clone(),
             nix.effective_profile(),
             spec.dir.clone(),
             format!("{}: {}", nix.location, nix.key),
         );
+        input.database = nix.database;
+        // The workspace account runs Nix, so it owns the store and Nix's state.
+        if let Some(account) = spec.account() {
+            input.owner = (account.uid, account.gid);
+        }
         sources.push(Box::new(strata_nix::NixSource::new(input)));
     }
     // Downloads sit below the half's tree entries, which may override their files.

@@ -22,6 +22,14 @@ pub struct PathInfo {
     pub nar_size: u64,
     /// The store paths it refers to (itself included when it refers to itself).
     pub references: Vec<String>,
+    /// The derivation that built it, when Nix knows it.
+    pub deriver: Option<String>,
+    /// Its signatures (`key-name:base64`).
+    pub signatures: Vec<String>,
+    /// Its content address (`fixed:r:sha256:...`, `text:sha256:...`) when it has one.
+    pub ca: Option<String>,
+    /// Whether this store built it (rather than got it from elsewhere).
+    pub ultimate: bool,
 }
 
 #[derive(Deserialize)]
@@ -32,6 +40,10 @@ struct RawPathInfo {
     #[serde(rename = "narSize")]
     nar_size: Option<u64>,
     references: Option<Vec<String>>,
+    deriver: Option<String>,
+    signatures: Option<Vec<String>>,
+    ca: Option<String>,
+    ultimate: Option<bool>,
     valid: Option<bool>,
 }
 
@@ -206,6 +218,10 @@ impl Nix<'_> {
                 nar_hash: r.nar_hash.ok_or_else(|| missing("narHash"))?,
                 nar_size: r.nar_size.ok_or_else(|| missing("narSize"))?,
                 references: r.references.ok_or_else(|| missing("references"))?,
+                deriver: r.deriver.filter(|d| !d.is_empty()),
+                signatures: r.signatures.unwrap_or_default(),
+                ca: r.ca.filter(|c| !c.is_empty()),
+                ultimate: r.ultimate.unwrap_or(false),
                 path: r.path,
             });
         }

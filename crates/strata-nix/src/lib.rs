@@ -19,6 +19,7 @@
 
 mod cli;
 mod custom;
+pub mod db;
 mod location;
 
 pub use cli::PathInfo;
@@ -90,6 +91,27 @@ pub enum NixError {
     /// A path Nix reported is not a store path strata can place in an image.
     #[error("`{0}` is not an absolute store path")]
     BadPath(String),
+    /// A NAR hash is in no form strata knows.
+    #[error("store path `{0}` has a NAR hash strata cannot read: `{1}`")]
+    BadHash(String, String),
+    /// A path refers to one that is not in the closure (Nix's closure is always complete, so
+    /// the store changed while strata read it).
+    #[error("store path `{path}` refers to `{reference}`, which is not in the closure")]
+    NotInClosure {
+        /// The referrer.
+        path: String,
+        /// The missing reference.
+        reference: String,
+    },
+    /// Writing the image's Nix database failed.
+    #[error("cannot write the Nix database `{}`", path.display())]
+    Database {
+        /// The file being written.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Reading a store path's files failed.
     #[error("cannot read store path `{path}` at `{}`", physical.display())]
     Read {
@@ -109,7 +131,12 @@ impl NixError {
         match self {
             NixError::NotInstalled { .. } | NixError::Spawn { .. } => "cannot run Nix",
             NixError::Failed { .. } | NixError::Output { .. } => "Nix failed",
-            NixError::NotInStore(_) | NixError::BadPath(_) => "cannot use a store path",
+            NixError::NotInStore(_) | NixError::BadPath(_) | NixError::BadHash(..) => {
+                "cannot use a store path"
+            }
+            NixError::NotInClosure { .. } | NixError::Database { .. } => {
+                "cannot register the closure in the image's Nix database"
+            }
             NixError::UnsupportedStore { .. } | NixError::Read { .. } => {
                 "cannot read the Nix store"
             }
@@ -138,6 +165,12 @@ pub struct NixInput {
     pub system_files: bool,
     /// Image paths other content provides; nothing is generated at or beneath them.
     pub provided: BTreeSet<ImagePath>,
+    /// Whether to register the closure in the image's Nix database (`/nix/var/nix/db`), so
+    /// the nix inside the image can use the store.
+    pub database: bool,
+    /// Owner (`uid`, `gid`) of the store directory and Nix's state when `database` is set:
+    /// the account that runs Nix in the image.
+    pub owner: (u32, u32),
     /// Where the section is in the spec, for messages (`strata.toml:9:1: user.nix`).
     pub context: String,
 }
@@ -160,6 +193,8 @@ impl NixInput {
             store: None,
             system_files: true,
             provided: BTreeSet::new(),
+            database: false,
+            owner: (0, 0),
             context,
         }
     }
@@ -236,10 +271,15 @@ impl NixSource {
             return Ok(Vec::new());
         }
         let infos = self.nix().closure(roots)?;
-        infos
-            .par_iter()
-            .map(|info| store_object(info, location))
-            .collect()
+        objects_of(&infos, location)
+    }
+
+    /// What `nix path-info` says of the closure of `roots`, sorted by path.
+    pub fn closure(&self, roots: &[String]) -> Result<Vec<PathInfo>, NixError> {
+        if roots.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.nix().closure(roots)
     }
 
     fn nix(&self) -> Nix<'_> {
@@ -253,7 +293,8 @@ impl NixSource {
         // The store first: a store strata cannot read fails before anything is built.
         let location = self.location()?;
         let roots = self.realise()?;
-        let objects = self.objects(&roots, &location)?;
+        let infos = self.closure(&roots)?;
+        let objects = objects_of(&infos, &location)?;
         // What other sources bring wins: their paths, and a distribution's system files.
         let provided: BTreeSet<ImagePath> =
             self.input.provided.union(ctx.provided).cloned().collect();
@@ -265,6 +306,17 @@ impl NixSource {
             system_files: self.input.system_files && !ctx.system_provided,
             provided: &provided,
         });
+        let mut customisation = customisation;
+        if self.input.database {
+            let scratch =
+                tempfile::tempdir_in(ctx.cache_dir).map_err(|source| NixError::Database {
+                    path: ctx.cache_dir.to_owned(),
+                    source: Box::new(source),
+                })?;
+            let mut registered = db::entries(&infos, &roots, self.input.owner, scratch.path())?;
+            registered.retain(|e| !provided.iter().any(|p| e.path.starts_with(p)));
+            customisation.extend(registered);
+        }
         Ok(Resolution {
             objects,
             roots,
@@ -273,6 +325,13 @@ impl NixSource {
             steps: Vec::new(),
         })
     }
+}
+
+fn objects_of(infos: &[PathInfo], location: &StoreLocation) -> Result<Vec<StoreObject>, NixError> {
+    infos
+        .par_iter()
+        .map(|info| store_object(info, location))
+        .collect()
 }
 
 /// One store path as a store object: its files read from where the store keeps them.

@@ -48,7 +48,7 @@ fn unknown_keys_at_every_level() {
     );
     assert_eq!(
         error("[user]\nnix = { installable = [] }\n"),
-        "examples/x/strata.toml:2:9: user.nix.installable: unknown key (expected one of: installables, paths, profile)"
+        "examples/x/strata.toml:2:9: user.nix.installable: unknown key (expected one of: installables, paths, profile, database)"
     );
 }
 
@@ -599,6 +599,11 @@ fn canonical_sees_every_semantic_change() {
         (
             "installables = [\".#hello\"]",
             "installables = [\".#hello\"], profile = \"/p\"",
+            BASE,
+        ),
+        (
+            "installables = [\".#hello\"]",
+            "installables = [\".#hello\"], database = true",
             BASE,
         ),
         // Tree order decides which entry wins on overlap.
