@@ -601,3 +601,106 @@ fn missing_or_failing_nix_is_a_clear_error() {
     assert!(err.contains("ssh://nowhere.invalid"), "{err}");
     assert!(err.contains("not supported"), "{err}");
 }
+
+/// The nix inside the image: Debian's `nix-bin` in the base half, the fixture closure with
+/// `database = true` in the user half, run by the workspace account. In podman the account's
+/// nix finds the store valid, installs a path of it into its profile, builds a derivation
+/// whose builder is the closure's busybox, and garbage collection keeps the closure.
+#[test]
+fn nix_inside_a_mixed_image_uses_the_registered_store() {
+    if !require(&["podman"]) {
+        return;
+    }
+    let nw = NixWork::new();
+    let graph = nw.graph();
+    let name = unique_name("nix-inside");
+    nw.work.write_spec(&format!(
+        r#"
+[image]
+name = "{name}"
+
+[base]
+debian = {{ packages = ["nix-bin"] }}
+
+[user]
+nix = {{ installables = ["./graph.nix"], database = true, profile = "/opt/tools" }}
+
+[account]
+name = "dev"
+"#
+    ));
+    let build = |dest: &Path| {
+        let out = run_ok(
+            nw.nix_env(&mut nw.work.strata_debian())
+                .arg("build")
+                .arg(nw.work.spec())
+                .arg("--output")
+                .arg(format!("docker-archive:{}", dest.display()))
+                .arg("--json"),
+        );
+        Build {
+            json: serde_json::from_slice(&out.stdout).expect("build --json"),
+        }
+    };
+    let archive = nw.work.out("image.tar");
+    let first = build(&archive);
+    let second = build(&nw.work.out("again.tar"));
+    assert_eq!(
+        first.digest(),
+        second.digest(),
+        "the database is reproducible"
+    );
+
+    run_ok(Command::new("podman").arg("load").arg("-i").arg(&archive));
+    let image = LoadedImage {
+        tool: "podman",
+        reference: format!("localhost/{}", first.reference()),
+    };
+    let script = format!(
+        r#"set -e
+id -un
+nix-store --verify --check-contents
+nix-store --query --requisites {app_c} | sort
+nix-env -i {app_b}
+"$HOME/.nix-profile/bin/app-b"
+cat > /tmp/inside.nix <<'NIX'
+derivation {{
+  name = "inside";
+  system = builtins.currentSystem;
+  builder = "${{builtins.storePath {busybox}}}/bin/sh";
+  args = [ "-c" "echo built inside > $out" ];
+}}
+NIX
+cd /tmp
+built=$(nix-build --option substituters '' /tmp/inside.nix)
+cat "$built"
+nix-store --gc >/dev/null 2>&1
+for p in {all}; do test -e "$p" || echo "collected: $p"; done
+nix-store --verify --check-contents
+echo done
+"#,
+        app_c = graph.app_c,
+        app_b = graph.app_b,
+        busybox = graph.busybox,
+        all = graph.all().into_iter().collect::<Vec<_>>().join(" "),
+    );
+    let out = run(podman_run()
+        .arg("--network=none")
+        .arg(&image.reference)
+        .args(["sh", "-c", &script]));
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("dev"), "runs as the account: {text}");
+    let requisites: Vec<&str> = lines.by_ref().take(3).collect();
+    let mut want = vec![
+        graph.app_c.as_str(),
+        graph.busybox.as_str(),
+        graph.glibc.as_str(),
+    ];
+    want.sort();
+    assert_eq!(requisites, want, "the references are registered: {text}");
+    assert_eq!(lines.next(), Some("app-b shared-data"), "{text}");
+    assert_eq!(lines.next(), Some("built inside"), "{text}");
+    assert_eq!(lines.next(), Some("done"), "nothing collected: {text}");
+}
