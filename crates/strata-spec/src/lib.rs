@@ -47,8 +47,9 @@ pub const UBUNTU_SECURITY_MIRROR: &str = "http://security.ubuntu.com/ubuntu";
 pub const UBUNTU_PORTS_MIRROR: &str = "http://ports.ubuntu.com/ubuntu-ports";
 /// The Debian archive components used when `debian.components` is absent (and not inherited).
 pub const DEFAULT_DEBIAN_COMPONENTS: &[&str] = &["main"];
-/// The image path of the Nix profile link used when `nix.profile` is absent.
-pub const DEFAULT_NIX_PROFILE: &str = "/nix/var/nix/profiles/default";
+/// The image path of the Nix profile used when `nix.profile` is absent: where NixOS keeps the
+/// system profile, so the image looks like the Nix base image.
+pub const DEFAULT_NIX_PROFILE: &str = "/run/current-system/sw";
 
 /// Version of the canonical forms; bumped whenever their layout changes, so that old hashes are
 /// never reused for a different meaning.

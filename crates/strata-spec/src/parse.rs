@@ -1024,10 +1024,9 @@ impl<'t> Parser<'t> {
                 .unwrap_or_default();
         }
         if let Some(p) = t.take("profile") {
-            n.profile =
-                self.string_with(&p, "a string like \"/nix/var/nix/profiles/default\"", |s| {
-                    check::image_path(s, crate::DEFAULT_NIX_PROFILE)
-                });
+            n.profile = self.string_with(&p, "a string like \"/run/current-system/sw\"", |s| {
+                check::image_path(s, crate::DEFAULT_NIX_PROFILE)
+            });
         }
         Some(n)
     }

@@ -20,7 +20,7 @@ use common::*;
 use serde_json::Value;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/nix");
-const PROFILE: &str = "nix/var/nix/profiles/default";
+const PROFILE: &str = "run/current-system/sw";
 
 /// The loader file name and the host's copies of the loader and libc, by architecture.
 fn host_glibc() -> (&'static str, &'static str, &'static str) {
@@ -605,7 +605,9 @@ fn missing_or_failing_nix_is_a_clear_error() {
 /// The nix inside the image: Debian's `nix-bin` in the base half, the fixture closure with
 /// `database = true` in the user half, run by the workspace account. In podman the account's
 /// nix finds the store valid, installs a path of it into its profile, builds a derivation
-/// whose builder is the closure's busybox, and garbage collection keeps the closure.
+/// whose builder is the closure's busybox, and garbage collection keeps the closure (the
+/// default profile, `/run/current-system/sw`, is outside `/nix/var/nix/profiles`, so only the
+/// GC roots strata writes keep it).
 #[test]
 fn nix_inside_a_mixed_image_uses_the_registered_store() {
     if !require(&["podman"]) {
@@ -623,7 +625,7 @@ name = "{name}"
 debian = {{ packages = ["nix-bin"] }}
 
 [user]
-nix = {{ installables = ["./graph.nix"], database = true, profile = "/opt/tools" }}
+nix = {{ installables = ["./graph.nix"], database = true }}
 
 [account]
 name = "dev"
@@ -659,6 +661,7 @@ name = "dev"
     let script = format!(
         r#"set -e
 id -un
+command -v app-a
 nix-store --verify --check-contents
 nix-store --query --requisites {app_c} | sort
 nix-env -i {app_b}
@@ -692,6 +695,11 @@ echo done
     assert!(out.status.success(), "{text}\n{}", stderr(&out));
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("dev"), "runs as the account: {text}");
+    assert_eq!(
+        lines.next(),
+        Some("/run/current-system/sw/bin/app-a"),
+        "the default profile is on PATH: {text}"
+    );
     let requisites: Vec<&str> = lines.by_ref().take(3).collect();
     let mut want = vec![
         graph.app_c.as_str(),
