@@ -656,7 +656,7 @@ fn agent_bootstrap_in_the_nix_example_downloads_with_the_closures_wget() {
         item(&report, "sh")["reason"]
             .as_str()
             .unwrap()
-            .contains("busybox-static/bin/sh"),
+            .contains("busybox-static/bin/busybox"),
         "{report:#}"
     );
 
