@@ -88,6 +88,8 @@ pub(crate) struct Nix<'a> {
     pub store: Option<&'a str>,
     /// Working directory (relative installables are relative to it).
     pub dir: &'a Path,
+    /// Keep Nix from substituting (`--offline`).
+    pub offline: bool,
 }
 
 impl Nix<'_> {
@@ -98,6 +100,9 @@ impl Nix<'_> {
         }
         if let Some(store) = self.store {
             cmd.args(["--store", store]);
+        }
+        if self.offline {
+            cmd.args(["--option", "substitute", "false"]);
         }
         cmd.current_dir(self.dir).stdin(Stdio::null());
         cmd
@@ -165,8 +170,9 @@ impl Nix<'_> {
         Ok(paths)
     }
 
-    /// Builds installables with `nix build` and returns their output paths, in order.
-    pub(crate) fn build(&self, installables: &[String]) -> Result<Vec<String>, NixError> {
+    /// Builds installables with `nix build` and returns the output paths of each result, in
+    /// order.
+    pub(crate) fn build(&self, installables: &[String]) -> Result<Vec<Vec<String>>, NixError> {
         let mut args = vec!["build", "--no-link", "--json"];
         args.extend(installables.iter().map(String::as_str));
         let out = self.run("nix", &args)?;
@@ -176,8 +182,9 @@ impl Nix<'_> {
         };
         let json: Vec<serde_json::Value> =
             serde_json::from_slice(&out).map_err(|e| bad(format!("invalid JSON: {e}")))?;
-        let mut paths = Vec::new();
+        let mut results = Vec::new();
         for item in &json {
+            let mut paths = Vec::new();
             if let Some(outputs) = item["outputs"].as_object() {
                 // `out` first: it is what a profile shows of a package.
                 let mut names: Vec<&String> = outputs.keys().collect();
@@ -193,8 +200,9 @@ impl Nix<'_> {
             } else {
                 return Err(bad(format!("unexpected result {item}")));
             }
+            results.push(paths);
         }
-        Ok(paths)
+        Ok(results)
     }
 
     /// The closure of `paths`: every store path they need, with references and NAR hashes.
@@ -296,6 +304,7 @@ mod tests {
         let nix = Nix {
             store: None,
             dir: dir.path(),
+            offline: false,
         };
         let err = nix
             .run("strata-no-such-nix-program", &["--version"])
@@ -310,6 +319,7 @@ mod tests {
         let nix = Nix {
             store: None,
             dir: dir.path(),
+            offline: false,
         };
         let err = nix
             .run("sh", &["-c", "echo 'error: boom' >&2; exit 3"])

@@ -21,10 +21,12 @@ mod cli;
 mod custom;
 pub mod db;
 mod location;
+mod lock;
 
 pub use cli::PathInfo;
 pub use custom::CA_BUNDLE;
 pub use location::StoreLocation;
+pub use lock::{HalfLock, LockedOutput, NixLock};
 
 use std::collections::BTreeSet;
 use std::io;
@@ -112,6 +114,18 @@ pub enum NixError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The lock file cannot be read or parsed.
+    #[error("lock file {}: {message}", path.display())]
+    LockFile {
+        /// The lock file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// `--locked`: the installables no longer resolve to what the lock file records, or the
+    /// lock file has nothing for this half.
+    #[error("{0}")]
+    Locked(String),
     /// Reading a store path's files failed.
     #[error("cannot read store path `{path}` at `{}`", physical.display())]
     Read {
@@ -134,6 +148,7 @@ impl NixError {
             NixError::NotInStore(_) | NixError::BadPath(_) | NixError::BadHash(..) => {
                 "cannot use a store path"
             }
+            NixError::LockFile { .. } | NixError::Locked(_) => "the Nix lock does not hold",
             NixError::NotInClosure { .. } | NixError::Database { .. } => {
                 "cannot register the closure in the image's Nix database"
             }
@@ -171,6 +186,10 @@ pub struct NixInput {
     /// Owner (`uid`, `gid`) of the store directory and Nix's state when `database` is set:
     /// the account that runs Nix in the image.
     pub owner: (u32, u32),
+    /// The spec's lock file (`strata.lock`), which need not exist; `None` locks nothing.
+    pub lock_file: Option<PathBuf>,
+    /// The half (`base` or `user`) whose lock applies.
+    pub half: String,
     /// Where the section is in the spec, for messages (`strata.toml:9:1: user.nix`).
     pub context: String,
 }
@@ -195,6 +214,8 @@ impl NixInput {
             provided: BTreeSet::new(),
             database: false,
             owner: (0, 0),
+            lock_file: None,
+            half: "user".to_owned(),
             context,
         }
     }
@@ -219,37 +240,173 @@ impl NixSource {
     /// Builds the installables and returns the requested output paths (installables' outputs,
     /// then the given paths), in order and without repeats.
     pub fn realise(&self) -> Result<Vec<String>, NixError> {
-        let nix = self.nix();
-        let mut roots = Vec::new();
+        Ok(self
+            .realise_named(false)?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect())
+    }
+
+    /// Like [`NixSource::realise`], each output with the installable (or given path) it
+    /// comes from; `offline` keeps Nix from substituting.
+    fn realise_named(&self, offline: bool) -> Result<Vec<(String, String)>, NixError> {
+        let mut nix = self.nix();
+        nix.offline = offline;
+        let mut roots: Vec<(String, String)> = Vec::new();
         let mut cli_batch: Vec<String> = Vec::new();
+        let mut raw_batch: Vec<String> = Vec::new();
         // Consecutive `nix build` installables go in one call; order is kept.
-        let flush = |batch: &mut Vec<String>, roots: &mut Vec<String>| {
-            if batch.is_empty() {
-                return Ok(());
-            }
-            roots.extend(nix.build(batch)?);
-            batch.clear();
-            Ok::<(), NixError>(())
-        };
+        let flush =
+            |batch: &mut Vec<String>, raw: &mut Vec<String>, roots: &mut Vec<(String, String)>| {
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                let per = nix.build(batch)?;
+                // One result per installable, in order, when Nix gives them so; else the batch.
+                let named = per.len() == raw.len();
+                for (i, paths) in per.into_iter().enumerate() {
+                    let name = if named { raw[i].clone() } else { raw.join(" ") };
+                    roots.extend(paths.into_iter().map(|p| (name.clone(), p)));
+                }
+                batch.clear();
+                raw.clear();
+                Ok::<(), NixError>(())
+            };
         for raw in &self.input.installables {
             match Installable::classify(raw, &self.input.dir) {
-                Installable::Cli(s) => cli_batch.push(s),
+                Installable::Cli(s) => {
+                    cli_batch.push(s);
+                    raw_batch.push(raw.clone());
+                }
                 Installable::File(file) => {
-                    flush(&mut cli_batch, &mut roots)?;
-                    roots.extend(nix.build_file(&file)?);
+                    flush(&mut cli_batch, &mut raw_batch, &mut roots)?;
+                    roots.extend(nix.build_file(&file)?.into_iter().map(|p| (raw.clone(), p)));
                 }
             }
         }
-        flush(&mut cli_batch, &mut roots)?;
+        flush(&mut cli_batch, &mut raw_batch, &mut roots)?;
         roots.extend(
             self.input
                 .paths
                 .iter()
-                .map(|p| p.trim_end_matches('/').to_owned()),
+                .map(|p| (p.clone(), p.trim_end_matches('/').to_owned())),
         );
         let mut seen = BTreeSet::new();
-        roots.retain(|r| seen.insert(r.clone()));
+        roots.retain(|(_, r)| seen.insert(r.clone()));
         Ok(roots)
+    }
+
+    /// Builds the installables and locks what they resolved to: every requested output's
+    /// store path and NAR hash.
+    pub fn lock(&self) -> Result<HalfLock, NixError> {
+        let named = self.realise_named(false)?;
+        let roots: Vec<String> = named.iter().map(|(_, p)| p.clone()).collect();
+        let infos = self.closure(&roots)?;
+        let outputs = named
+            .into_iter()
+            .map(|(installable, path)| {
+                let info = infos
+                    .iter()
+                    .find(|i| i.path == path)
+                    .ok_or_else(|| NixError::NotInStore(path.clone()))?;
+                Ok(LockedOutput {
+                    installable,
+                    nar_hash: info.nar_hash.clone(),
+                    path,
+                })
+            })
+            .collect::<Result<_, NixError>>()?;
+        Ok(HalfLock {
+            installables: self.input.installables.clone(),
+            paths: self.input.paths.clone(),
+            outputs,
+        })
+    }
+
+    /// This half's lock from the lock file, when there is one made for this request.
+    fn locked_half(&self) -> Result<Option<HalfLock>, NixError> {
+        let Some(file) = &self.input.lock_file else {
+            return Ok(None);
+        };
+        let Some(lock) = NixLock::read(file)? else {
+            return Ok(None);
+        };
+        Ok(lock
+            .half(&self.input.half)
+            .filter(|h| h.matches(&self.input.installables, &self.input.paths))
+            .cloned())
+    }
+
+    /// The requested outputs, as the flags want them: `--offline` with a lock takes the
+    /// locked paths without evaluating anything; `--locked` evaluates and refuses paths that
+    /// differ from the lock, naming them.
+    fn roots_for(
+        &self,
+        locked: bool,
+        offline: bool,
+    ) -> Result<(Vec<String>, Option<HalfLock>), NixError> {
+        let lock = if locked || offline {
+            self.locked_half()?
+        } else {
+            None
+        };
+        let file = || {
+            self.input
+                .lock_file
+                .as_deref()
+                .map_or_else(|| "the lock file".to_owned(), |p| p.display().to_string())
+        };
+        if offline && let Some(lock) = &lock {
+            let mut seen = BTreeSet::new();
+            let roots = lock
+                .outputs
+                .iter()
+                .map(|o| o.path.clone())
+                .filter(|p| seen.insert(p.clone()))
+                .collect();
+            return Ok((roots, Some(lock.clone())));
+        }
+        if locked && lock.is_none() {
+            return Err(NixError::Locked(format!(
+                "--locked: {} has no Nix lock for [{}].nix matching its installables and paths; \
+                 run `strata lock`",
+                file(),
+                self.input.half
+            )));
+        }
+        let named = self.realise_named(offline)?;
+        if let Some(lock) = &lock {
+            let now: Vec<(&str, &str)> = named
+                .iter()
+                .map(|(i, p)| (i.as_str(), p.as_str()))
+                .collect();
+            let then: Vec<(&str, &str)> = lock
+                .outputs
+                .iter()
+                .map(|o| (o.installable.as_str(), o.path.as_str()))
+                .collect();
+            if now != then {
+                let mut lines = Vec::new();
+                for (i, p) in &now {
+                    if !then.contains(&(i, p)) {
+                        lines.push(format!("  {i}: now {p}"));
+                    }
+                }
+                for (i, p) in &then {
+                    if !now.contains(&(i, p)) {
+                        lines.push(format!("  {i}: locked {p}"));
+                    }
+                }
+                return Err(NixError::Locked(format!(
+                    "--locked: [{}].nix now evaluates to other store paths than {} records:\n{}\n\
+                     run `strata lock` to accept them",
+                    self.input.half,
+                    file(),
+                    lines.join("\n")
+                )));
+            }
+        }
+        Ok((named.into_iter().map(|(_, p)| p).collect(), lock))
     }
 
     /// Where the store keeps its files.
@@ -286,14 +443,29 @@ impl NixSource {
         Nix {
             store: self.input.store.as_deref(),
             dir: &self.input.dir,
+            offline: false,
         }
     }
 
     fn resolve_inner(&self, ctx: &SourceContext<'_>) -> Result<Resolution, NixError> {
         // The store first: a store strata cannot read fails before anything is built.
         let location = self.location()?;
-        let roots = self.realise()?;
+        let (roots, lock) = self.roots_for(ctx.locked, ctx.offline)?;
         let infos = self.closure(&roots)?;
+        // A locked output whose NAR hash changed is not what was locked either.
+        if let Some(lock) = &lock {
+            for o in &lock.outputs {
+                let now = infos.iter().find(|i| i.path == o.path);
+                if let Some(info) = now
+                    && db::base16_hash(&info.nar_hash) != db::base16_hash(&o.nar_hash)
+                {
+                    return Err(NixError::Locked(format!(
+                        "[{}].nix: {} has NAR hash {} in the store, {} in the lock file",
+                        self.input.half, o.path, info.nar_hash, o.nar_hash
+                    )));
+                }
+            }
+        }
         let objects = objects_of(&infos, &location)?;
         // What other sources bring wins: their paths, and a distribution's system files.
         let provided: BTreeSet<ImagePath> =

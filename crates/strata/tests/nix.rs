@@ -712,3 +712,108 @@ echo done
     assert_eq!(lines.next(), Some("built inside"), "{text}");
     assert_eq!(lines.next(), Some("done"), "nothing collected: {text}");
 }
+
+/// A locked Nix half: `strata lock` records every requested output with its NAR hash;
+/// `--locked` builds while the installables evaluate to the locked paths and refuses, naming
+/// the paths, once they do not; `--offline` takes the locked paths from the local store
+/// without evaluating, so it gives the locked image even after the expression changed.
+#[test]
+fn locked_nix_half_refuses_other_paths_and_offline_uses_the_local_store() {
+    let nw = NixWork::new();
+    let graph = nw.graph();
+    nw.work.write_spec(&format!(
+        "[image]\nname = \"strata-e2e/nix-lock\"\n\n[user]\nnix = {{ installables = \
+         [\"./graph.nix\"], paths = [\"{}\"] }}\n",
+        graph.busybox
+    ));
+    let out = run_ok(nw.strata().arg("lock").arg(nw.work.spec()));
+    assert!(stdout(&out).contains("4 Nix outputs"), "{}", stdout(&out));
+    let lock_path = nw.work.spec_dir().join("strata.lock");
+    let lock: toml::Value = toml::from_str(&fs::read_to_string(&lock_path).unwrap()).unwrap();
+    let outputs = lock["nix"]["user"]["outputs"].as_array().expect("outputs");
+    let locked: Vec<(&str, &str)> = outputs
+        .iter()
+        .map(|o| {
+            (
+                o["installable"].as_str().unwrap(),
+                o["path"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        locked,
+        [
+            ("./graph.nix", graph.app_a.as_str()),
+            ("./graph.nix", graph.app_b.as_str()),
+            ("./graph.nix", graph.app_c.as_str()),
+            (graph.busybox.as_str(), graph.busybox.as_str()),
+        ]
+    );
+    // The NAR hash is the one nix reports.
+    let info = stdout(&run_ok(nw.nix("nix").args([
+        "--extra-experimental-features",
+        "nix-command",
+        "path-info",
+        "--json",
+        &graph.app_a,
+    ])));
+    let info: Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(outputs[0]["nar_hash"].as_str(), info[0]["narHash"].as_str());
+
+    let oci = |n: &str| format!("oci:{}", nw.work.out(n).display());
+    let first = nw.build(&oci("locked"), &["--locked"]);
+
+    // The expression changes: app-a and app-b (through `shared`) get other store paths.
+    let graph_nix = nw.work.spec_dir().join("graph.nix");
+    let text = fs::read_to_string(&graph_nix).unwrap();
+    fs::write(
+        &graph_nix,
+        text.replace("echo shared-data", "echo shared-data-2"),
+    )
+    .unwrap();
+    let out = run(nw
+        .strata()
+        .arg("build")
+        .arg(nw.work.spec())
+        .arg("--output")
+        .arg(oci("refused"))
+        .arg("--locked"));
+    assert!(!out.status.success(), "--locked must refuse other paths");
+    let err = stderr(&out);
+    for want in [
+        "--locked",
+        "user.nix",
+        &format!("./graph.nix: locked {}", graph.app_a),
+        &format!("./graph.nix: locked {}", graph.app_b),
+        "strata lock",
+    ] {
+        assert!(err.contains(want), "{want} missing: {err}");
+    }
+    assert!(
+        !err.contains(&format!("locked {}", graph.app_c)),
+        "app-c did not change: {err}"
+    );
+
+    // Offline, the locked paths come from the local store: the locked image again.
+    let offline = nw.build(&oci("offline"), &["--offline"]);
+    assert_eq!(offline.digest(), first.digest());
+
+    // A locked path the store does not have is named.
+    let gone = format!("/nix/store/{}-app-c", "0".repeat(32));
+    fs::write(
+        &lock_path,
+        fs::read_to_string(&lock_path)
+            .unwrap()
+            .replace(&graph.app_c, &gone),
+    )
+    .unwrap();
+    let out = run(nw
+        .strata()
+        .arg("build")
+        .arg(nw.work.spec())
+        .arg("--output")
+        .arg(oci("missing"))
+        .arg("--offline"));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(&gone), "{}", stderr(&out));
+}
