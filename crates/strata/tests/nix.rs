@@ -817,3 +817,73 @@ fn locked_nix_half_refuses_other_paths_and_offline_uses_the_local_store() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains(&gone), "{}", stderr(&out));
 }
+
+/// Parallel builds share one Nix store and one strata store: four `strata build` processes
+/// of two Nix specs, started at once against a fresh chroot store (so the nix builds race too),
+/// give the digests that serial builds in another fresh pair of stores give.
+#[test]
+fn parallel_builds_sharing_one_nix_store_match_serial_builds() {
+    let specs = [
+        "[image]\nname = \"strata-e2e/nix-par-a\"\n\n[user]\nnix = { installables = [\"./graph.nix\"] }\n",
+        "[image]\nname = \"strata-e2e/nix-par-b\"\n\n[base]\nnix = { installables = [\"./graph.nix\"], database = true }\n",
+    ];
+    let write_specs = |nw: &NixWork| -> Vec<PathBuf> {
+        specs
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let path = nw.work.spec_dir().join(format!("s{i}.toml"));
+                fs::write(&path, text).expect("write spec");
+                path
+            })
+            .collect()
+    };
+    let command = |nw: &NixWork, spec: &Path, out: &str| {
+        let mut cmd = nw.strata();
+        cmd.arg("build")
+            .arg(spec)
+            .arg("--json")
+            .arg("--output")
+            .arg(format!("oci:{}", nw.work.out(out).display()))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let digest = |out: std::process::Output| -> String {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: Value = serde_json::from_slice(&out.stdout).expect("build --json");
+        json["digest"].as_str().expect("digest").to_owned()
+    };
+
+    let parallel = NixWork::new();
+    let paths = write_specs(&parallel);
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            command(&parallel, &paths[i % 2], &format!("p{i}"))
+                .spawn()
+                .expect("spawn strata")
+        })
+        .collect();
+    let got: Vec<String> = children
+        .into_iter()
+        .map(|c| digest(c.wait_with_output().expect("wait")))
+        .collect();
+
+    let serial = NixWork::new();
+    let paths = write_specs(&serial);
+    let want: Vec<String> = (0..2)
+        .map(|i| {
+            digest(
+                command(&serial, &paths[i], &format!("s{i}"))
+                    .output()
+                    .expect("run"),
+            )
+        })
+        .collect();
+    assert_eq!(got, [&*want[0], &*want[1], &*want[0], &*want[1]]);
+    assert_ne!(want[0], want[1]);
+}
