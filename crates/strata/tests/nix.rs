@@ -887,3 +887,175 @@ fn parallel_builds_sharing_one_nix_store_match_serial_builds() {
     assert_eq!(got, [&*want[0], &*want[1], &*want[0], &*want[1]]);
     assert_ne!(want[0], want[1]);
 }
+
+/// Removes a podman container when dropped.
+struct Running(String);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = podman().args(["rm", "-f", "-t", "0", &self.0]).output();
+    }
+}
+
+/// `examples/nix-builder`: Debian's openssh-server and nix-bin with the test's key authorized.
+/// The image has no SSH host key (the container makes its own at first start); under podman,
+/// with its SSH port on 127.0.0.1, it is the remote builder of the host's `nix-build
+/// --max-jobs 0 --builders ssh://…`, which then holds the output the container built.
+#[test]
+fn nix_builder_example_builds_for_the_hosts_nix_over_ssh() {
+    if !require(&["podman", "ssh", "ssh-keygen"]) {
+        return;
+    }
+    let nw = NixWork::new();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/nix-builder");
+    let text = fs::read_to_string(example.join("strata.toml")).expect("read the example");
+    fs::copy(
+        example.join("nix.conf"),
+        nw.work.spec_dir().join("nix.conf"),
+    )
+    .unwrap();
+    let key = nw.work.root().join("builder-key");
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "strata-test", "-f"])
+            .arg(&key),
+    );
+    fs::copy(
+        key.with_extension("pub"),
+        nw.work.spec_dir().join("authorized_keys"),
+    )
+    .unwrap();
+    nw.work.write_spec(&text.replace(
+        "name = \"strata-examples/nix-builder\"",
+        &format!("name = \"{}\"", unique_name("nix-builder")),
+    ));
+    let archive = nw.work.out("builder.tar");
+    let out = run_ok(
+        nw.work
+            .strata_debian()
+            .arg("build")
+            .arg(nw.work.spec())
+            .arg("--json")
+            .arg("--output")
+            .arg(format!("docker-archive:{}", archive.display())),
+    );
+    let build = Build {
+        json: serde_json::from_slice(&out.stdout).expect("build --json"),
+    };
+    run_ok(Command::new("podman").arg("load").arg("-i").arg(&archive));
+    let image = LoadedImage {
+        tool: "podman",
+        reference: format!("localhost/{}", build.reference()),
+    };
+    let listing = stdout(&run_ok(
+        podman_run()
+            .args(["--network=none", "--entrypoint", "ls"])
+            .arg(&image.reference)
+            .arg("/etc/ssh"),
+    ));
+    assert!(listing.contains("sshd_config"), "{listing}");
+    assert!(
+        !listing.contains("ssh_host_"),
+        "host keys are baked in: {listing}"
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = run_ok(
+        podman()
+            .args(["run", "-d"])
+            .args(PODMAN_RUN_FLAGS.iter().skip(2))
+            .arg("-p")
+            .arg(format!("127.0.0.1:{port}:22"))
+            .arg(&image.reference),
+    );
+    let container = Running(stdout(&started).trim().to_owned());
+    let ssh_opts = format!(
+        "-p {port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes \
+         -o ConnectTimeout=5 -o LogLevel=ERROR"
+    );
+    let ssh = |command: &str| {
+        Command::new("ssh")
+            .args(ssh_opts.split(' '))
+            .arg("-i")
+            .arg(&key)
+            .arg("root@127.0.0.1")
+            .arg(command)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // sshd is up once the host keys are made: at most 60 tries, one a second.
+    let mut hostname = None;
+    for _ in 0..60 {
+        let out = ssh("cat /proc/sys/kernel/hostname; nix-store --version");
+        if out.status.success() {
+            hostname = Some(stdout(&out));
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    let logs = || stderr(&run(podman().args(["logs", &container.0])));
+    let hello = hostname.unwrap_or_else(|| panic!("no SSH login: {}", logs()));
+    let mut lines = hello.lines();
+    let remote_host = lines.next().unwrap().to_owned();
+    assert_eq!(lines.next(), Some("nix-store (Nix) 2.8.0"), "{hello}");
+    let keys = stdout(&run_ok(&mut Command::new("sh").arg("-c").arg(format!(
+        "ssh {ssh_opts} -i {} root@127.0.0.1 ls /etc/ssh",
+        key.display()
+    ))));
+    assert!(
+        keys.contains("ssh_host_ed25519_key.pub"),
+        "made at start: {keys}"
+    );
+
+    let system = format!("{}-linux", std::env::consts::ARCH);
+    nw.work.file(
+        "remote.nix",
+        format!(
+            r#"let busybox = builtins.path {{ path = ./busybox; name = "busybox"; }};
+in derivation {{
+  name = "built-remotely";
+  system = "{system}";
+  builder = "${{busybox}}/bin/sh";
+  args = [ "-c" "${{busybox}}/bin/busybox cat /proc/sys/kernel/hostname > $out" ];
+}}
+"#
+        ),
+        0o644,
+    );
+    let builders = format!("ssh://root@127.0.0.1 {system} {} 1", key.display());
+    let out = run(nw
+        .nix("nix-build")
+        .env("NIX_SSHOPTS", &ssh_opts)
+        .args(["--no-out-link", "--max-jobs", "0", "--builders", &builders])
+        .arg("remote.nix"));
+    assert!(
+        out.status.success(),
+        "{}\n--- builder\n{}",
+        stderr(&out),
+        logs()
+    );
+    let built = stdout(&out).trim().to_owned();
+    let result = fs::read_to_string(nw.nix_root().join(built.trim_start_matches('/'))).unwrap();
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_ne!(
+        host.trim(),
+        remote_host,
+        "the container has a hostname of its own"
+    );
+    assert_eq!(
+        result.trim(),
+        remote_host,
+        "built in the container, not on the host"
+    );
+    let in_builder = ssh(&format!("cat {built}"));
+    assert_eq!(
+        stdout(&in_builder).trim(),
+        remote_host,
+        "the builder's store has it too"
+    );
+}
