@@ -287,6 +287,18 @@ mod tests {
         }
     }
 
+    /// id, path, hash, registrationTime, deriver, narSize, ultimate, sigs.
+    type Row = (
+        i64,
+        String,
+        String,
+        i64,
+        Option<String>,
+        i64,
+        Option<i64>,
+        Option<String>,
+    );
+
     fn infos() -> Vec<PathInfo> {
         vec![
             PathInfo {
@@ -327,16 +339,7 @@ mod tests {
         assert_eq!(one, two);
 
         let conn = Connection::open(a.path().join("db.sqlite")).expect("open");
-        let rows: Vec<(
-            i64,
-            String,
-            String,
-            i64,
-            Option<String>,
-            i64,
-            Option<i64>,
-            Option<String>,
-        )> = conn
+        let rows: Vec<Row> = conn
             .prepare(
                 "select id, path, hash, registrationTime, deriver, narSize, ultimate, sigs \
                  from ValidPaths order by id",

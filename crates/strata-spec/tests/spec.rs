@@ -995,7 +995,7 @@ fn explicit_profile_keeps_its_hash_across_the_new_default() {
         "[base]\nnix = { installables = [\"./tools.nix\"], profile = \"/nix/var/nix/profiles/default\" }\n",
         Path::new("strata.toml"),
     )
-    .unwrap();
+    .expect("parse");
     assert_eq!(
         old.canonical(Part::Base),
         r#"{"debian":null,"format":1,"nix":{"installables":["./tools.nix"],"paths":[],"profile":"/nix/var/nix/profiles/default"},"part":"base","tree":[]}"#
@@ -1004,8 +1004,8 @@ fn explicit_profile_keeps_its_hash_across_the_new_default() {
         "[base]\nnix = { installables = [\"./tools.nix\"] }\n",
         Path::new("strata.toml"),
     )
-    .unwrap();
-    let nix = default.base.nix.as_ref().unwrap();
+    .expect("parse");
+    let nix = default.base.nix.as_ref().expect("nix");
     assert_eq!(nix.effective_profile().absolute(), "/run/current-system/sw");
     assert!(!nix.database);
     assert_ne!(old.canonical(Part::Base), default.canonical(Part::Base));
@@ -1014,13 +1014,13 @@ fn explicit_profile_keeps_its_hash_across_the_new_default() {
         "[base]\nnix = { installables = [\"./tools.nix\"], database = true }\n",
         Path::new("strata.toml"),
     )
-    .unwrap();
-    assert!(registered.base.nix.as_ref().unwrap().database);
+    .expect("parse");
+    assert!(registered.base.nix.as_ref().expect("nix").database);
     let err = Spec::parse(
         "[base]\nnix = { database = \"yes\" }\n",
         Path::new("strata.toml"),
     )
-    .unwrap_err()
+    .expect_err("not a boolean")
     .to_string();
     assert!(
         err.contains("base.nix.database") && err.contains("boolean"),

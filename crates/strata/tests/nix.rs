@@ -1003,10 +1003,7 @@ fn nix_builder_example_builds_for_the_hosts_nix_over_ssh() {
     let mut lines = hello.lines();
     let remote_host = lines.next().unwrap().to_owned();
     assert_eq!(lines.next(), Some("nix-store (Nix) 2.8.0"), "{hello}");
-    let keys = stdout(&run_ok(&mut Command::new("sh").arg("-c").arg(format!(
-        "ssh {ssh_opts} -i {} root@127.0.0.1 ls /etc/ssh",
-        key.display()
-    ))));
+    let keys = stdout(&ssh("ls /etc/ssh"));
     assert!(
         keys.contains("ssh_host_ed25519_key.pub"),
         "made at start: {keys}"
