@@ -467,6 +467,19 @@ impl NixSource {
             }
         }
         let objects = objects_of(&infos, &location)?;
+        // Every Nix half of the build so far: a database registers them all, so one in the
+        // user half makes the base half's closure valid too.
+        let registry = ctx.session.state::<Registry>();
+        let (all_infos, all_roots) = {
+            let mut seen = registry.lock();
+            seen.infos
+                .extend(infos.iter().map(|i| (i.path.clone(), i.clone())));
+            seen.roots.extend(roots.iter().cloned());
+            (
+                seen.infos.values().cloned().collect::<Vec<_>>(),
+                seen.roots.clone(),
+            )
+        };
         // What other sources bring wins: their paths, and a distribution's system files.
         let provided: BTreeSet<ImagePath> =
             self.input.provided.union(ctx.provided).cloned().collect();
@@ -485,7 +498,8 @@ impl NixSource {
                     path: ctx.cache_dir.to_owned(),
                     source: Box::new(source),
                 })?;
-            let mut registered = db::entries(&infos, &roots, self.input.owner, scratch.path())?;
+            let mut registered =
+                db::entries(&all_infos, &all_roots, self.input.owner, scratch.path())?;
             registered.retain(|e| !provided.iter().any(|p| e.path.starts_with(p)));
             customisation.extend(registered);
         }
@@ -496,6 +510,22 @@ impl NixSource {
             env,
             steps: Vec::new(),
         })
+    }
+}
+
+/// The closures of the build's Nix halves resolved so far (kept in the build's session).
+#[derive(Default)]
+struct Registry(std::sync::Mutex<Registered>);
+
+#[derive(Default)]
+struct Registered {
+    infos: std::collections::BTreeMap<String, PathInfo>,
+    roots: Vec<String>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registered> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::Command;
 
 use strata_fstree::ImagePath;
+use strata_fstree::{Content, EntryKind};
 use strata_nix::{NixInput, NixSource, db};
+use strata_source::{Session, Source, SourceContext};
 use strata_test_support::require;
 
 const NIX_CONFIG: &str = "substituters =\nsandbox = false\nbuild-users-group =\n\
@@ -150,6 +152,76 @@ in derivation {
     assert_eq!(path_info(&copy, &roots), path_info(&store, &roots));
     let refs = ok(nix("nix-store", &copy).args(["--query", "--requisites", &app]));
     assert_eq!(refs.lines().count(), 2, "{refs}");
+
+    // Two Nix halves of one build: the user half's database registers the base half's
+    // closure too.
+    std::fs::write(d.join("base.txt"), "base\n").unwrap();
+    let base_path = ok(nix("nix-store", &store)
+        .arg("--add")
+        .arg(d.join("base.txt")))
+    .trim()
+    .to_owned();
+    let half = |paths: Vec<String>, database: bool| {
+        let mut input = NixInput::new(
+            Vec::new(),
+            paths,
+            ImagePath::new("run/current-system/sw").unwrap(),
+            d.to_owned(),
+            "strata.toml:1:1: base.nix".to_owned(),
+        );
+        input.store = Some(store.display().to_string());
+        input.database = database;
+        NixSource::new(input)
+    };
+    let cache = d.join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let session = Session::new();
+    let ctx = SourceContext::new(&cache, "amd64", &session);
+    let base = half(vec![base_path.clone()], false).resolve(&ctx).unwrap();
+    assert!(
+        base.customisation
+            .iter()
+            .all(|e| !e.path.as_str().contains("db.sqlite"))
+    );
+    let user = half(vec![app.clone()], true).resolve(&ctx).unwrap();
+    let db_entry = user
+        .customisation
+        .iter()
+        .find(|e| e.path.as_str() == "nix/var/nix/db/db.sqlite")
+        .expect("the user half writes the database");
+    let EntryKind::File {
+        content: Content::Inline(bytes),
+        ..
+    } = &db_entry.kind
+    else {
+        panic!("{db_entry:?}")
+    };
+    let both = d.join("both.sqlite");
+    std::fs::write(&both, bytes).unwrap();
+    let conn = rusqlite::Connection::open(&both).unwrap();
+    let mut stmt = conn
+        .prepare("select path from ValidPaths order by path")
+        .unwrap();
+    let registered: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut want: Vec<String> = infos.iter().map(|i| i.path.clone()).collect();
+    want.push(base_path.clone());
+    want.sort();
+    assert_eq!(registered, want);
+    let roots: Vec<String> = user
+        .customisation
+        .iter()
+        .filter(|e| e.path.as_str().starts_with("nix/var/nix/gcroots/strata/"))
+        .map(|e| e.path.file_name().to_owned())
+        .collect();
+    assert_eq!(
+        roots.len(),
+        2,
+        "a GC root per requested output of both halves: {roots:?}"
+    );
 
     // A damaged file is caught, so the verification above checked the registered hashes.
     let script = copy.join(app.trim_start_matches('/')).join("bin/app");
