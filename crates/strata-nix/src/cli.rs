@@ -205,6 +205,41 @@ impl Nix<'_> {
         Ok(results)
     }
 
+    /// What `nix flake metadata` says pins `flake`: its locked URL and each input's locked
+    /// revision (or NAR hash).
+    pub(crate) fn flake_lock(&self, flake: &str) -> Result<crate::LockedFlake, NixError> {
+        let args = ["flake", "metadata", "--json", flake];
+        let out = self.run("nix", &args)?;
+        let bad = |message: String| NixError::Output {
+            command: describe("nix", self.store, &args),
+            message,
+        };
+        let json: serde_json::Value =
+            serde_json::from_slice(&out).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        let url = json["url"]
+            .as_str()
+            .ok_or_else(|| bad("no `url` in the output".into()))?
+            .to_owned();
+        let mut inputs = std::collections::BTreeMap::new();
+        if let Some(nodes) = json["locks"]["nodes"].as_object() {
+            let root = json["locks"]["root"].as_str().unwrap_or("root");
+            for (name, node) in nodes {
+                if name == root {
+                    continue;
+                }
+                let locked = &node["locked"];
+                if let Some(pin) = locked["rev"].as_str().or(locked["narHash"].as_str()) {
+                    inputs.insert(name.clone(), pin.to_owned());
+                }
+            }
+        }
+        Ok(crate::LockedFlake {
+            flake: flake.to_owned(),
+            url,
+            inputs,
+        })
+    }
+
     /// The closure of `paths`: every store path they need, with references and NAR hashes.
     pub(crate) fn closure(&self, paths: &[String]) -> Result<Vec<PathInfo>, NixError> {
         let mut args = vec!["path-info", "--json", "--recursive"];

@@ -26,7 +26,7 @@ mod lock;
 pub use cli::PathInfo;
 pub use custom::CA_BUNDLE;
 pub use location::StoreLocation;
-pub use lock::{HalfLock, LockedOutput, NixLock};
+pub use lock::{HalfLock, LockedFlake, LockedOutput, NixLock};
 
 use std::collections::BTreeSet;
 use std::io;
@@ -316,10 +316,28 @@ impl NixSource {
                 })
             })
             .collect::<Result<_, NixError>>()?;
+        let mut flakes: Vec<LockedFlake> = Vec::new();
+        for raw in &self.input.installables {
+            let Installable::Cli(reference) = Installable::classify(raw, &self.input.dir) else {
+                continue;
+            };
+            if reference.starts_with("/nix/store/") {
+                continue;
+            }
+            let flake = reference
+                .split_once('#')
+                .map_or(reference.as_str(), |(f, _)| f);
+            let flake = if flake.is_empty() { "." } else { flake };
+            if flakes.iter().any(|f| f.flake == flake) {
+                continue;
+            }
+            flakes.push(self.nix().flake_lock(flake)?);
+        }
         Ok(HalfLock {
             installables: self.input.installables.clone(),
             paths: self.input.paths.clone(),
             outputs,
+            flakes,
         })
     }
 

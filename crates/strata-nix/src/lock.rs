@@ -21,6 +21,19 @@ pub struct LockedOutput {
     pub nar_hash: String,
 }
 
+/// A flake the installables name, as `nix flake metadata` locked it when the half was locked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedFlake {
+    /// The flake reference as the spec writes it (`.`, `nixpkgs`, `github:owner/repo`).
+    pub flake: String,
+    /// Its locked URL (with the revision or NAR hash that pins it).
+    pub url: String,
+    /// Each input of its lock (`flake.lock`) by name: the locked revision, or the NAR hash
+    /// of inputs without one.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub inputs: std::collections::BTreeMap<String, String>,
+}
+
 /// One half's Nix lock: the request it was made for and what it resolved to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HalfLock {
@@ -30,6 +43,10 @@ pub struct HalfLock {
     pub paths: Vec<String>,
     /// The requested outputs, in the order the profile takes them.
     pub outputs: Vec<LockedOutput>,
+    /// The flakes of the installables (none for expression files and store paths). What
+    /// `--locked` checks is the outputs; the flakes say where they came from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flakes: Vec<LockedFlake>,
 }
 
 impl HalfLock {
@@ -136,6 +153,11 @@ mod tests {
                     installable: "./graph.nix".into(),
                     path: "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-app".into(),
                     nar_hash: "sha256-EFUdrtf6Rn0LWIJufrmg8q99aT3jGfLvd1//zaJEufY=".into(),
+                }],
+                flakes: vec![LockedFlake {
+                    flake: ".".into(),
+                    url: "path:/x?narHash=sha256-AAAA".into(),
+                    inputs: [("nixpkgs".to_owned(), "0123abcd".to_owned())].into(),
                 }],
             }),
         };

@@ -1056,3 +1056,80 @@ in derivation {{
         "the builder's store has it too"
     );
 }
+
+/// Locking a flake installable records where its outputs came from: the flake's locked URL and
+/// the locked revision (for a path input, its NAR hash) of every input, as the real nix
+/// reports them, besides the outputs and their NAR hashes; `--locked` then builds.
+#[test]
+fn flake_installables_lock_their_url_and_inputs() {
+    let nw = NixWork::new();
+    let system = format!("{}-linux", std::env::consts::ARCH);
+    nw.work.file(
+        "dep/flake.nix",
+        "{ outputs = { self }: { word = \"dep\"; }; }\n",
+        0o644,
+    );
+    let busybox = fs::read("/bin/busybox").expect("busybox-static");
+    nw.work.file("app/busybox", busybox, 0o555);
+    let dep = nw.work.spec_dir().join("dep");
+    nw.work.file(
+        "app/flake.nix",
+        format!(
+            r#"{{
+  inputs.dep.url = "path:{dep}";
+  outputs = {{ self, dep }}: {{
+    packages.{system}.default = derivation {{
+      name = "flake-app";
+      system = "{system}";
+      builder = "${{self}}/busybox";
+      args = [ "sh" "-c" "echo ${{dep.word}} > $out" ];
+    }};
+  }};
+}}
+"#,
+            dep = dep.display()
+        ),
+        0o644,
+    );
+    nw.work.write_spec(
+        "[image]\nname = \"strata-e2e/nix-flake-lock\"\n\n[user]\nnix = { installables = [\"./app#default\"] }\n",
+    );
+    run_ok(nw.strata().arg("lock").arg(nw.work.spec()));
+    let text = fs::read_to_string(nw.work.spec_dir().join("strata.lock")).unwrap();
+    let lock: toml::Value = toml::from_str(&text).unwrap();
+    let half = &lock["nix"]["user"];
+    let out = &half["outputs"][0];
+    assert_eq!(out["installable"].as_str(), Some("./app#default"), "{text}");
+    let path = out["path"].as_str().unwrap();
+    assert!(path.ends_with("-flake-app"), "{text}");
+    assert_eq!(
+        fs::read_to_string(nw.nix_root().join(path.trim_start_matches('/'))).unwrap(),
+        "dep\n"
+    );
+    let flake = &half["flakes"][0];
+    assert_eq!(flake["flake"].as_str(), Some("./app"), "{text}");
+    let url = flake["url"].as_str().unwrap();
+    assert!(
+        url.starts_with("path:") && url.contains("narHash=sha256-"),
+        "{text}"
+    );
+    let hash = stdout(&run_ok(
+        nw.nix("nix")
+            .args([
+                "--extra-experimental-features",
+                "nix-command",
+                "hash",
+                "path",
+            ])
+            .arg(&dep),
+    ));
+    assert_eq!(
+        flake["inputs"]["dep"].as_str(),
+        Some(hash.trim()),
+        "the input's locked NAR hash: {text}"
+    );
+    nw.build(
+        &format!("oci:{}", nw.work.out("oci").display()),
+        &["--locked"],
+    );
+}
