@@ -112,7 +112,12 @@ impl Nix<'_> {
     fn run(&self, program: &str, args: &[&str]) -> Result<Vec<u8>, NixError> {
         let mut cmd = self.command(program);
         cmd.args(args);
-        let shown = describe(program, self.store, args);
+        let mut shown_args: Vec<&str> = Vec::new();
+        if self.offline {
+            shown_args.extend(["--option", "substitute", "false"]);
+        }
+        shown_args.extend(args);
+        let shown = describe(program, self.store, &shown_args);
         let out = cmd.output().map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => NixError::NotInstalled {
                 program: program.to_owned(),
@@ -346,6 +351,27 @@ mod tests {
             .expect_err("missing program");
         assert!(matches!(err, NixError::NotInstalled { .. }), "{err:?}");
         assert!(err.to_string().contains("nix-bin"), "{err}");
+    }
+
+    #[test]
+    fn offline_commands_do_not_substitute() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nix = Nix {
+            store: None,
+            dir: dir.path(),
+            offline: true,
+        };
+        let out = nix.run("echo", &["build"]).expect("echo");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "--option substitute false build\n"
+        );
+        let err = nix.run("false", &[]).expect_err("false fails");
+        assert!(
+            err.to_string()
+                .contains("`false --option substitute false`"),
+            "{err}"
+        );
     }
 
     #[test]

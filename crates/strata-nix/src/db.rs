@@ -384,6 +384,46 @@ mod tests {
     }
 
     #[test]
+    fn entries_are_owned_by_the_account_with_a_root_per_output() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let entries =
+            entries(&infos(), &[TOOL.to_owned()], (1000, 100), dir.path()).expect("entries");
+        let by_path: std::collections::BTreeMap<String, &Entry> =
+            entries.iter().map(|e| (e.path.absolute(), e)).collect();
+        for owned in [
+            "/nix/store",
+            "/nix/var/nix",
+            "/nix/var/nix/db/db.sqlite",
+            "/nix/var/nix/db/schema",
+            "/nix/var/nix/profiles",
+            "/nix/var/nix/temproots",
+            "/nix/var/nix/gcroots/strata",
+        ] {
+            let e = by_path.get(owned).unwrap_or_else(|| panic!("no {owned}"));
+            assert_eq!((e.uid, e.gid), (1000, 100), "{owned}");
+        }
+        let link = |p: &str| match &by_path[p].kind {
+            strata_fstree::EntryKind::Symlink { target } => target.clone(),
+            other => panic!("{p}: {other:?}"),
+        };
+        assert_eq!(
+            link("/nix/var/nix/gcroots/strata/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-tool"),
+            TOOL
+        );
+        assert_eq!(
+            link("/nix/var/nix/gcroots/profiles"),
+            "/nix/var/nix/profiles"
+        );
+        let conf = &by_path["/etc/nix/nix.conf"];
+        assert_eq!((conf.uid, conf.mode), (0, 0o644));
+        let roots = entries
+            .iter()
+            .filter(|e| e.path.as_str().starts_with("nix/var/nix/gcroots/strata/"))
+            .count();
+        assert_eq!(roots, 1, "only requested outputs are roots");
+    }
+
+    #[test]
     fn a_reference_outside_the_closure_is_refused() {
         let dir = tempfile::tempdir().expect("tmp");
         let err = database(&infos()[..1], dir.path()).expect_err("HI is missing");
