@@ -306,6 +306,11 @@ fn parts(b: &Build) -> Vec<String> {
 
 /// The runs file of a docker-archive, read in podman.
 fn runs(archive: &Path, b: &Build) -> Vec<String> {
+    runs_then(archive, b, "")
+}
+
+/// [`runs`], then the output of the shell command `then`.
+fn runs_then(archive: &Path, b: &Build, then: &str) -> Vec<String> {
     run_ok(Command::new("podman").arg("load").arg("-i").arg(archive));
     let image = LoadedImage {
         tool: "podman",
@@ -315,12 +320,11 @@ fn runs(archive: &Path, b: &Build) -> Vec<String> {
         podman_run()
             .args(["--network=none", "--user", "root"])
             .arg(&image.reference)
-            .args([
-                "sh",
-                "-c",
+            .args(["sh", "-c"])
+            .arg(format!(
                 "cat /var/lib/strata-test/runs; dpkg --audit; \
-                 dpkg-query -W -f '${db:Status-Abbrev}\\n' | sort -u",
-            ]),
+                 dpkg-query -W -f '${{db:Status-Abbrev}}\\n' | sort -u; {then}"
+            )),
     );
     stdout(&o).lines().map(str::to_owned).collect()
 }
@@ -384,6 +388,54 @@ fn each_half_is_configured_once_into_its_own_layer() {
         ],
         "a user package's file activates the base package's file trigger; dpkg is clean"
     );
+
+    // A dotfile in [user] (tree content) goes above the user configure layer: adding it,
+    // then changing it, runs no script and leaves both configure layers and the image name.
+    let dotfiles = work.spec_dir().join("dotfiles");
+    std::fs::create_dir_all(&dotfiles).unwrap();
+    std::fs::write(dotfiles.join(".probe-rc"), "first\n").unwrap();
+    let dotted = format!(
+        "{}tree = [{{ src = \"dotfiles/.probe-rc\", dest = \"/root/.probe-rc\", mode = 0o644 }}]\n",
+        spec(&name, &url, &["strata-user-probe"])
+    );
+    work.write_spec(&dotted);
+    let with_file = build(&work, &oci, &[]);
+    std::fs::write(dotfiles.join(".probe-rc"), "second\n").unwrap();
+    let archive = work.out("dot.tar");
+    let changed = build(&work, &format!("docker-archive:{}", archive.display()), &[]);
+    assert_eq!(
+        parts(&changed),
+        ["base", "base-configure", "user", "user-configure", "user-files"],
+        "the user half's files lie above its configure layer"
+    );
+    for b in [&with_file, &changed] {
+        for part in ["base-configure", "user-configure"] {
+            assert_eq!(layer(b, part)["cached"], true, "a dotfile re-ran {part}");
+            assert_eq!(
+                layer(b, part)["diff_id"],
+                layer(&first, part)["diff_id"],
+                "a dotfile changed {part}"
+            );
+        }
+        assert_eq!(b.name(), first.name(), "the image name is the base's");
+    }
+    assert_eq!(
+        layer(&with_file, "base-configure")["digest"],
+        layer(&first, "base-configure")["digest"],
+        "one base configure blob"
+    );
+    assert_ne!(
+        layer(&changed, "user-files")["diff_id"],
+        layer(&with_file, "user-files")["diff_id"]
+    );
+    let mut dotted_runs = runs_then(&archive, &changed, "cat /root/.probe-rc");
+    assert_eq!(
+        dotted_runs.pop().as_deref(),
+        Some("second"),
+        "the changed dotfile is in the image"
+    );
+    dotted_runs.sort();
+    assert_eq!(dotted_runs, lines, "a dotfile ran a script");
 
     // Add packages to [user]: no base script runs, the base blob and the image name stay; a
     // Pre-Depends is configured before the preinst that needs it.
