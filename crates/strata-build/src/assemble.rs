@@ -80,8 +80,8 @@ pub(crate) fn image_env(
 /// The image's name and tag, from the spec's canonical halves and the layers' contents.
 pub fn name_and_tag(spec: &Spec, layers: &[LayerReport]) -> (String, String) {
     let diff_ids = |part: &str| -> Vec<u8> {
-        // A configured image's user half is its `user` and `user-files` layers.
-        let of = |l: &str| l == part || (part == "user" && l == "user-files");
+        // A configured image's user half is its `user` and `user-content` layers.
+        let of = |l: &str| l == part || (part == "user" && l == "user-content");
         layers
             .iter()
             .filter(|l| of(l.part))

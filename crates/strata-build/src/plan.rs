@@ -21,7 +21,7 @@ pub(crate) const BASE: &str = "base";
 pub(crate) const USER: &str = "user";
 /// The `part` of the user half's other content in a configured image (tree, downloads,
 /// Python, Nix), above the user configure layer.
-pub(crate) const USER_FILES: &str = "user-files";
+pub(crate) const USER_CONTENT: &str = "user-content";
 
 /// The image's layers before anything is written.
 pub(crate) struct Plan {
@@ -274,7 +274,7 @@ fn image_files<'a>(
     let of = |above: bool| {
         planned
             .iter()
-            .filter(move |l| (l.part == USER_FILES) == above)
+            .filter(move |l| (l.part == USER_CONTENT) == above)
             .flat_map(|l| &l.objects)
             .flat_map(|o| o.tree.entries())
     };

@@ -160,7 +160,7 @@ pub(crate) fn resolve(
         });
         groups.push(Group { roots: packages });
         groups.push(Group { roots: files });
-        group_parts.push(crate::plan::USER_FILES);
+        group_parts.push(crate::plan::USER_CONTENT);
     }
     Ok(Resolved {
         objects,

@@ -38,7 +38,7 @@ pub(crate) fn section_of_part(part: &str) -> u8 {
     match part {
         crate::plan::BASE => 0,
         crate::plan::USER => 2,
-        crate::plan::USER_FILES => 4,
+        crate::plan::USER_CONTENT => 4,
         _ => 5,
     }
 }

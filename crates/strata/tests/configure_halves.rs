@@ -405,7 +405,7 @@ fn each_half_is_configured_once_into_its_own_layer() {
     let changed = build(&work, &format!("docker-archive:{}", archive.display()), &[]);
     assert_eq!(
         parts(&changed),
-        ["base", "base-configure", "user", "user-configure", "user-files"],
+        ["base", "base-configure", "user", "user-configure", "user-content"],
         "the user half's files lie above its configure layer"
     );
     for b in [&with_file, &changed] {
@@ -425,8 +425,8 @@ fn each_half_is_configured_once_into_its_own_layer() {
         "one base configure blob"
     );
     assert_ne!(
-        layer(&changed, "user-files")["diff_id"],
-        layer(&with_file, "user-files")["diff_id"]
+        layer(&changed, "user-content")["diff_id"],
+        layer(&with_file, "user-content")["diff_id"]
     );
     let mut dotted_runs = runs_then(&archive, &changed, "cat /root/.probe-rc");
     assert_eq!(
