@@ -58,7 +58,7 @@ use crate::source::SourceFailure;
 
 /// Version of what the configure step does; bump it when the script, the environment or the
 /// filtering changes so old configure layers are not reused.
-const CONFIGURE_FORMAT: &str = "configure-v3";
+const CONFIGURE_FORMAT: &str = "configure-v4";
 
 /// The `part` of the base half's configure layer in reports and history.
 pub const BASE_PART: &str = "base-configure";
@@ -307,9 +307,12 @@ pub(crate) fn half_system(half: &Half<'_>) -> Result<(Vec<Entry>, Steps), Source
                         }
                     }
                     "var/lib/dpkg/available" | "var/lib/dpkg/info/format" => {}
+                    // dpkg's trigger interests are the whole image's, base and user.
+                    p if p.starts_with("var/lib/dpkg/triggers/") => {}
                     _ => files.push(e),
                 }
             }
+            crate::system::trigger_interests(&all, &mut files)?;
             // Repositories `[user]` adds, for apt in the image; and the debconf answers.
             if let Some(req) = half.user_request {
                 crate::system::repo_sources(req, &mut files)?;

@@ -111,7 +111,8 @@ fn packages() -> Vec<Pkg> {
                 ),
                 (
                     "triggers",
-                    "interest /usr/share/strata-test-hooks\n".to_owned(),
+                    "interest /usr/share/strata-test-hooks\ninterest-noawait strata-test-named\n"
+                        .to_owned(),
                 ),
             ],
             files: vec![("usr/share/strata-test-hooks/base", "base\n")],
@@ -163,7 +164,12 @@ fn packages() -> Vec<Pkg> {
         Pkg {
             name: "strata-user-other",
             fields: "",
-            scripts: vec![("postinst", recording("user-other configure", ""))],
+            scripts: vec![
+                ("postinst", recording("user-other configure", "")),
+                // A named trigger of a base package, as a Python module package activates
+                // python3's byte-compilation.
+                ("triggers", "activate-noawait strata-test-named\n".to_owned()),
+            ],
             files: vec![("usr/share/doc/strata-user-other/README", "o\n")],
         },
     ]
@@ -370,7 +376,40 @@ fn each_half_is_configured_once_into_its_own_layer() {
     }
     assert_eq!(plain.json["config_digest"], first.json["config_digest"]);
     assert_eq!(zstd.json["config_digest"], first.json["config_digest"]);
-    let mut lines = runs(&archive, &plain);
+    // dpkg's trigger interests are in place, and dpkg in the image acts on them: a file
+    // trigger and a named trigger activated after the build reach the base package.
+    let mut lines = runs_then(
+        &archive,
+        &plain,
+        "echo ==; cat /var/lib/dpkg/triggers/File /var/lib/dpkg/triggers/strata-test-named; \
+         dpkg-trigger --no-await /usr/share/strata-test-hooks/base; dpkg --triggers-only -a; \
+         dpkg-trigger --no-await strata-test-named; dpkg --triggers-only -a; \
+         dpkg --audit; echo ==; tail -n 2 /var/lib/strata-test/runs",
+    );
+    let at = lines.iter().position(|l| l == "==").unwrap();
+    let after: Vec<String> = lines.drain(at..).collect();
+    let sep = after.iter().rposition(|l| l == "==").unwrap();
+    let state: Vec<&str> = after[1..sep]
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !l.starts_with("Processing triggers for "))
+        .collect();
+    assert!(
+        state.contains(&"/usr/share/strata-test-hooks strata-base-probe")
+            && state.last() == Some(&"strata-base-probe/noawait"),
+        "dpkg's trigger interests (triggers/File, then triggers/strata-test-named; dpkg \
+         --audit clean): {after:?}"
+    );
+    let mut later: Vec<&str> = after[sep + 1..].iter().map(String::as_str).collect();
+    later.sort();
+    assert_eq!(
+        later,
+        [
+            "base-probe triggered /usr/share/strata-test-hooks",
+            "base-probe triggered strata-test-named"
+        ],
+        "triggers activated in the image run: {after:?}"
+    );
     assert_eq!(
         lines[..2],
         ["base-probe configure", "user-probe preinst"],
@@ -479,11 +518,25 @@ fn each_half_is_configured_once_into_its_own_layer() {
 
     // Another [user] half over the same base shares its configure blob.
     work.write_spec(&spec(&name, &url, &["strata-user-other"]));
-    let other = build(&work, &format!("oci:{}", work.out("other").display()), &[]);
+    let archive = work.out("other.tar");
+    let other = build(&work, &format!("docker-archive:{}", archive.display()), &[]);
+    let lines = runs(&archive, &other);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "base-probe triggered strata-test-named"),
+        "a user package's `activate` reaches the base package's named trigger: {lines:?}"
+    );
+    assert_eq!(lines.last().map(String::as_str), Some("ii "), "{lines:?}");
     assert_eq!(layer(&other, "base-configure")["cached"], true);
     assert_eq!(
+        layer(&other, "base-configure")["diff_id"],
+        layer(&first, "base-configure")["diff_id"],
+        "two user halves, one base configure layer"
+    );
+    assert_eq!(
         layer(&other, "base-configure")["digest"],
-        layer(&first, "base-configure")["digest"],
+        layer(&plain, "base-configure")["digest"],
         "two user halves, one base configure blob"
     );
     assert_ne!(
