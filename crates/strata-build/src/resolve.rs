@@ -156,7 +156,9 @@ pub(crate) fn resolve(
     {
         let user_debian = debian_roots.pop().unwrap_or_default();
         let (packages, files): (Vec<String>, Vec<String>) = user.roots.into_iter().partition(|r| {
-            user_debian.contains(r) || r.strip_suffix("#user").is_some_and(|id| user_debian.contains(id))
+            user_debian.contains(r)
+                || r.strip_suffix("#user")
+                    .is_some_and(|id| user_debian.contains(id))
         });
         groups.push(Group { roots: packages });
         groups.push(Group { roots: files });

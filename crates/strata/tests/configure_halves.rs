@@ -168,7 +168,10 @@ fn packages() -> Vec<Pkg> {
                 ("postinst", recording("user-other configure", "")),
                 // A named trigger of a base package, as a Python module package activates
                 // python3's byte-compilation.
-                ("triggers", "activate-noawait strata-test-named\n".to_owned()),
+                (
+                    "triggers",
+                    "activate-noawait strata-test-named\n".to_owned(),
+                ),
             ],
             files: vec![("usr/share/doc/strata-user-other/README", "o\n")],
         },
@@ -444,7 +447,13 @@ fn each_half_is_configured_once_into_its_own_layer() {
     let changed = build(&work, &format!("docker-archive:{}", archive.display()), &[]);
     assert_eq!(
         parts(&changed),
-        ["base", "base-configure", "user", "user-configure", "user-content"],
+        [
+            "base",
+            "base-configure",
+            "user",
+            "user-configure",
+            "user-content"
+        ],
         "the user half's files lie above its configure layer"
     );
     for b in [&with_file, &changed] {
