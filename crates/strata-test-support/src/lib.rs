@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod podman;
+pub mod qemu;
 mod registry;
 mod snapshot;
 pub mod source_suite;

@@ -406,7 +406,7 @@ fn build_in(
     let mut fstab = format!(
         "# Written by strata: the root and EFI system partitions by file system UUID.\n\
          UUID={root_uuid} / ext4 rw,relatime,errors=remount-ro 0 1\n\
-         UUID={esp_uuid} /boot/efi vfat umask=0077,nofail 0 2\n"
+         UUID={esp_uuid} /boot/efi vfat umask=0077 0 0\n"
     );
     if !fstab.ends_with('\n') {
         fstab.push('\n');

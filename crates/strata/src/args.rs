@@ -294,6 +294,11 @@ pub enum CoderCommand {
     ///   strata build strata.toml --output docker://registry.example/ws:v1
     ///   strata coder template strata.toml --kind docker --image docker://registry.example/ws:v1
     ///   strata coder template strata.toml --kind kubernetes
+    ///   strata coder template vm.toml --kind proxmox   # a VM cloned from the qcow2's VM template
+    ///
+    /// --kind proxmox needs [boot] with cloud_init = true: the VM is cloned from a Proxmox VM
+    /// template of `strata build vm.toml --output qcow2:FILE`, and cloud-init user-data sets
+    /// its host name, creates the account with passwordless sudo and starts the agent as it.
     #[command(verbatim_doc_comment)]
     Template(TemplateArgs),
 }
@@ -305,7 +310,7 @@ pub struct TemplateArgs {
     #[arg(value_name = "SPEC")]
     pub spec: PathBuf,
     /// Which of Coder's example templates to follow.
-    #[arg(long, value_parser = ["docker", "kubernetes"])]
+    #[arg(long, value_parser = ["docker", "kubernetes", "proxmox"])]
     pub kind: String,
     /// Where the workspace pulls the image from: docker://HOST[:PORT]/REPO[:TAG] (push it there
     /// first, e.g. with `strata build --output docker://…`). The template pins the digest the
