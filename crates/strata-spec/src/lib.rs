@@ -151,7 +151,8 @@ pub struct BootSection {
 
 /// The packages `[boot]` adds to `[base].debian`: the kernel, systemd as init, udev (to find
 /// the root file system by UUID), initramfs-tools (the kernel's hooks make the initramfs in
-/// the configure step), kmod, systemd-boot's EFI binaries, and cloud-init when asked.
+/// the configure step), kmod, systemd-boot's EFI binaries, live-boot (for `iso:` outputs),
+/// and cloud-init when asked.
 impl BootSection {
     /// The Debian packages a bootable image needs.
     pub fn packages(&self) -> Vec<String> {
@@ -162,6 +163,9 @@ impl BootSection {
             "initramfs-tools",
             "kmod",
             "systemd-boot-efi",
+            // The initramfs of a live ISO mounts its squashfs root under a memory overlay
+            // (only with `boot=live` on the kernel command line).
+            "live-boot",
         ]
         .iter()
         .map(|s| (*s).to_owned())

@@ -4,7 +4,7 @@
 //! - `docker-archive:FILE`: a `docker save` tarball.
 //! - `docker://HOST[:PORT]/REPO[:TAG|@DIGEST]`: a repository in an OCI registry.
 //! - `-`: a docker-archive on stdout (write only).
-//! - `raw:FILE`, `qcow2:FILE`: a bootable disk image of the image (write only, for specs with
+//! - `raw:FILE`, `qcow2:FILE`, `iso:FILE`: a bootable disk image or live ISO of the image (write only, for specs with
 //!   `[boot]`; written by `strata-vm`, not by [`write`]).
 //!
 //! Any image read from one of them is a [`BuiltImage`] whose blobs are files (in the layout,
@@ -38,7 +38,7 @@ pub enum Transport {
     Registry(Reference),
     /// `-`: a docker-archive on stdout.
     Stdout,
-    /// `raw:FILE` or `qcow2:FILE`: a bootable disk image (write only).
+    /// `raw:FILE`, `qcow2:FILE` or `iso:FILE`: a bootable disk image (write only).
     Disk(DiskFormat, PathBuf),
 }
 
@@ -49,6 +49,8 @@ pub enum DiskFormat {
     Raw,
     /// `qcow2:`: QEMU's copy-on-write format (what Proxmox and libvirt import).
     Qcow2,
+    /// `iso:`: a live ISO (a compressed read-only root under a memory overlay).
+    Iso,
 }
 
 impl DiskFormat {
@@ -57,6 +59,7 @@ impl DiskFormat {
         match self {
             Self::Raw => "raw",
             Self::Qcow2 => "qcow2",
+            Self::Iso => "iso",
         }
     }
 }
@@ -133,7 +136,7 @@ impl Transport {
         if let Some(rest) = s.strip_prefix("docker://") {
             return Ok(Self::Registry(Reference::parse(rest)?));
         }
-        for format in [DiskFormat::Raw, DiskFormat::Qcow2] {
+        for format in [DiskFormat::Raw, DiskFormat::Qcow2, DiskFormat::Iso] {
             if let Some(rest) = s
                 .strip_prefix(format.name())
                 .and_then(|r| r.strip_prefix(':'))
@@ -149,7 +152,7 @@ impl Transport {
         }
         Err(bad(
             "use oci:DIR[:TAG], docker-archive:FILE, docker://HOST/REPO[:TAG], raw:FILE, \
-             qcow2:FILE or -",
+             qcow2:FILE, iso:FILE or -",
         ))
     }
 }

@@ -43,6 +43,9 @@ pub enum Format {
     Raw,
     /// QEMU's qcow2 (made from the raw disk by `qemu-img convert`).
     Qcow2,
+    /// A live ISO: the root file system as a squashfs under a memory overlay (live-boot),
+    /// booted by systemd-boot from an El Torito EFI image.
+    Iso,
 }
 
 /// A failure to make a disk image. Messages name the file, the tool or the image path.
@@ -370,7 +373,12 @@ pub fn write_disk(req: &DiskRequest<'_>) -> Result<DiskReport, VmError> {
         .prefix(&format!("disk-{}-", std::process::id()))
         .tempdir_in(&scratch)
         .map_err(io_err("create a temporary directory in", &scratch))?;
-    let result = build_in(
+    let build = if req.format == Format::Iso {
+        build_iso
+    } else {
+        build_in
+    };
+    let result = build(
         req,
         &settings,
         &identity,
@@ -422,13 +430,7 @@ fn build_in(
         ),
     ];
     if settings.cloud_init {
-        files.push(root::StagedFile::new(
-            "etc/cloud/cloud.cfg.d/90-strata-datasources.cfg",
-            "# Written by strata: Proxmox and other hypervisors give user-data on a NoCloud\n\
-             # (cidata) or ConfigDrive (config-2) volume.\n\
-             datasource_list: [ NoCloud, ConfigDrive, None ]\n",
-            0o644,
-        ));
+        files.push(cloud_init_file());
     }
     let root_img = work.join("root.img");
     let plan = root::RootPlan {
@@ -442,42 +444,25 @@ fn build_in(
         source_date_epoch: sde,
         root_size: settings.root_size,
         free_space: settings.free_space,
+        squashfs: false,
     };
     let root_size = root::make_root(&plan, ids)?;
     ext4::clamp_inode_times(&root_img, sde).map_err(io_err("set the inode times of", &root_img))?;
 
     // The EFI system partition.
-    let (boot_name, loader_name) = efi_boot_name(architecture);
-    let loader = rootfs.join("usr/lib/systemd/boot/efi").join(loader_name);
-    if !loader.is_file() {
-        return Err(VmError::Image(format!(
-            "the image has no `/usr/lib/systemd/boot/efi/{loader_name}` (package systemd-boot-efi, \
-             which [boot] installs)"
-        )));
-    }
     let esp_dir = work.join("esp");
-    let entry = format!(
-        "title {}\nversion {}\nlinux /vmlinuz\ninitrd /initrd.img\noptions root=UUID={root_uuid} {}\n",
-        settings.label,
-        if settings.image_version.is_empty() {
-            &kernel_version
-        } else {
-            &settings.image_version
-        },
-        settings.cmdline.join(" ")
-    );
-    let esp_files: Vec<(String, EspContent)> = vec![
-        (format!("EFI/BOOT/{boot_name}"), EspContent::File(loader)),
-        (
-            "loader/loader.conf".into(),
-            EspContent::Text("default strata.conf\ntimeout 1\nconsole-mode keep\n".into()),
-        ),
-        ("loader/entries/strata.conf".into(), EspContent::Text(entry)),
-        ("vmlinuz".into(), EspContent::File(vmlinuz)),
-        ("initrd.img".into(), EspContent::File(initrd)),
-    ];
+    let options = format!("root=UUID={root_uuid} {}", settings.cmdline.join(" "));
+    let esp_files = esp_files(
+        architecture,
+        rootfs,
+        settings,
+        &kernel_version,
+        vmlinuz,
+        initrd,
+        &options,
+    )?;
     let esp_img = work.join("esp.img");
-    let esp_size = make_esp(&esp_dir, &esp_img, &esp_files, settings, &serial, sde)?;
+    let esp_size = make_esp(&esp_dir, &esp_img, &esp_files, settings, &serial, sde, true)?;
 
     // The disk: GPT, partitions at 1 MiB boundaries, 1 MiB at the end for the backup table.
     let esp_start = MIB;
@@ -506,18 +491,10 @@ fn build_in(
 
     // The output, atomically.
     let out = req.output;
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&parent).map_err(io_err("create", &parent))?;
-    let temp = tempfile::Builder::new()
-        .prefix(&strata_oci::output::temp_prefix())
-        .tempfile_in(&parent)
-        .map_err(io_err("create a temporary file in", &parent))?;
+    let temp = temp_beside(out)?;
     let temp_path = temp.path().to_owned();
     match req.format {
-        Format::Raw => {
+        Format::Raw | Format::Iso => {
             copy_into(&raw, &temp_path, 0)?;
             let f = fs::OpenOptions::new()
                 .write(true)
@@ -534,11 +511,7 @@ fn build_in(
             )?;
         }
     }
-    let mode = fs::Permissions::from_mode(0o644);
-    fs::set_permissions(&temp_path, mode).map_err(io_err("set the mode of", &temp_path))?;
-    temp.persist(out)
-        .map_err(|e| io_err("write", out)(e.error))?;
-    let file_size = fs::metadata(out).map_err(io_err("stat", out))?.len();
+    let file_size = persist(temp, out)?;
     Ok(DiskReport {
         output: out.to_owned(),
         file_size,
@@ -551,6 +524,191 @@ fn build_in(
         label: settings.label.clone(),
         image_version: settings.image_version.clone(),
     })
+}
+
+/// The ESP's files: systemd-boot as the removable-media loader, its configuration, one entry
+/// with `options`, the kernel and the initramfs.
+fn esp_files(
+    architecture: &str,
+    rootfs: &Path,
+    settings: &Settings,
+    kernel_version: &str,
+    vmlinuz: PathBuf,
+    initrd: PathBuf,
+    options: &str,
+) -> Result<Vec<(String, EspContent)>, VmError> {
+    let (boot_name, loader_name) = efi_boot_name(architecture);
+    let loader = rootfs.join("usr/lib/systemd/boot/efi").join(loader_name);
+    if !loader.is_file() {
+        return Err(VmError::Image(format!(
+            "the image has no `/usr/lib/systemd/boot/efi/{loader_name}` (package systemd-boot-efi, \
+             which [boot] installs)"
+        )));
+    }
+    let entry = format!(
+        "title {}\nversion {}\nlinux /vmlinuz\ninitrd /initrd.img\noptions {options}\n",
+        settings.label,
+        if settings.image_version.is_empty() {
+            kernel_version
+        } else {
+            &settings.image_version
+        },
+    );
+    Ok(vec![
+        (format!("EFI/BOOT/{boot_name}"), EspContent::File(loader)),
+        (
+            "loader/loader.conf".into(),
+            EspContent::Text("default strata.conf\ntimeout 1\nconsole-mode keep\n".into()),
+        ),
+        ("loader/entries/strata.conf".into(), EspContent::Text(entry)),
+        ("vmlinuz".into(), EspContent::File(vmlinuz)),
+        ("initrd.img".into(), EspContent::File(initrd)),
+    ])
+}
+
+/// A temporary file beside `out`, renamed over it by [`persist`].
+fn temp_beside(out: &Path) -> Result<tempfile::NamedTempFile, VmError> {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).map_err(io_err("create", &parent))?;
+    tempfile::Builder::new()
+        .prefix(&strata_oci::output::temp_prefix())
+        .tempfile_in(&parent)
+        .map_err(io_err("create a temporary file in", &parent))
+}
+
+fn persist(temp: tempfile::NamedTempFile, out: &Path) -> Result<u64, VmError> {
+    let temp_path = temp.path().to_owned();
+    fs::set_permissions(&temp_path, fs::Permissions::from_mode(0o644))
+        .map_err(io_err("set the mode of", &temp_path))?;
+    temp.persist(out)
+        .map_err(|e| io_err("write", out)(e.error))?;
+    Ok(fs::metadata(out).map_err(io_err("stat", out))?.len())
+}
+
+/// The live ISO: the staged root as `/live/filesystem.squashfs` (live-boot's default), an El
+/// Torito EFI boot image (the ESP, with `boot=live` on the kernel command line), the volume ID
+/// of `[boot]`, every time `SOURCE_DATE_EPOCH` (xorriso honours it).
+#[allow(clippy::too_many_arguments)]
+fn build_iso(
+    req: &DiskRequest<'_>,
+    settings: &Settings,
+    identity: &Identity,
+    _root_type: &str,
+    rootfs: &Path,
+    ids: &IdMapping,
+    work: &Path,
+) -> Result<DiskReport, VmError> {
+    let architecture = req.spec.image.architecture.as_str();
+    let sde = req.source_date_epoch;
+    let (kernel_version, vmlinuz, initrd) = find_kernel(rootfs)?;
+    let os_release = os_release(rootfs, settings)?;
+    let mut files = vec![
+        root::StagedFile::new("etc/os-release", os_release, 0o644),
+        root::StagedFile::new("etc/hostname", format!("{}\n", settings.hostname), 0o644),
+        root::StagedFile::new(
+            "etc/fstab",
+            "# Written by strata: a live system; / is the ISO's squashfs under a memory overlay.\n",
+            0o644,
+        ),
+    ];
+    if settings.cloud_init {
+        files.push(cloud_init_file());
+    }
+    let iso_dir = work.join("iso");
+    let live = iso_dir.join("live");
+    fs::create_dir_all(&live).map_err(io_err("create", &live))?;
+    let squashfs = live.join("filesystem.squashfs");
+    let plan = root::RootPlan {
+        rootfs: rootfs.to_owned(),
+        stage: work.join("stage"),
+        image: squashfs.clone(),
+        config: work.join("mke2fs.conf"),
+        files,
+        dirs: vec![],
+        uuid: identity.uuid("root-fs"),
+        source_date_epoch: sde,
+        root_size: None,
+        free_space: 0,
+        squashfs: true,
+    };
+    let root_size = root::make_root(&plan, ids)?;
+    let _ = fs::remove_file(live.join("filesystem.size"));
+    let options = format!(
+        "boot=live live-media-path=/live {}",
+        settings.cmdline.join(" ")
+    );
+    let esp = esp_files(
+        architecture,
+        rootfs,
+        settings,
+        &kernel_version,
+        vmlinuz,
+        initrd,
+        &options,
+    )?;
+    let boot_dir = iso_dir.join("boot");
+    fs::create_dir_all(&boot_dir).map_err(io_err("create", &boot_dir))?;
+    let serial = identity.fat_serial();
+    make_esp(
+        &work.join("esp"),
+        &boot_dir.join("efi.img"),
+        &esp,
+        settings,
+        &serial,
+        sde,
+        false,
+    )?;
+    let temp = temp_beside(req.output)?;
+    let _ = fs::remove_file(temp.path());
+    run_tool(
+        Command::new("xorriso")
+            .env("SOURCE_DATE_EPOCH", sde.to_string())
+            .env("LC_ALL", "C")
+            .args([
+                "-as",
+                "mkisofs",
+                "-quiet",
+                "-R",
+                "-J",
+                "-V",
+                &settings.volume_id,
+            ])
+            .args([
+                "-e",
+                "boot/efi.img",
+                "-no-emul-boot",
+                "-isohybrid-gpt-basdat",
+            ])
+            .arg("-o")
+            .arg(temp.path())
+            .arg(&iso_dir),
+    )?;
+    let file_size = persist(temp, req.output)?;
+    Ok(DiskReport {
+        output: req.output.to_owned(),
+        file_size,
+        disk_size: file_size,
+        disk_guid: String::new(),
+        root_uuid: String::new(),
+        root_size,
+        esp_uuid: format!("{}-{}", &serial[..4], &serial[4..]),
+        kernel: kernel_version,
+        label: settings.label.clone(),
+        image_version: settings.image_version.clone(),
+    })
+}
+
+fn cloud_init_file() -> root::StagedFile {
+    root::StagedFile::new(
+        "etc/cloud/cloud.cfg.d/90-strata-datasources.cfg",
+        "# Written by strata: Proxmox and other hypervisors give user-data on a NoCloud\n\
+         # (cidata) or ConfigDrive (config-2) volume.\n\
+         datasource_list: [ NoCloud, ConfigDrive, None ]\n",
+        0o644,
+    )
 }
 
 /// The newest kernel in the image's `/boot` and its initramfs.
@@ -682,6 +840,7 @@ fn make_esp(
     settings: &Settings,
     serial: &str,
     sde: u64,
+    roomy: bool,
 ) -> Result<u64, VmError> {
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(sde.max(FAT_EPOCH));
     let mut content = 0u64;
@@ -717,7 +876,14 @@ fn make_esp(
             .map_err(io_err("set the time of", &d))?;
     }
     // Room for a second kernel and initramfs (an update), at least 64 MiB, whole MiB.
-    let size = (content * 2 + 16 * MIB).max(64 * MIB).div_ceil(MIB) * MIB;
+    // An ISO's boot image only needs what it holds (FAT32 needs 33 MiB at least).
+    let size = if roomy {
+        (content * 2 + 16 * MIB).max(64 * MIB)
+    } else {
+        (content + content / 10 + 4 * MIB).max(36 * MIB)
+    }
+    .div_ceil(MIB)
+        * MIB;
     let label: String = settings.volume_id.chars().take(11).collect();
     run_tool(
         Command::new("mkfs.vfat")

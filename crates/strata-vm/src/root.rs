@@ -45,6 +45,8 @@ pub(crate) struct RootPlan {
     pub source_date_epoch: u64,
     pub root_size: Option<u64>,
     pub free_space: u64,
+    /// Make a compressed read-only squashfs (a live system's root) instead of ext4.
+    pub squashfs: bool,
 }
 
 /// `mke2fs.conf` of strata's own, so the host's does not change the file system.
@@ -132,6 +134,9 @@ fn stage_and_mkfs(plan: &RootPlan) -> Result<u64, String> {
         file.set_modified(time)
             .map_err(|e| format!("set the time of `{}`: {e}", p.display()))?;
     }
+    if plan.squashfs {
+        return squashfs(plan);
+    }
     let usage = measure(&plan.stage).map_err(|e| format!("measure the root file system: {e}"))?;
     let inodes = usage.inodes + 4096 + plan.free_space / 16384;
     let content = usage.blocks * 4096 + inodes * 256;
@@ -187,6 +192,30 @@ fn stage_and_mkfs(plan: &RootPlan) -> Result<u64, String> {
         size = (size + size / 4).div_ceil(4 * MIB) * 4 * MIB;
     }
     Err(format!("mkfs.ext4 failed: {last}"))
+}
+
+/// `mksquashfs` of the staged tree: owners as staged, every time `SOURCE_DATE_EPOCH`.
+fn squashfs(plan: &RootPlan) -> Result<u64, String> {
+    let _ = fs::remove_file(&plan.image);
+    let sde = plan.source_date_epoch.to_string();
+    let out = Command::new("mksquashfs")
+        .env("SOURCE_DATE_EPOCH", &sde)
+        .env("LC_ALL", "C")
+        .arg(&plan.stage)
+        .arg(&plan.image)
+        .args(["-noappend", "-no-progress", "-quiet", "-comp", "zstd"])
+        .output()
+        .map_err(|e| format!("cannot run mksquashfs ({e}); install squashfs-tools"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "mksquashfs failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    fs::metadata(&plan.image)
+        .map(|m| m.len())
+        .map_err(|e| format!("stat `{}`: {e}", plan.image.display()))
 }
 
 #[derive(Debug, Default)]

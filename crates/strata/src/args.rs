@@ -39,6 +39,7 @@ pub enum Command {
     ///   strata build strata.toml --output oci:ws --compression zstd
     ///   strata build strata.toml --output docker-archive:ws.tar   # uncompressed layers
     ///   strata build strata.toml --output - | docker load
+    ///   strata build vm.toml --output qcow2:ws.qcow2              # a spec with [boot]
     #[command(verbatim_doc_comment)]
     Build(BuildArgs),
     /// Show an image's layers, their sizes, and the store objects in each.
@@ -114,7 +115,8 @@ pub struct BuildArgs {
     pub spec: PathBuf,
     /// Where to write the image: oci:DIR (OCI image layout), docker-archive:FILE, - (a
     /// docker-archive on stdout), or docker://HOST[:PORT]/REPO[:TAG] (push; without a tag, the
-    /// image's own tag). Default: oci:./strata-out/NAME.
+    /// image's own tag). For a spec with [boot]: raw:FILE or qcow2:FILE (a bootable UEFI disk)
+    /// or iso:FILE (a live ISO). Default: oci:./strata-out/NAME.
     #[arg(long, short, value_name = "DEST")]
     pub output: Option<String>,
     /// Layer compression. Default: gzip, except for docker-archive: and - outputs, whose

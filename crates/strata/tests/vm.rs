@@ -21,7 +21,15 @@ use std::time::Duration;
 use common::qemu::{self, Disk};
 use common::*;
 
-const DISK_TOOLS: &[&str] = &["mkfs.ext4", "mkfs.vfat", "mcopy", "sfdisk", "qemu-img"];
+const DISK_TOOLS: &[&str] = &[
+    "mkfs.ext4",
+    "mkfs.vfat",
+    "mcopy",
+    "sfdisk",
+    "qemu-img",
+    "mksquashfs",
+    "xorriso",
+];
 
 /// A unit that prints what the test checks on the serial console, then powers off (also when
 /// it fails, so a broken image ends the boot early).
@@ -212,6 +220,46 @@ fn raw_and_qcow2_disks_boot_to_the_marker_and_are_reproducible() {
         vm.tail()
     );
     assert!(vm.powered_off, "the VM did not power off:\n{}", vm.tail());
+
+    // The live ISO of the same image: reproducible, and it boots from a CD-ROM to the marker
+    // with its root an overlay over the ISO's squashfs.
+    let (a_iso, b_iso) = (a.out("live.iso"), b.out("live.iso"));
+    build(&a, &format!("iso:{}", a_iso.display()));
+    build(&b, &format!("iso:{}", b_iso.display()));
+    assert!(
+        same_bytes(&a_iso, &b_iso),
+        "two builds of the same spec gave different ISOs"
+    );
+    let info = stdout(&run_ok(
+        Command::new("xorriso")
+            .args(["-indev"])
+            .arg(&a_iso)
+            .args(["-pvd_info"]),
+    ));
+    assert!(info.contains("Volume Id    : VMTEST"), "{info}");
+    let vm = qemu::boot(
+        &a.root().join("vm-iso"),
+        &[Disk::snapshot(&a_iso, "iso")],
+        Duration::from_secs(300),
+    );
+    let marker = vm.line_with("STRATA-BOOT-MARKER").unwrap_or_else(|| {
+        panic!(
+            "the ISO printed no marker after {:?} (powered off: {}):\n{}",
+            vm.elapsed,
+            vm.powered_off,
+            vm.tail()
+        )
+    });
+    eprintln!(
+        "the live ISO booted to the marker in {:?}: {marker}",
+        vm.elapsed
+    );
+    for expected in ["revision=r42", "host=vmtest-host", "root=overlay"] {
+        assert!(
+            marker.contains(expected),
+            "the ISO's marker lacks `{expected}`: {marker}"
+        );
+    }
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Disk outputs of `strata build` (`raw:FILE`, `qcow2:FILE`): the built image made into a
+//! Disk outputs of `strata build` (`raw:FILE`, `qcow2:FILE`, `iso:FILE`): the built image made into a
 //! bootable disk by `strata-vm`.
 
 use std::path::Path;
@@ -36,6 +36,7 @@ pub fn write(
         format: match format {
             DiskFormat::Raw => Format::Raw,
             DiskFormat::Qcow2 => Format::Qcow2,
+            DiskFormat::Iso => Format::Iso,
         },
         output: file,
         source_date_epoch: sde,
