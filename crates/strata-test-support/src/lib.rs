@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod hcl;
 mod podman;
 pub mod qemu;
 mod registry;
@@ -16,6 +17,7 @@ pub mod source_suite;
 mod tools;
 mod work;
 
+pub use hcl::*;
 pub use podman::*;
 pub use registry::*;
 pub use snapshot::*;

@@ -108,7 +108,9 @@ pub fn boot(work: &Path, disks: &[Disk], limit: Duration) -> Boot {
         };
         cmd.arg("-drive").arg(spec);
         if d.format == "iso" {
-            cmd.args(["-device", &format!("ide-cd,drive=cd{i}")]);
+            // A virtio-scsi CD-ROM: Debian's cloud kernel has no AHCI (SATA) driver.
+            cmd.args(["-device", &format!("virtio-scsi-pci,id=scsi{i}")]);
+            cmd.args(["-device", &format!("scsi-cd,bus=scsi{i}.0,drive=cd{i}")]);
         }
     }
     cmd.stdin(Stdio::null())
@@ -127,8 +129,8 @@ pub fn boot(work: &Path, disks: &[Disk], limit: Duration) -> Boot {
     if !powered_off {
         // Only the VM this function started.
         let _ = child.kill();
-        let _ = child.wait();
     }
+    let _ = child.wait();
     let serial = String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
     Boot {
         serial,

@@ -351,7 +351,7 @@ pub fn write_disk(req: &DiskRequest<'_>) -> Result<DiskReport, VmError> {
     let root_type = root_type(architecture)?;
     let settings = Settings::new(req.spec, boot);
     let identity = Identity::new(
-        &req.image.config_digest.to_string(),
+        req.image.config_digest.as_str(),
         &format!("{}\0{}", settings.canonical(), req.source_date_epoch),
     );
     let ids = IdMapping::detect();
@@ -661,6 +661,8 @@ fn build_iso(
         sde,
         false,
     )?;
+    // xorriso records the tree's times: every entry gets SOURCE_DATE_EPOCH.
+    set_tree_times(&iso_dir, sde)?;
     let temp = temp_beside(req.output)?;
     let _ = fs::remove_file(temp.path());
     run_tool(
@@ -699,6 +701,35 @@ fn build_iso(
         label: settings.label.clone(),
         image_version: settings.image_version.clone(),
     })
+}
+
+/// Sets the modification time of `dir` and everything below it to `sde`.
+fn set_tree_times(dir: &Path, sde: u64) -> Result<(), VmError> {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(sde);
+    let mut stack = vec![dir.to_owned()];
+    let mut dirs = Vec::new();
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).map_err(io_err("list", &d))?.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            } else {
+                File::options()
+                    .write(true)
+                    .open(&p)
+                    .and_then(|f| f.set_modified(time))
+                    .map_err(io_err("set the time of", &p))?;
+            }
+        }
+        dirs.push(d);
+    }
+    // Directories last, deepest first: filling them changed their times.
+    for d in dirs.iter().rev() {
+        File::open(d)
+            .and_then(|f| f.set_modified(time))
+            .map_err(io_err("set the time of", d))?;
+    }
+    Ok(())
 }
 
 fn cloud_init_file() -> root::StagedFile {
@@ -1005,7 +1036,7 @@ mod tests {
 
     #[test]
     fn kernel_versions_compare_numerically() {
-        let mut v = vec![
+        let mut v = [
             "6.1.0-9-cloud-amd64",
             "6.1.0-10-cloud-amd64",
             "5.10.0-1-amd64",

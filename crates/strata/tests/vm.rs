@@ -291,31 +291,53 @@ debian = { packages = ["sudo"] }
 [base.links]
 "/etc/systemd/system/systemd-networkd-wait-online.service" = "/dev/null"
 
+[account]
+name = "dev"
+shell = "/bin/bash"
+
 [boot]
 cloud_init = true
 free_space = "64M"
 "#;
 
-/// What Proxmox gives a VM: a NoCloud seed volume labelled `cidata` with user-data setting the
-/// host name and a sudo user, and a `runcmd` whose output the test reads on the console.
-const USER_DATA: &str = r#"#cloud-config
-hostname: ci-host
-users:
-  - name: alice
-    sudo: "ALL=(ALL) NOPASSWD:ALL"
-    shell: /bin/bash
-    lock_passwd: true
-runcmd:
-  - [sh, -c, 'echo "STRATA-CLOUD-INIT host=$(hostname) user=$(id -un alice) sudo=$(runuser -u alice -- sudo -n id -un) revision=$(. /etc/os-release; echo $IMAGE_REVISION)" > /dev/ttyS0']
-power_state:
-  mode: poweroff
-  delay: now
-  condition: true
+/// The stand-in for Coder's agent init script: reports who runs it with which token (through
+/// passwordless sudo, which the user-data grants), then powers the VM off.
+const AGENT_INIT: &str = r#"#!/bin/sh
+echo "STRATA-AGENT user=$(id -un) uid=$(id -u) token=$CODER_AGENT_TOKEN home=$HOME host=$(hostname) revision=$(. /etc/os-release; echo $IMAGE_REVISION)" | sudo -n tee /dev/ttyS0 >/dev/null
+sudo -n systemctl poweroff
 "#;
 
+/// Base64 (standard alphabet, padded) for the user-data's `encoding: b64`.
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A Coder VM workspace on Proxmox, end to end without Proxmox: the template of
+/// `strata coder template --kind proxmox` parses as HCL, its cloud-init user-data (with the
+/// values Terraform would interpolate) goes on a NoCloud `cidata` volume as Proxmox's
+/// cloud-init drive would, and the VM made from the spec's qcow2 boots, takes the host name,
+/// creates the workspace account with passwordless sudo and runs the agent's init script as
+/// that account with the agent token.
 #[test]
-fn cloud_init_applies_a_nocloud_seed() {
-    if !require(DISK_TOOLS) || !require(qemu::QEMU_TOOLS) {
+fn proxmox_template_user_data_boots_the_agent_as_the_workspace_user() {
+    if !require(DISK_TOOLS) || !require(qemu::QEMU_TOOLS) || !require(&["python3"]) {
         return;
     }
     let work = Work::new();
@@ -323,15 +345,69 @@ fn cloud_init_applies_a_nocloud_seed() {
     let disk = work.out("cloud.qcow2");
     build(&work, &format!("qcow2:{}", disk.display()));
 
+    let dir = work.out("template-proxmox");
+    run_ok(
+        work.strata_debian()
+            .args(["coder", "template"])
+            .arg(work.spec())
+            .args(["--kind", "proxmox", "--out"])
+            .arg(&dir),
+    );
+    let hcl = parse_hcl_file(&dir.join("main.tf"));
+    let providers = &hcl["terraform"][0]["required_providers"][0];
+    assert_eq!(providers["proxmox"]["source"], "bpg/proxmox");
+    let vm = hcl_block(
+        &hcl,
+        "resource",
+        &["proxmox_virtual_environment_vm", "workspace"],
+    );
+    assert_eq!(vm["clone"][0]["vm_id"], "${var.template_vm_id}");
+    assert_eq!(vm["bios"], "ovmf");
+    assert_eq!(
+        vm["initialization"][0]["user_data_file_id"],
+        "${proxmox_virtual_environment_file.cloud_config[0].id}"
+    );
+    let file = hcl_block(
+        &hcl,
+        "resource",
+        &["proxmox_virtual_environment_file", "cloud_config"],
+    );
+    assert_eq!(file["content_type"], "snippets");
+    let raw = file["source_raw"][0]["data"].as_str().unwrap();
+    let mut user_data = heredoc_text(raw);
+    // What Terraform would put there for workspace `WS-Proxmox` of the template's account.
+    for (expr, value) in [
+        (
+            "${lower(data.coder_workspace.me.name)}",
+            "ws-proxmox".to_owned(),
+        ),
+        ("${local.username}", "dev".to_owned()),
+        ("${local.uid}", "1000".to_owned()),
+        ("${local.home}", "/home/dev".to_owned()),
+        ("${local.shell}", "/bin/bash".to_owned()),
+        (
+            "${base64encode(coder_agent.main.init_script)}",
+            base64(AGENT_INIT.as_bytes()),
+        ),
+        ("${coder_agent.main.token}", "token-4f2a9c".to_owned()),
+    ] {
+        assert!(
+            user_data.contains(expr),
+            "the user-data lacks {expr}:\n{user_data}"
+        );
+        user_data = user_data.replace(expr, &value);
+    }
+    assert!(
+        !user_data.contains("${"),
+        "the user-data interpolates more than the test knows:\n{user_data}"
+    );
+    assert!(user_data.starts_with("#cloud-config\n"), "{user_data}");
+
     // The seed: a FAT volume labelled CIDATA with user-data and meta-data.
     let seed_dir = work.root().join("seed");
     std::fs::create_dir_all(&seed_dir).unwrap();
-    std::fs::write(seed_dir.join("user-data"), USER_DATA).unwrap();
-    std::fs::write(
-        seed_dir.join("meta-data"),
-        "instance-id: strata-test-1\nlocal-hostname: ci-host\n",
-    )
-    .unwrap();
+    std::fs::write(seed_dir.join("user-data"), &user_data).unwrap();
+    std::fs::write(seed_dir.join("meta-data"), "instance-id: strata-test-1\n").unwrap();
     let seed = work.out("seed.img");
     run_ok(
         Command::new("mkfs.vfat")
@@ -354,19 +430,26 @@ fn cloud_init_applies_a_nocloud_seed() {
         &[Disk::snapshot(&disk, "qcow2"), Disk::snapshot(&seed, "raw")],
         Duration::from_secs(420),
     );
-    let line = vm.line_with("STRATA-CLOUD-INIT").unwrap_or_else(|| {
+    let line = vm.line_with("STRATA-AGENT").unwrap_or_else(|| {
         panic!(
-            "runcmd printed nothing after {:?} (powered off: {}):\n{}",
+            "the agent's init script reported nothing after {:?} (powered off: {}):\n{}",
             vm.elapsed,
             vm.powered_off,
             vm.tail()
         )
     });
-    eprintln!("cloud-init ran in {:?}: {line}", vm.elapsed);
-    for expected in ["host=ci-host", "user=alice", "sudo=root", "revision=c7"] {
+    eprintln!("the agent ran after {:?}: {line}", vm.elapsed);
+    for expected in [
+        "user=dev",
+        "uid=1000",
+        "token=token-4f2a9c",
+        "home=/home/dev",
+        "host=ws-proxmox",
+        "revision=c7",
+    ] {
         assert!(
             line.contains(expected),
-            "runcmd's line lacks `{expected}`: {line}"
+            "the agent's line lacks `{expected}`: {line}"
         );
     }
     assert!(vm.powered_off, "the VM did not power off:\n{}", vm.tail());
