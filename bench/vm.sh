@@ -17,7 +17,8 @@
 # content plus the requested free space (and the ESP and partition overhead).
 #
 # Run as root from anywhere:  bench/vm.sh     (mmdebstrap is installed with apt-get if missing)
-# Environment: BENCH_DIR (default /var/tmp/strata-bench-vm), BOOT=0 to skip the boots.
+# Environment: BENCH_DIR (default /var/tmp/strata-bench-vm), BOOT=0 to skip the boots,
+# STRATA_BIN to time a given strata binary instead of building the release one.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -40,9 +41,13 @@ for tool in mmdebstrap:mmdebstrap qemu-img:qemu-utils mkfs.vfat:dosfstools mcopy
 done
 unset STRATA_DEBIAN_CACHE SOURCE_DATE_EPOCH
 
-log "building strata (release)"
-cargo build --release -q -p strata
-STRATA=$ROOT/target/release/strata
+if [ -n "${STRATA_BIN:-}" ]; then
+    STRATA=$STRATA_BIN # e.g. a debug build, when a release build is not at hand
+else
+    log "building strata (release)"
+    cargo build --release -q -p strata
+    STRATA=$ROOT/target/release/strata
+fi
 
 rm -rf "$BENCH_DIR"
 mkdir -p "$BENCH_DIR/spec"

@@ -38,7 +38,7 @@ fn unknown_keys_at_every_level() {
     let text = "imagee = 1\n[base]\napt = {}\n[config]\nenvv = {}\n";
     assert_eq!(
         error(text),
-        "examples/x/strata.toml:1:1: imagee: unknown key (expected one of: image, base, user, config, account, coder, services)\n\
+        "examples/x/strata.toml:1:1: imagee: unknown key (expected one of: image, base, user, config, account, coder, services, boot)\n\
          examples/x/strata.toml:3:1: base.apt: unknown key (expected one of: tree, debian, nix, fetch, python, links)\n\
          examples/x/strata.toml:5:1: config.envv: unknown key (expected one of: env, entrypoint, cmd, workdir, user, labels, exposed_ports)"
     );

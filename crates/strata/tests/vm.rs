@@ -179,7 +179,7 @@ fn raw_and_qcow2_disks_boot_to_the_marker_and_are_reproducible() {
     let root_start = parts[1]["start"].as_u64().unwrap() * 512;
     let free = ext4_free_bytes(&a_raw, root_start);
     assert!(
-        free >= 64 << 20 && free <= (64 << 20) + (96 << 20),
+        ((64 << 20)..=(64 << 20) + (96 << 20)).contains(&free),
         "the root file system has {} MiB free for free_space = 64M",
         free >> 20
     );
