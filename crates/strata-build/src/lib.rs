@@ -30,6 +30,7 @@ mod steps;
 
 pub use assemble::name_and_tag;
 pub use reporter::{NoReporter, Reporter};
+pub use resolve::nix_input;
 
 use serde::{Deserialize, Serialize};
 use strata_oci::Digest;

@@ -35,14 +35,7 @@ pub(crate) fn sources_for(spec: &Spec, part: Part, opts: &BuildOptions) -> Vec<B
     if let Some(input) = strata_debian::DebianInput::from_spec(spec, part) {
         sources.push(Box::new(strata_debian::DebianSource::new(input)));
     }
-    if let Some(nix) = &half.nix {
-        let input = strata_nix::NixInput::new(
-            nix.installables.clone(),
-            nix.paths.clone(),
-            nix.effective_profile(),
-            spec.dir.clone(),
-            format!("{}: {}", nix.location, nix.key),
-        );
+    if let Some(input) = nix_input(spec, part) {
         sources.push(Box::new(strata_nix::NixSource::new(input)));
     }
     // Downloads sit below the half's tree entries, which may override their files.
@@ -76,6 +69,26 @@ pub(crate) fn sources_for(spec: &Spec, part: Part, opts: &BuildOptions) -> Vec<B
         sources.push(Box::new(TreeSource::new(inputs)));
     }
     sources
+}
+
+/// The Nix source's input for one half of `spec`, or `None` when the half has no `nix`.
+pub fn nix_input(spec: &Spec, part: Part) -> Option<strata_nix::NixInput> {
+    let nix = spec.half(part).nix.as_ref()?;
+    let mut input = strata_nix::NixInput::new(
+        nix.installables.clone(),
+        nix.paths.clone(),
+        nix.effective_profile(),
+        spec.dir.clone(),
+        format!("{}: {}", nix.location, nix.key),
+    );
+    input.database = nix.database;
+    // The workspace account runs Nix, so it owns the store and Nix's state.
+    if let Some(account) = spec.account() {
+        input.owner = (account.uid, account.gid);
+    }
+    input.lock_file = Some(strata_fetch::lock_path(&spec.path));
+    input.half = part.name().to_owned();
+    Some(input)
 }
 
 /// Resolves every source of both halves. Each source learns from its context what the

@@ -21,13 +21,14 @@ use crate::passwd;
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Certificate bundles where TLS libraries look by default (Debian/Alpine, Fedora/RHEL,
-/// OpenSUSE, the BSD-style name, Nix's profile).
+/// OpenSUSE, the BSD-style name, Nix's profiles: strata's default and the older one).
 const CA_BUNDLES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt",
     "/etc/pki/tls/certs/ca-bundle.crt",
     "/etc/ssl/ca-bundle.pem",
     "/etc/ssl/cert.pem",
     "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/run/current-system/sw/etc/ssl/certs/ca-bundle.crt",
     "/nix/var/nix/profiles/default/etc/ssl/certs/ca-bundle.crt",
 ];
 

@@ -1013,6 +1013,14 @@ fn is_noise(path: &str) -> bool {
     if under("var/log/apt") || under("tmp") || under("var/tmp") || under("run") {
         return true;
     }
+    // SSH host keys (openssh-server's postinst runs `ssh-keygen -A`) are random and secret:
+    // every container generates its own at first start, never one baked into the image.
+    if let Some(name) = path.strip_prefix("etc/ssh/")
+        && name.starts_with("ssh_host_")
+        && (name.ends_with("_key") || name.ends_with("_key.pub"))
+    {
+        return true;
+    }
     (path.starts_with("var/cache/debconf/") || path.starts_with("var/lib/dpkg/"))
         && path.ends_with("-old")
 }
@@ -1267,10 +1275,14 @@ mod tests {
             "etc/machine-id",
             "usr/sbin/policy-rc.d",
             "var/cache/ldconfig/aux-cache",
+            "etc/ssh/ssh_host_ed25519_key",
+            "etc/ssh/ssh_host_rsa_key.pub",
         ] {
             assert!(is_noise(p), "{p}");
         }
         for p in [
+            "etc/ssh/sshd_config",
+            "etc/ssh/ssh_host_keys_readme",
             "var/log",
             "var/lib/dpkg/status",
             "etc/alternatives/awk",

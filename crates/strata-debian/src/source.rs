@@ -176,7 +176,8 @@ pub struct SpecLock {
 impl SpecLock {
     /// The lock as TOML text (deterministic).
     pub fn to_toml(&self) -> Result<String, SourceFailure> {
-        let header = "# Written by `strata lock`: the exact Debian packages of each half.\n\
+        let header = "# Written by `strata lock`: the exact Debian packages of each half, and the\n\
+                      # downloads, Python distributions and Nix outputs below them.\n\
                       # `strata build` installs these; run `strata lock` again to update them.\n";
         let body = toml::to_string(self).map_err(|e| SourceFailure::LockFile {
             path: PathBuf::from("(lock)"),

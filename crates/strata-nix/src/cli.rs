@@ -22,6 +22,14 @@ pub struct PathInfo {
     pub nar_size: u64,
     /// The store paths it refers to (itself included when it refers to itself).
     pub references: Vec<String>,
+    /// The derivation that built it, when Nix knows it.
+    pub deriver: Option<String>,
+    /// Its signatures (`key-name:base64`).
+    pub signatures: Vec<String>,
+    /// Its content address (`fixed:r:sha256:...`, `text:sha256:...`) when it has one.
+    pub ca: Option<String>,
+    /// Whether this store built it (rather than got it from elsewhere).
+    pub ultimate: bool,
 }
 
 #[derive(Deserialize)]
@@ -32,6 +40,10 @@ struct RawPathInfo {
     #[serde(rename = "narSize")]
     nar_size: Option<u64>,
     references: Option<Vec<String>>,
+    deriver: Option<String>,
+    signatures: Option<Vec<String>>,
+    ca: Option<String>,
+    ultimate: Option<bool>,
     valid: Option<bool>,
 }
 
@@ -76,6 +88,8 @@ pub(crate) struct Nix<'a> {
     pub store: Option<&'a str>,
     /// Working directory (relative installables are relative to it).
     pub dir: &'a Path,
+    /// Keep Nix from substituting (`--offline`).
+    pub offline: bool,
 }
 
 impl Nix<'_> {
@@ -87,6 +101,9 @@ impl Nix<'_> {
         if let Some(store) = self.store {
             cmd.args(["--store", store]);
         }
+        if self.offline {
+            cmd.args(["--option", "substitute", "false"]);
+        }
         cmd.current_dir(self.dir).stdin(Stdio::null());
         cmd
     }
@@ -95,7 +112,12 @@ impl Nix<'_> {
     fn run(&self, program: &str, args: &[&str]) -> Result<Vec<u8>, NixError> {
         let mut cmd = self.command(program);
         cmd.args(args);
-        let shown = describe(program, self.store, args);
+        let mut shown_args: Vec<&str> = Vec::new();
+        if self.offline {
+            shown_args.extend(["--option", "substitute", "false"]);
+        }
+        shown_args.extend(args);
+        let shown = describe(program, self.store, &shown_args);
         let out = cmd.output().map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => NixError::NotInstalled {
                 program: program.to_owned(),
@@ -153,8 +175,9 @@ impl Nix<'_> {
         Ok(paths)
     }
 
-    /// Builds installables with `nix build` and returns their output paths, in order.
-    pub(crate) fn build(&self, installables: &[String]) -> Result<Vec<String>, NixError> {
+    /// Builds installables with `nix build` and returns the output paths of each result, in
+    /// order.
+    pub(crate) fn build(&self, installables: &[String]) -> Result<Vec<Vec<String>>, NixError> {
         let mut args = vec!["build", "--no-link", "--json"];
         args.extend(installables.iter().map(String::as_str));
         let out = self.run("nix", &args)?;
@@ -164,8 +187,9 @@ impl Nix<'_> {
         };
         let json: Vec<serde_json::Value> =
             serde_json::from_slice(&out).map_err(|e| bad(format!("invalid JSON: {e}")))?;
-        let mut paths = Vec::new();
+        let mut results = Vec::new();
         for item in &json {
+            let mut paths = Vec::new();
             if let Some(outputs) = item["outputs"].as_object() {
                 // `out` first: it is what a profile shows of a package.
                 let mut names: Vec<&String> = outputs.keys().collect();
@@ -181,8 +205,44 @@ impl Nix<'_> {
             } else {
                 return Err(bad(format!("unexpected result {item}")));
             }
+            results.push(paths);
         }
-        Ok(paths)
+        Ok(results)
+    }
+
+    /// What `nix flake metadata` says pins `flake`: its locked URL and each input's locked
+    /// revision (or NAR hash).
+    pub(crate) fn flake_lock(&self, flake: &str) -> Result<crate::LockedFlake, NixError> {
+        let args = ["flake", "metadata", "--json", flake];
+        let out = self.run("nix", &args)?;
+        let bad = |message: String| NixError::Output {
+            command: describe("nix", self.store, &args),
+            message,
+        };
+        let json: serde_json::Value =
+            serde_json::from_slice(&out).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        let url = json["url"]
+            .as_str()
+            .ok_or_else(|| bad("no `url` in the output".into()))?
+            .to_owned();
+        let mut inputs = std::collections::BTreeMap::new();
+        if let Some(nodes) = json["locks"]["nodes"].as_object() {
+            let root = json["locks"]["root"].as_str().unwrap_or("root");
+            for (name, node) in nodes {
+                if name == root {
+                    continue;
+                }
+                let locked = &node["locked"];
+                if let Some(pin) = locked["rev"].as_str().or(locked["narHash"].as_str()) {
+                    inputs.insert(name.clone(), pin.to_owned());
+                }
+            }
+        }
+        Ok(crate::LockedFlake {
+            flake: flake.to_owned(),
+            url,
+            inputs,
+        })
     }
 
     /// The closure of `paths`: every store path they need, with references and NAR hashes.
@@ -206,6 +266,10 @@ impl Nix<'_> {
                 nar_hash: r.nar_hash.ok_or_else(|| missing("narHash"))?,
                 nar_size: r.nar_size.ok_or_else(|| missing("narSize"))?,
                 references: r.references.ok_or_else(|| missing("references"))?,
+                deriver: r.deriver.filter(|d| !d.is_empty()),
+                signatures: r.signatures.unwrap_or_default(),
+                ca: r.ca.filter(|c| !c.is_empty()),
+                ultimate: r.ultimate.unwrap_or(false),
                 path: r.path,
             });
         }
@@ -280,6 +344,7 @@ mod tests {
         let nix = Nix {
             store: None,
             dir: dir.path(),
+            offline: false,
         };
         let err = nix
             .run("strata-no-such-nix-program", &["--version"])
@@ -289,11 +354,33 @@ mod tests {
     }
 
     #[test]
+    fn offline_commands_do_not_substitute() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nix = Nix {
+            store: None,
+            dir: dir.path(),
+            offline: true,
+        };
+        let out = nix.run("echo", &["build"]).expect("echo");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "--option substitute false build\n"
+        );
+        let err = nix.run("false", &[]).expect_err("false fails");
+        assert!(
+            err.to_string()
+                .contains("`false --option substitute false`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn failure_carries_the_commands_stderr() {
         let dir = tempfile::tempdir().expect("tempdir");
         let nix = Nix {
             store: None,
             dir: dir.path(),
+            offline: false,
         };
         let err = nix
             .run("sh", &["-c", "echo 'error: boom' >&2; exit 3"])

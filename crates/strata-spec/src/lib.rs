@@ -47,8 +47,9 @@ pub const UBUNTU_SECURITY_MIRROR: &str = "http://security.ubuntu.com/ubuntu";
 pub const UBUNTU_PORTS_MIRROR: &str = "http://ports.ubuntu.com/ubuntu-ports";
 /// The Debian archive components used when `debian.components` is absent (and not inherited).
 pub const DEFAULT_DEBIAN_COMPONENTS: &[&str] = &["main"];
-/// The image path of the Nix profile link used when `nix.profile` is absent.
-pub const DEFAULT_NIX_PROFILE: &str = "/nix/var/nix/profiles/default";
+/// The image path of the Nix profile used when `nix.profile` is absent: where NixOS keeps the
+/// system profile, so the image looks like the Nix base image.
+pub const DEFAULT_NIX_PROFILE: &str = "/run/current-system/sw";
 
 /// Version of the canonical forms; bumped whenever their layout changes, so that old hashes are
 /// never reused for a different meaning.
@@ -455,6 +456,9 @@ pub struct NixSection {
     pub paths: Vec<String>,
     /// The image path of the profile link; `None` means [`DEFAULT_NIX_PROFILE`].
     pub profile: Option<ImagePath>,
+    /// Whether the closure is registered in the image's Nix database (`/nix/var/nix/db`), so
+    /// the nix inside the image can use the store.
+    pub database: bool,
     /// Where the section is written in the spec file.
     pub location: Location,
     /// The key path of the section, e.g. `user.nix`.
@@ -722,11 +726,16 @@ impl Spec {
             Json::obj_vec(fields)
         });
         let nix = Json::opt(half.nix.as_ref(), |n| {
-            Json::obj([
+            let mut fields = vec![
                 ("installables", Json::strs(n.installables.iter().cloned())),
                 ("paths", Json::strs(n.paths.iter().cloned())),
                 ("profile", Json::Str(n.effective_profile().absolute())),
-            ])
+            ];
+            // Only written when set, so specs without it keep their hashes.
+            if n.database {
+                fields.push(("database", Json::Bool(true)));
+            }
+            Json::obj_vec(fields)
         });
         let mut fields = vec![
             ("format", Json::Int(CANONICAL_FORMAT)),

@@ -101,7 +101,7 @@ const REPO_KEYS: &[&str] = &[
     "priority",
     "architectures",
 ];
-const NIX_KEYS: &[&str] = &["installables", "paths", "profile"];
+const NIX_KEYS: &[&str] = &["installables", "paths", "profile", "database"];
 const CONFIG_KEYS: &[&str] = &[
     "env",
     "entrypoint",
@@ -1010,9 +1010,13 @@ impl<'t> Parser<'t> {
             installables: Vec::new(),
             paths: Vec::new(),
             profile: None,
+            database: false,
             location: f.loc.clone(),
             key: f.path.clone(),
         };
+        if let Some(d) = t.take("database") {
+            n.database = self.boolean(&d).unwrap_or(false);
+        }
         if let Some(i) = t.take("installables") {
             n.installables = self
                 .strings_with(
@@ -1032,10 +1036,9 @@ impl<'t> Parser<'t> {
                 .unwrap_or_default();
         }
         if let Some(p) = t.take("profile") {
-            n.profile =
-                self.string_with(&p, "a string like \"/nix/var/nix/profiles/default\"", |s| {
-                    check::image_path(s, crate::DEFAULT_NIX_PROFILE)
-                });
+            n.profile = self.string_with(&p, "a string like \"/run/current-system/sw\"", |s| {
+                check::image_path(s, crate::DEFAULT_NIX_PROFILE)
+            });
         }
         Some(n)
     }

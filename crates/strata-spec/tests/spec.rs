@@ -48,7 +48,7 @@ fn unknown_keys_at_every_level() {
     );
     assert_eq!(
         error("[user]\nnix = { installable = [] }\n"),
-        "examples/x/strata.toml:2:9: user.nix.installable: unknown key (expected one of: installables, paths, profile)"
+        "examples/x/strata.toml:2:9: user.nix.installable: unknown key (expected one of: installables, paths, profile, database)"
     );
 }
 
@@ -377,10 +377,7 @@ exposed_ports = ["8080", 53, "53/UDP"]
 
     let nix = spec.base.nix.as_ref().expect("nix");
     assert_eq!(nix.installables, [".#hello"]);
-    assert_eq!(
-        nix.effective_profile().absolute(),
-        "/nix/var/nix/profiles/default"
-    );
+    assert_eq!(nix.effective_profile().absolute(), "/run/current-system/sw");
     assert_eq!(nix.key, "base.nix");
 
     let c = &spec.config;
@@ -510,7 +507,7 @@ dest = "/home/dev/"
 src = "./dotfiles"
 
 [base]
-nix = {{ profile = "/nix/var/nix/profiles/default", installables = [".#hello"] }}
+nix = {{ profile = "/run/current-system/sw", installables = [".#hello"] }}
 
 [[base.tree]]
 src = "files/./hello.sh"
@@ -599,6 +596,11 @@ fn canonical_sees_every_semantic_change() {
         (
             "installables = [\".#hello\"]",
             "installables = [\".#hello\"], profile = \"/p\"",
+            BASE,
+        ),
+        (
+            "installables = [\".#hello\"]",
+            "installables = [\".#hello\"], database = true",
             BASE,
         ),
         // Tree order decides which entry wins on overlap.
@@ -1082,4 +1084,45 @@ fn boot_errors_name_the_key() {
     );
     let e = error("[base]\ndebian = { packages = [] }\n[boot]\nhostnam = \"x\"\n");
     assert!(e.contains("boot.hostnam: unknown key"), "{e}");
+
+/// The default profile moved from `/nix/var/nix/profiles/default` to `/run/current-system/sw`
+/// (issue 15); a spec that writes the old location keeps its canonical form, so its name and
+/// tag, byte for byte; one that relies on the default gets the new location.
+#[test]
+fn explicit_profile_keeps_its_hash_across_the_new_default() {
+    let old = Spec::parse(
+        "[base]\nnix = { installables = [\"./tools.nix\"], profile = \"/nix/var/nix/profiles/default\" }\n",
+        Path::new("strata.toml"),
+    )
+    .expect("parse");
+    assert_eq!(
+        old.canonical(Part::Base),
+        r#"{"debian":null,"format":1,"nix":{"installables":["./tools.nix"],"paths":[],"profile":"/nix/var/nix/profiles/default"},"part":"base","tree":[]}"#
+    );
+    let default = Spec::parse(
+        "[base]\nnix = { installables = [\"./tools.nix\"] }\n",
+        Path::new("strata.toml"),
+    )
+    .expect("parse");
+    let nix = default.base.nix.as_ref().expect("nix");
+    assert_eq!(nix.effective_profile().absolute(), "/run/current-system/sw");
+    assert!(!nix.database);
+    assert_ne!(old.canonical(Part::Base), default.canonical(Part::Base));
+
+    let registered = Spec::parse(
+        "[base]\nnix = { installables = [\"./tools.nix\"], database = true }\n",
+        Path::new("strata.toml"),
+    )
+    .expect("parse");
+    assert!(registered.base.nix.as_ref().expect("nix").database);
+    let err = Spec::parse(
+        "[base]\nnix = { database = \"yes\" }\n",
+        Path::new("strata.toml"),
+    )
+    .expect_err("not a boolean")
+    .to_string();
+    assert!(
+        err.contains("base.nix.database") && err.contains("boolean"),
+        "{err}"
+    );
 }

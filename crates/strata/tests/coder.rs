@@ -585,6 +585,90 @@ fn agent_bootstrap_in_the_debian_example_downloads_with_curl() {
     assert_agent_ran_as_the_account(&b);
 }
 
+/// `examples/coder-nix`: its local derivations, built by the host's nix into a private store
+/// with nothing downloaded, make a workspace that passes `strata check --coder` (the archive
+/// and the spec) and whose agent bootstrap, run under podman, downloads the agent with the
+/// closure's wget and starts it as the account.
+#[test]
+fn agent_bootstrap_in_the_nix_example_downloads_with_the_closures_wget() {
+    if !require(&["nix-build", "podman"]) {
+        return;
+    }
+    let work = Work::new();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/coder-nix");
+    let text = fs::read_to_string(example.join("strata.toml")).expect("read the Nix example");
+    fs::copy(
+        example.join("default.nix"),
+        work.spec_dir().join("default.nix"),
+    )
+    .expect("copy default.nix");
+    work.write_spec(&text.replace(
+        "name = \"strata-examples/coder-nix\"",
+        &format!("name = \"{}\"", unique_name("coder-nix")),
+    ));
+    let nix_env = |cmd: &mut Command| {
+        cmd.env("NIX_REMOTE", work.root().join("nix")).env(
+            "NIX_CONFIG",
+            "substituters =\nsandbox = false\nbuild-users-group =\n",
+        );
+    };
+    let archive = work.out("image.tar");
+    let mut cmd = work.strata();
+    nix_env(&mut cmd);
+    cmd.arg("build")
+        .arg(work.spec())
+        .arg("--json")
+        .arg("--output")
+        .arg(format!("docker-archive:{}", archive.display()));
+    let build = Build {
+        json: serde_json::from_slice(&run_ok(&mut cmd).stdout).expect("build --json"),
+    };
+    let store_layers = build
+        .layers()
+        .iter()
+        .filter(|l| {
+            l["objects"].as_array().is_some_and(|o| {
+                o.iter()
+                    .all(|x| x.as_str().is_some_and(|x| x.starts_with("/nix/store/")))
+            })
+        })
+        .count();
+    assert_eq!(
+        store_layers,
+        2,
+        "busybox and the CA bundle: {:#?}",
+        build.layers()
+    );
+
+    let (report, ok) = check_json(&work, &format!("docker-archive:{}", archive.display()));
+    assert!(ok, "the Nix example passes: {report:#}");
+    for id in [
+        "sh",
+        "env",
+        "mktemp",
+        "downloader",
+        "ca-certificates",
+        "account",
+    ] {
+        assert_eq!(item(&report, id)["passed"], true, "{id}: {report:#}");
+    }
+    assert!(
+        item(&report, "sh")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("busybox-static/bin/busybox"),
+        "{report:#}"
+    );
+
+    let b = start_workspace(&work, &build, &archive);
+    assert!(
+        b.stderr.contains("wget -q http://127.0.0.1:"),
+        "the init script downloads with the profile's wget: {}",
+        b.logs
+    );
+    assert_agent_ran_as_the_account(&b);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Templates.
 

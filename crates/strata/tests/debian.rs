@@ -364,7 +364,7 @@ fn debian_base_with_a_nix_user_half_puts_the_profile_after_the_system_path() {
     assert_eq!(
         out,
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:\
-         /nix/var/nix/profiles/default/bin\nhello from nix\ndash\nroot\n"
+         /run/current-system/sw/bin\nhello from nix\ndash\nroot\n"
     );
 }
 
@@ -406,6 +406,6 @@ fn nix_base_with_a_debian_user_half_is_a_debian_system_with_the_profile_after_th
     assert_eq!(
         out,
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:\
-         /nix/var/nix/profiles/default/bin\nhello from nix\ndash\n1\n"
+         /run/current-system/sw/bin\nhello from nix\ndash\n1\n"
     );
 }

@@ -20,7 +20,7 @@ use common::*;
 use serde_json::Value;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/nix");
-const PROFILE: &str = "nix/var/nix/profiles/default";
+const PROFILE: &str = "run/current-system/sw";
 
 /// The loader file name and the host's copies of the loader and libc, by architecture.
 fn host_glibc() -> (&'static str, &'static str, &'static str) {
@@ -600,4 +600,536 @@ fn missing_or_failing_nix_is_a_clear_error() {
     let err = build(nw.strata().env("NIX_REMOTE", "ssh://nowhere.invalid"));
     assert!(err.contains("ssh://nowhere.invalid"), "{err}");
     assert!(err.contains("not supported"), "{err}");
+}
+
+/// The nix inside the image: Debian's `nix-bin` in the base half, the fixture closure with
+/// `database = true` in the user half, run by the workspace account. In podman the account's
+/// nix finds the store valid, installs a path of it into its profile, builds a derivation
+/// whose builder is the closure's busybox, and garbage collection keeps the closure (the
+/// default profile, `/run/current-system/sw`, is outside `/nix/var/nix/profiles`, so only the
+/// GC roots strata writes keep it).
+#[test]
+fn nix_inside_a_mixed_image_uses_the_registered_store() {
+    if !require(&["podman"]) {
+        return;
+    }
+    let nw = NixWork::new();
+    let graph = nw.graph();
+    let name = unique_name("nix-inside");
+    nw.work.write_spec(&format!(
+        r#"
+[image]
+name = "{name}"
+
+[base]
+debian = {{ packages = ["nix-bin"] }}
+
+[user]
+nix = {{ installables = ["./graph.nix"], database = true }}
+
+[account]
+name = "dev"
+"#
+    ));
+    let build = |dest: &Path| {
+        let out = run_ok(
+            nw.nix_env(&mut nw.work.strata_debian())
+                .arg("build")
+                .arg(nw.work.spec())
+                .arg("--output")
+                .arg(format!("docker-archive:{}", dest.display()))
+                .arg("--json"),
+        );
+        Build {
+            json: serde_json::from_slice(&out.stdout).expect("build --json"),
+        }
+    };
+    let archive = nw.work.out("image.tar");
+    let first = build(&archive);
+    let second = build(&nw.work.out("again.tar"));
+    assert_eq!(
+        first.digest(),
+        second.digest(),
+        "the database is reproducible"
+    );
+
+    run_ok(Command::new("podman").arg("load").arg("-i").arg(&archive));
+    let image = LoadedImage {
+        tool: "podman",
+        reference: format!("localhost/{}", first.reference()),
+    };
+    let script = format!(
+        r#"set -e
+id -un
+command -v app-a
+nix-store --verify --check-contents
+nix-store --query --requisites {app_c} | sort
+nix-env -i {app_b}
+"$HOME/.nix-profile/bin/app-b"
+cat > /tmp/inside.nix <<'NIX'
+derivation {{
+  name = "inside";
+  system = builtins.currentSystem;
+  builder = "${{builtins.storePath {busybox}}}/bin/sh";
+  args = [ "-c" "echo built inside > $out" ];
+}}
+NIX
+cd /tmp
+built=$(nix-build --option substituters '' /tmp/inside.nix)
+cat "$built"
+nix-store --gc >/dev/null 2>&1
+for p in {all}; do test -e "$p" || echo "collected: $p"; done
+nix-store --verify --check-contents
+echo done
+"#,
+        app_c = graph.app_c,
+        app_b = graph.app_b,
+        busybox = graph.busybox,
+        all = graph.all().into_iter().collect::<Vec<_>>().join(" "),
+    );
+    let out = run(podman_run()
+        .arg("--network=none")
+        .arg(&image.reference)
+        .args(["sh", "-c", &script]));
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("dev"), "runs as the account: {text}");
+    assert_eq!(
+        lines.next(),
+        Some("/run/current-system/sw/bin/app-a"),
+        "the default profile is on PATH: {text}"
+    );
+    let requisites: Vec<&str> = lines.by_ref().take(3).collect();
+    let mut want = vec![
+        graph.app_c.as_str(),
+        graph.busybox.as_str(),
+        graph.glibc.as_str(),
+    ];
+    want.sort();
+    assert_eq!(requisites, want, "the references are registered: {text}");
+    assert_eq!(lines.next(), Some("app-b shared-data"), "{text}");
+    assert_eq!(lines.next(), Some("built inside"), "{text}");
+    assert_eq!(lines.next(), Some("done"), "nothing collected: {text}");
+}
+
+/// A locked Nix half: `strata lock` records every requested output with its NAR hash;
+/// `--locked` builds while the installables evaluate to the locked paths and refuses, naming
+/// the paths, once they do not; `--offline` takes the locked paths from the local store
+/// without evaluating, so it gives the locked image even after the expression changed.
+#[test]
+fn locked_nix_half_refuses_other_paths_and_offline_uses_the_local_store() {
+    let nw = NixWork::new();
+    let graph = nw.graph();
+    nw.work.write_spec(&format!(
+        "[image]\nname = \"strata-e2e/nix-lock\"\n\n[user]\nnix = {{ installables = \
+         [\"./graph.nix\"], paths = [\"{}\"] }}\n",
+        graph.busybox
+    ));
+    let out = run_ok(nw.strata().arg("lock").arg(nw.work.spec()));
+    assert!(stdout(&out).contains("4 Nix outputs"), "{}", stdout(&out));
+    let lock_path = nw.work.spec_dir().join("strata.lock");
+    let lock: toml::Value = toml::from_str(&fs::read_to_string(&lock_path).unwrap()).unwrap();
+    let outputs = lock["nix"]["user"]["outputs"].as_array().expect("outputs");
+    let locked: Vec<(&str, &str)> = outputs
+        .iter()
+        .map(|o| {
+            (
+                o["installable"].as_str().unwrap(),
+                o["path"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        locked,
+        [
+            ("./graph.nix", graph.app_a.as_str()),
+            ("./graph.nix", graph.app_b.as_str()),
+            ("./graph.nix", graph.app_c.as_str()),
+            (graph.busybox.as_str(), graph.busybox.as_str()),
+        ]
+    );
+    // The NAR hash is the one nix reports.
+    let info = stdout(&run_ok(nw.nix("nix").args([
+        "--extra-experimental-features",
+        "nix-command",
+        "path-info",
+        "--json",
+        &graph.app_a,
+    ])));
+    let info: Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(outputs[0]["nar_hash"].as_str(), info[0]["narHash"].as_str());
+
+    let oci = |n: &str| format!("oci:{}", nw.work.out(n).display());
+    let first = nw.build(&oci("locked"), &["--locked"]);
+
+    // The expression changes: app-a and app-b (through `shared`) get other store paths.
+    let graph_nix = nw.work.spec_dir().join("graph.nix");
+    let text = fs::read_to_string(&graph_nix).unwrap();
+    fs::write(
+        &graph_nix,
+        text.replace("echo shared-data", "echo shared-data-2"),
+    )
+    .unwrap();
+    let out = run(nw
+        .strata()
+        .arg("build")
+        .arg(nw.work.spec())
+        .arg("--output")
+        .arg(oci("refused"))
+        .arg("--locked"));
+    assert!(!out.status.success(), "--locked must refuse other paths");
+    let err = stderr(&out);
+    for want in [
+        "--locked",
+        "user.nix",
+        &format!("./graph.nix: locked {}", graph.app_a),
+        &format!("./graph.nix: locked {}", graph.app_b),
+        "strata lock",
+    ] {
+        assert!(err.contains(want), "{want} missing: {err}");
+    }
+    assert!(
+        !err.contains(&format!("locked {}", graph.app_c)),
+        "app-c did not change: {err}"
+    );
+
+    // Offline, the locked paths come from the local store: the locked image again.
+    let offline = nw.build(&oci("offline"), &["--offline"]);
+    assert_eq!(offline.digest(), first.digest());
+
+    // A locked path the store does not have is named.
+    let gone = format!("/nix/store/{}-app-c", "0".repeat(32));
+    fs::write(
+        &lock_path,
+        fs::read_to_string(&lock_path)
+            .unwrap()
+            .replace(&graph.app_c, &gone),
+    )
+    .unwrap();
+    let out = run(nw
+        .strata()
+        .arg("build")
+        .arg(nw.work.spec())
+        .arg("--output")
+        .arg(oci("missing"))
+        .arg("--offline"));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(&gone), "{}", stderr(&out));
+}
+
+/// Parallel builds share one Nix store and one strata store: four `strata build` processes
+/// of two Nix specs, started at once against a fresh chroot store (so the nix builds race too),
+/// give the digests that serial builds in another fresh pair of stores give.
+#[test]
+fn parallel_builds_sharing_one_nix_store_match_serial_builds() {
+    let specs = [
+        "[image]\nname = \"strata-e2e/nix-par-a\"\n\n[user]\nnix = { installables = [\"./graph.nix\"] }\n",
+        "[image]\nname = \"strata-e2e/nix-par-b\"\n\n[base]\nnix = { installables = [\"./graph.nix\"], database = true }\n",
+    ];
+    let write_specs = |nw: &NixWork| -> Vec<PathBuf> {
+        specs
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let path = nw.work.spec_dir().join(format!("s{i}.toml"));
+                fs::write(&path, text).expect("write spec");
+                path
+            })
+            .collect()
+    };
+    let command = |nw: &NixWork, spec: &Path, out: &str| {
+        let mut cmd = nw.strata();
+        cmd.arg("build")
+            .arg(spec)
+            .arg("--json")
+            .arg("--output")
+            .arg(format!("oci:{}", nw.work.out(out).display()))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let digest = |out: std::process::Output| -> String {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: Value = serde_json::from_slice(&out.stdout).expect("build --json");
+        json["digest"].as_str().expect("digest").to_owned()
+    };
+
+    let parallel = NixWork::new();
+    let paths = write_specs(&parallel);
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            command(&parallel, &paths[i % 2], &format!("p{i}"))
+                .spawn()
+                .expect("spawn strata")
+        })
+        .collect();
+    let got: Vec<String> = children
+        .into_iter()
+        .map(|c| digest(c.wait_with_output().expect("wait")))
+        .collect();
+
+    let serial = NixWork::new();
+    let paths = write_specs(&serial);
+    let want: Vec<String> = (0..2)
+        .map(|i| {
+            digest(
+                command(&serial, &paths[i], &format!("s{i}"))
+                    .output()
+                    .expect("run"),
+            )
+        })
+        .collect();
+    assert_eq!(got, [&*want[0], &*want[1], &*want[0], &*want[1]]);
+    assert_ne!(want[0], want[1]);
+}
+
+/// Removes a podman container when dropped.
+struct Running(String);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = podman().args(["rm", "-f", "-t", "0", &self.0]).output();
+    }
+}
+
+/// `examples/nix-builder`: Debian's openssh-server and nix-bin with the test's key authorized.
+/// The image has no SSH host key (the container makes its own at first start); under podman,
+/// with its SSH port on 127.0.0.1, it is the remote builder of the host's `nix-build
+/// --max-jobs 0 --builders ssh://…`, which then holds the output the container built.
+#[test]
+fn nix_builder_example_builds_for_the_hosts_nix_over_ssh() {
+    if !require(&["podman", "ssh", "ssh-keygen"]) {
+        return;
+    }
+    let nw = NixWork::new();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/nix-builder");
+    let text = fs::read_to_string(example.join("strata.toml")).expect("read the example");
+    fs::copy(
+        example.join("nix.conf"),
+        nw.work.spec_dir().join("nix.conf"),
+    )
+    .unwrap();
+    let key = nw.work.root().join("builder-key");
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "strata-test", "-f"])
+            .arg(&key),
+    );
+    fs::copy(
+        key.with_extension("pub"),
+        nw.work.spec_dir().join("authorized_keys"),
+    )
+    .unwrap();
+    nw.work.write_spec(&text.replace(
+        "name = \"strata-examples/nix-builder\"",
+        &format!("name = \"{}\"", unique_name("nix-builder")),
+    ));
+    let archive = nw.work.out("builder.tar");
+    let out = run_ok(
+        nw.work
+            .strata_debian()
+            .arg("build")
+            .arg(nw.work.spec())
+            .arg("--json")
+            .arg("--output")
+            .arg(format!("docker-archive:{}", archive.display())),
+    );
+    let build = Build {
+        json: serde_json::from_slice(&out.stdout).expect("build --json"),
+    };
+    run_ok(Command::new("podman").arg("load").arg("-i").arg(&archive));
+    let image = LoadedImage {
+        tool: "podman",
+        reference: format!("localhost/{}", build.reference()),
+    };
+    let listing = stdout(&run_ok(
+        podman_run()
+            .args(["--network=none", "--entrypoint", "ls"])
+            .arg(&image.reference)
+            .arg("/etc/ssh"),
+    ));
+    assert!(listing.contains("sshd_config"), "{listing}");
+    assert!(
+        !listing.contains("ssh_host_"),
+        "host keys are baked in: {listing}"
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = run_ok(
+        podman()
+            .args(["run", "-d"])
+            .args(PODMAN_RUN_FLAGS.iter().skip(2))
+            .arg("-p")
+            .arg(format!("127.0.0.1:{port}:22"))
+            .arg(&image.reference),
+    );
+    let container = Running(stdout(&started).trim().to_owned());
+    let ssh_opts = format!(
+        "-p {port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes \
+         -o ConnectTimeout=5 -o LogLevel=ERROR"
+    );
+    let ssh = |command: &str| {
+        Command::new("ssh")
+            .args(ssh_opts.split(' '))
+            .arg("-i")
+            .arg(&key)
+            .arg("root@127.0.0.1")
+            .arg(command)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // sshd is up once the host keys are made: at most 60 tries, one a second.
+    let mut hostname = None;
+    for _ in 0..60 {
+        let out = ssh("cat /proc/sys/kernel/hostname; nix-store --version");
+        if out.status.success() {
+            hostname = Some(stdout(&out));
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    let logs = || stderr(&run(podman().args(["logs", &container.0])));
+    let hello = hostname.unwrap_or_else(|| panic!("no SSH login: {}", logs()));
+    let mut lines = hello.lines();
+    let remote_host = lines.next().unwrap().to_owned();
+    assert_eq!(lines.next(), Some("nix-store (Nix) 2.8.0"), "{hello}");
+    let keys = stdout(&ssh("ls /etc/ssh"));
+    assert!(
+        keys.contains("ssh_host_ed25519_key.pub"),
+        "made at start: {keys}"
+    );
+
+    let system = format!("{}-linux", std::env::consts::ARCH);
+    nw.work.file(
+        "remote.nix",
+        format!(
+            r#"let busybox = builtins.path {{ path = ./busybox; name = "busybox"; }};
+in derivation {{
+  name = "built-remotely";
+  system = "{system}";
+  builder = "${{busybox}}/bin/sh";
+  args = [ "-c" "${{busybox}}/bin/busybox cat /proc/sys/kernel/hostname > $out" ];
+}}
+"#
+        ),
+        0o644,
+    );
+    let builders = format!("ssh://root@127.0.0.1 {system} {} 1", key.display());
+    let out = run(nw
+        .nix("nix-build")
+        .env("NIX_SSHOPTS", &ssh_opts)
+        .args(["--no-out-link", "--max-jobs", "0", "--builders", &builders])
+        .arg("remote.nix"));
+    assert!(
+        out.status.success(),
+        "{}\n--- builder\n{}",
+        stderr(&out),
+        logs()
+    );
+    let built = stdout(&out).trim().to_owned();
+    let result = fs::read_to_string(nw.nix_root().join(built.trim_start_matches('/'))).unwrap();
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_ne!(
+        host.trim(),
+        remote_host,
+        "the container has a hostname of its own"
+    );
+    assert_eq!(
+        result.trim(),
+        remote_host,
+        "built in the container, not on the host"
+    );
+    let in_builder = ssh(&format!("cat {built}"));
+    assert_eq!(
+        stdout(&in_builder).trim(),
+        remote_host,
+        "the builder's store has it too"
+    );
+}
+
+/// Locking a flake installable records where its outputs came from: the flake's locked URL and
+/// the locked revision (for a path input, its NAR hash) of every input, as the real nix
+/// reports them, besides the outputs and their NAR hashes; `--locked` then builds.
+#[test]
+fn flake_installables_lock_their_url_and_inputs() {
+    let nw = NixWork::new();
+    let system = format!("{}-linux", std::env::consts::ARCH);
+    nw.work.file(
+        "dep/flake.nix",
+        "{ outputs = { self }: { word = \"dep\"; }; }\n",
+        0o644,
+    );
+    let busybox = fs::read("/bin/busybox").expect("busybox-static");
+    nw.work.file("app/busybox", busybox, 0o555);
+    let dep = nw.work.spec_dir().join("dep");
+    nw.work.file(
+        "app/flake.nix",
+        format!(
+            r#"{{
+  inputs.dep.url = "path:{dep}";
+  outputs = {{ self, dep }}: {{
+    packages.{system}.default = derivation {{
+      name = "flake-app";
+      system = "{system}";
+      builder = "${{self}}/busybox";
+      args = [ "sh" "-c" "echo ${{dep.word}} > $out" ];
+    }};
+  }};
+}}
+"#,
+            dep = dep.display()
+        ),
+        0o644,
+    );
+    nw.work.write_spec(
+        "[image]\nname = \"strata-e2e/nix-flake-lock\"\n\n[user]\nnix = { installables = [\"./app#default\"] }\n",
+    );
+    run_ok(nw.strata().arg("lock").arg(nw.work.spec()));
+    let text = fs::read_to_string(nw.work.spec_dir().join("strata.lock")).unwrap();
+    let lock: toml::Value = toml::from_str(&text).unwrap();
+    let half = &lock["nix"]["user"];
+    let out = &half["outputs"][0];
+    assert_eq!(out["installable"].as_str(), Some("./app#default"), "{text}");
+    let path = out["path"].as_str().unwrap();
+    assert!(path.ends_with("-flake-app"), "{text}");
+    assert_eq!(
+        fs::read_to_string(nw.nix_root().join(path.trim_start_matches('/'))).unwrap(),
+        "dep\n"
+    );
+    let flake = &half["flakes"][0];
+    assert_eq!(flake["flake"].as_str(), Some("./app"), "{text}");
+    let url = flake["url"].as_str().unwrap();
+    assert!(
+        url.starts_with("path:") && url.contains("narHash=sha256-"),
+        "{text}"
+    );
+    let hash = stdout(&run_ok(
+        nw.nix("nix")
+            .args([
+                "--extra-experimental-features",
+                "nix-command",
+                "hash",
+                "path",
+            ])
+            .arg(&dep),
+    ));
+    assert_eq!(
+        flake["inputs"]["dep"].as_str(),
+        Some(hash.trim()),
+        "the input's locked NAR hash: {text}"
+    );
+    nw.build(
+        &format!("oci:{}", nw.work.out("oci").display()),
+        &["--locked"],
+    );
 }

@@ -1,7 +1,8 @@
 //! `strata lock SPEC`.
 //!
 //! The lock file of `DIR/NAME.toml` is `DIR/NAME.lock` ([`strata_debian::source::lock_path`]):
-//! the exact Debian packages of both halves and the hashes of their downloads. `strata lock` (re)writes it; `strata build` uses
+//! the exact Debian packages of both halves and the hashes of their downloads, the downloads,
+//! the Python distributions and the Nix outputs. `strata lock` (re)writes it; `strata build` uses
 //! it when it matches the spec and never writes it.
 
 use std::path::{Path, PathBuf};
@@ -51,10 +52,11 @@ pub fn run(store_root: &Path, args: LockArgs) -> Result<()> {
     );
     let has_fetch = !spec.base.fetch.is_empty() || !spec.user.fetch.is_empty();
     let has_python = spec.base.python.is_some() || spec.user.python.is_some();
-    if base.is_none() && user.is_none() && !has_fetch && !has_python {
+    let has_nix = spec.base.nix.is_some() || spec.user.nix.is_some();
+    if base.is_none() && user.is_none() && !has_fetch && !has_python && !has_nix {
         bail!(
-            "{}: neither [base] nor [user] has a `debian`, `fetch` or `python` key: there is \
-             nothing to lock",
+            "{}: neither [base] nor [user] has a `debian`, `fetch`, `python` or `nix` key: \
+             there is nothing to lock",
             args.spec.display()
         );
     }
@@ -74,6 +76,7 @@ pub fn run(store_root: &Path, args: LockArgs) -> Result<()> {
         .with_context(|| format!("locking the downloads of {}", args.spec.display()))?;
     let python = strata_python::lock_spec(&spec, Some(&lock), &store.source_dir("python")?)
         .with_context(|| format!("locking the Python packages of {}", args.spec.display()))?;
+    let nix = lock_nix(&spec)?;
     let path = source::lock_path(&spec.path);
     let mut text = lock.to_toml()?;
     if let Some(f) = &fetch {
@@ -84,12 +87,17 @@ pub fn run(store_root: &Path, args: LockArgs) -> Result<()> {
         text.push('\n');
         text.push_str(&p.to_toml()?);
     }
+    if !nix.is_empty() {
+        text.push('\n');
+        text.push_str(&nix.to_toml()?);
+    }
     let tmp = path.with_extension("lock.tmp");
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
     let count = |h: &Option<source::HalfLock>| h.as_ref().map_or(0, |h| h.lock.packages.len());
     println!(
-        "wrote {}: {} packages ({} base, {} user), {} downloads, {} Python distributions",
+        "wrote {}: {} packages ({} base, {} user), {} downloads, {} Python distributions, \
+         {} Nix outputs",
         path.display(),
         lock.package_count(),
         count(&lock.base),
@@ -101,7 +109,32 @@ pub fn run(store_root: &Path, args: LockArgs) -> Result<()> {
                 .flatten()
                 .map(|h| h.dists.len())
                 .sum::<usize>()
-        })
+        }),
+        [&nix.base, &nix.user]
+            .into_iter()
+            .flatten()
+            .map(|h| h.outputs.len())
+            .sum::<usize>()
     );
     Ok(())
+}
+
+/// Builds each half's installables with the real nix and locks their outputs.
+fn lock_nix(spec: &Spec) -> Result<strata_nix::NixLock> {
+    let mut lock = strata_nix::NixLock::default();
+    for part in [Part::Base, Part::User] {
+        let Some(input) = strata_build::nix_input(spec, part) else {
+            continue;
+        };
+        let context = input.context.clone();
+        eprintln!("resolving {context}");
+        let half = strata_nix::NixSource::new(input)
+            .lock()
+            .with_context(|| format!("locking {context}"))?;
+        match part {
+            Part::Base => lock.base = Some(half),
+            Part::User => lock.user = Some(half),
+        }
+    }
+    Ok(lock)
 }
