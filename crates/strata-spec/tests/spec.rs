@@ -1084,6 +1084,7 @@ fn boot_errors_name_the_key() {
     );
     let e = error("[base]\ndebian = { packages = [] }\n[boot]\nhostnam = \"x\"\n");
     assert!(e.contains("boot.hostnam: unknown key"), "{e}");
+}
 
 /// The default profile moved from `/nix/var/nix/profiles/default` to `/run/current-system/sw`
 /// (issue 15); a spec that writes the old location keeps its canonical form, so its name and
