@@ -144,6 +144,9 @@ pub struct BootSection {
     pub volume_id: Option<String>,
     /// The boot menu's entry title (default: `NAME VERSION`).
     pub label: Option<String>,
+    /// An `iso:` output is an installer: it carries the raw disk and, on boot, writes it to
+    /// the first suitable empty disk, then powers off.
+    pub installer: bool,
     /// Where the section is written.
     pub location: Location,
     /// `boot`.

@@ -28,6 +28,7 @@ const BOOT_KEYS: &[&str] = &[
     "cloud_init",
     "volume_id",
     "label",
+    "installer",
 ];
 const SERVICES_KEYS: &[&str] = &["enable", "disable"];
 const ACCOUNT_KEYS: &[&str] = &[
@@ -1178,6 +1179,7 @@ impl<'t> Parser<'t> {
             cloud_init: false,
             volume_id: None,
             label: None,
+            installer: false,
             location: f.loc.clone(),
             key: f.path.clone(),
         };
@@ -1219,6 +1221,9 @@ impl<'t> Parser<'t> {
         }
         if let Some(c) = t.take("cloud_init") {
             b.cloud_init = self.boolean(&c).unwrap_or(false);
+        }
+        if let Some(i) = t.take("installer") {
+            b.installer = self.boolean(&i).unwrap_or(false);
         }
         if let Some(v) = t.take("volume_id") {
             b.volume_id = self.string_with(&v, "a volume ID like \"CODER_BOX\"", check::volume_id);

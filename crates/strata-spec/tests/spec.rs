@@ -1040,6 +1040,7 @@ hostname = "ws-1"
 cloud_init = true
 volume_id = "CODER_BOX"
 label = "Workspace 1.2 (r42)"
+installer = true
 "#,
     );
     let boot = spec.boot.as_ref().expect("[boot]");
@@ -1050,6 +1051,7 @@ label = "Workspace 1.2 (r42)"
     assert_eq!(boot.hostname.as_deref(), Some("ws-1"));
     assert!(boot.cloud_init);
     assert_eq!(boot.volume_id.as_deref(), Some("CODER_BOX"));
+    assert!(boot.installer);
     let packages = spec
         .debian_settings(Part::Base)
         .expect("base debian")

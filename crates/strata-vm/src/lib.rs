@@ -238,6 +238,8 @@ pub struct Settings {
     pub free_space: u64,
     /// cloud-init is installed and configured.
     pub cloud_init: bool,
+    /// An ISO carries the disk and installs it.
+    pub installer: bool,
 }
 
 impl Settings {
@@ -304,6 +306,7 @@ impl Settings {
             root_size: boot.root_size,
             free_space: boot.free_space,
             cloud_init: boot.cloud_init,
+            installer: boot.installer,
         }
     }
 
@@ -620,6 +623,42 @@ fn build_iso(
     let iso_dir = work.join("iso");
     let live = iso_dir.join("live");
     fs::create_dir_all(&live).map_err(io_err("create", &live))?;
+    if settings.installer {
+        // The disk the installer writes: the raw disk of the same image and settings, made
+        // in a work directory of its own.
+        let install = iso_dir.join("install");
+        fs::create_dir_all(&install).map_err(io_err("create", &install))?;
+        let disk_work = work.join("disk");
+        fs::create_dir_all(&disk_work).map_err(io_err("create", &disk_work))?;
+        let disk_path = install.join("disk.img");
+        let disk_req = DiskRequest {
+            spec: req.spec,
+            image: req.image,
+            store: req.store,
+            format: Format::Raw,
+            output: &disk_path,
+            source_date_epoch: sde,
+        };
+        let result = build_in(
+            &disk_req, settings, identity, _root_type, rootfs, ids, &disk_work,
+        );
+        let _ = strata_sandbox::remove_tree(ids, &disk_work.join("stage"));
+        result?;
+        files.push(root::StagedFile::new(
+            "usr/lib/strata/install-disk",
+            INSTALLER_SCRIPT,
+            0o755,
+        ));
+        files.push(root::StagedFile::new(
+            "etc/systemd/system/strata-install.service",
+            INSTALLER_UNIT,
+            0o644,
+        ));
+        files.push(root::StagedFile::link(
+            "etc/systemd/system/multi-user.target.wants/strata-install.service",
+            "/etc/systemd/system/strata-install.service",
+        ));
+    }
     let squashfs = live.join("filesystem.squashfs");
     let plan = root::RootPlan {
         rootfs: rootfs.to_owned(),
@@ -731,6 +770,51 @@ fn set_tree_times(dir: &Path, sde: u64) -> Result<(), VmError> {
     }
     Ok(())
 }
+
+/// The live system's installer: writes `/install/disk.img` of the boot medium to the first
+/// disk that is not removable, not zram, loop or a CD, not the boot medium, at least as large
+/// as the image, and empty (no partition table, no file system signature), then powers off.
+const INSTALLER_SCRIPT: &str = r#"#!/bin/sh
+# Written by strata ([boot] installer = true).
+set -eu
+say() { echo "STRATA-INSTALLER $*" >/dev/console; echo "STRATA-INSTALLER $*" >/dev/ttyS0 2>/dev/null || true; }
+src=/run/live/medium/install/disk.img
+[ -f "$src" ] || { say "no disk image at $src"; exit 0; }
+medium=$(findmnt -n -o SOURCE /run/live/medium || true)
+medium_disk=$(lsblk -n -d -o PKNAME "$medium" 2>/dev/null || true)
+need=$(stat -c %s "$src")
+lsblk -d -n -b -o NAME,TYPE,RM,SIZE | while read -r name type rm size; do
+    case "$name" in zram*|loop*|sr*|ram*) continue ;; esac
+    [ "$type" = disk ] && [ "$rm" = 0 ] || continue
+    [ "/dev/$name" != "$medium" ] && [ "$name" != "$medium_disk" ] || continue
+    [ "$size" -ge "$need" ] || continue
+    # Empty: no partitions, no partition table, no file system signature.
+    [ "$(lsblk -n -o NAME "/dev/$name" | wc -l)" = 1 ] || continue
+    [ -z "$(blkid -p -o value -s TYPE "/dev/$name" 2>/dev/null)" ] || continue
+    [ -z "$(blkid -p -o value -s PTTYPE "/dev/$name" 2>/dev/null)" ] || continue
+    say "writing $src to /dev/$name"
+    dd if="$src" of="/dev/$name" bs=4M conv=fsync status=none
+    sync
+    say "installed to /dev/$name; powering off"
+    poweroff -f
+done
+say "no empty disk to install to; the live system runs on"
+"#;
+
+const INSTALLER_UNIT: &str = "[Unit]\n\
+Description=Install the disk image to an empty disk (strata)\n\
+After=local-fs.target systemd-udev-settle.service\n\
+Wants=systemd-udev-settle.service\n\
+Before=multi-user.target\n\
+ConditionPathExists=/run/live/medium/install/disk.img\n\
+\n\
+[Service]\n\
+Type=oneshot\n\
+ExecStart=/usr/lib/strata/install-disk\n\
+StandardOutput=journal+console\n\
+\n\
+[Install]\n\
+WantedBy=multi-user.target\n";
 
 fn cloud_init_file() -> root::StagedFile {
     root::StagedFile::new(

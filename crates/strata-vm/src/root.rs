@@ -21,6 +21,8 @@ pub(crate) struct StagedFile {
     pub rel: String,
     pub content: Vec<u8>,
     pub mode: u32,
+    /// `content` is the target of a symbolic link.
+    pub symlink: bool,
 }
 
 impl StagedFile {
@@ -29,6 +31,17 @@ impl StagedFile {
             rel: rel.to_owned(),
             content: content.into(),
             mode,
+            symlink: false,
+        }
+    }
+
+    /// A symbolic link at `rel` to `target`.
+    pub fn link(rel: &str, target: &str) -> Self {
+        Self {
+            rel: rel.to_owned(),
+            content: target.as_bytes().to_vec(),
+            mode: 0o777,
+            symlink: true,
         }
     }
 }
@@ -123,6 +136,12 @@ fn stage_and_mkfs(plan: &RootPlan) -> Result<u64, String> {
             }
             Ok(_) => fs::remove_file(&p).map_err(|e| format!("remove `{}`: {e}", p.display()))?,
             Err(_) => {}
+        }
+        if f.symlink {
+            let target = String::from_utf8_lossy(&f.content).into_owned();
+            std::os::unix::fs::symlink(&target, &p)
+                .map_err(|e| format!("link `{}`: {e}", p.display()))?;
+            continue;
         }
         fs::write(&p, &f.content).map_err(|e| format!("write `{}`: {e}", p.display()))?;
         fs::set_permissions(&p, fs::Permissions::from_mode(f.mode))
