@@ -80,9 +80,11 @@ pub(crate) fn image_env(
 /// The image's name and tag, from the spec's canonical halves and the layers' contents.
 pub fn name_and_tag(spec: &Spec, layers: &[LayerReport]) -> (String, String) {
     let diff_ids = |part: &str| -> Vec<u8> {
+        // A configured image's user half is its `user` and `user-content` layers.
+        let of = |l: &str| l == part || (part == "user" && l == "user-content");
         layers
             .iter()
-            .filter(|l| l.part == part)
+            .filter(|l| of(l.part))
             .flat_map(|l| l.diff_id.bytes().chain([b'\n']))
             .collect()
     };

@@ -15,6 +15,14 @@ use crate::assemble::image_env;
 use crate::resolve::Resolved;
 use crate::{BuildError, BuildOptions};
 
+/// The `part` of the base half's layers.
+pub(crate) const BASE: &str = "base";
+/// The `part` of the user half's layers (its Debian packages only, in a configured image).
+pub(crate) const USER: &str = "user";
+/// The `part` of the user half's other content in a configured image (tree, downloads,
+/// Python, Nix), above the user configure layer.
+pub(crate) const USER_CONTENT: &str = "user-content";
+
 /// The image's layers before anything is written.
 pub(crate) struct Plan {
     /// The package layers, base then user.
@@ -47,6 +55,7 @@ pub(crate) fn plan(resolved: Resolved, opts: &BuildOptions) -> Plan {
     let Resolved {
         objects,
         groups,
+        group_parts,
         customisation,
         env,
         steps,
@@ -70,7 +79,7 @@ pub(crate) fn plan(resolved: Resolved, opts: &BuildOptions) -> Plan {
     let mut layers: Vec<PlannedLayer> = plan_layers(&nodes, &groups, opts.max_layers - 1 - reserve)
         .into_iter()
         .map(|l| PlannedLayer {
-            part: if l.group == 0 { "base" } else { "user" },
+            part: group_parts.get(l.group).copied().unwrap_or(USER),
             objects: l
                 .objects
                 .iter()
@@ -254,6 +263,29 @@ fn add_parents(layers: &mut [PlannedLayer]) {
     }
 }
 
+/// Everything below the customisation layer and the customisation entries so far, in image
+/// order: the step layers' files come above the package layers and below the user half's
+/// other content.
+fn image_files<'a>(
+    planned: &'a [PlannedLayer],
+    step_files: &'a [Entry],
+    customisation: &'a [Entry],
+) -> strata_coder::FileIndex {
+    let of = |above: bool| {
+        planned
+            .iter()
+            .filter(move |l| (l.part == USER_CONTENT) == above)
+            .flat_map(|l| &l.objects)
+            .flat_map(|o| o.tree.entries())
+    };
+    strata_coder::FileIndex::from_entries(
+        of(false)
+            .chain(step_files)
+            .chain(of(true))
+            .chain(customisation.iter()),
+    )
+}
+
 /// `[services]`: the links that enable its `enable` units and whiteouts for the links of its
 /// `disable` units (see [`strata_coder::services`]), over everything below the customisation
 /// layer. An unknown unit is an error naming the units there are.
@@ -266,14 +298,7 @@ fn services_customisation(
     let Some(sv) = &spec.services else {
         return Ok(());
     };
-    let files = strata_coder::FileIndex::from_entries(
-        planned
-            .iter()
-            .flat_map(|l| &l.objects)
-            .flat_map(|o| o.tree.entries())
-            .chain(step_files)
-            .chain(customisation.iter()),
-    );
+    let files = image_files(planned, step_files, customisation);
     let located = |e: strata_coder::services::ServiceError| {
         BuildError::Source(strata_source::SourceError::Entry {
             context: format!("{}: {}", sv.location, sv.key),
@@ -304,14 +329,7 @@ fn account_customisation(
     let Some(account) = spec.account() else {
         return Ok(None);
     };
-    let files = strata_coder::FileIndex::from_entries(
-        planned
-            .iter()
-            .flat_map(|l| &l.objects)
-            .flat_map(|o| o.tree.entries())
-            .chain(step_files)
-            .chain(customisation.iter()),
-    );
+    let files = image_files(planned, step_files, customisation);
     let path_env = image_env(source_env, &spec.config.env)
         .into_iter()
         .find_map(|kv| kv.strip_prefix("PATH=").map(str::to_owned));

@@ -17,8 +17,11 @@ use crate::{BuildError, BuildOptions, Reporter};
 pub(crate) struct Resolved {
     /// Every object of the image by id.
     pub objects: BTreeMap<String, StoreObject>,
-    /// The halves' roots, base first.
+    /// The layer groups, lowest first: the base half's roots, then the user half's (its
+    /// Debian packages and its other content apart when the image is configured).
     pub groups: Vec<Group>,
+    /// The `part` of each group's layers.
+    pub group_parts: Vec<&'static str>,
     /// The sources' generated files, for the customisation layer.
     pub customisation: Vec<Entry>,
     /// The environment the sources need.
@@ -107,9 +110,12 @@ pub(crate) fn resolve(
         .collect();
     let all: Vec<&dyn Source> = halves.iter().flatten().map(|s| s.as_ref()).collect();
     let mut resolutions = Vec::new();
+    // Per half, the roots the Debian source brought.
+    let mut debian_roots: Vec<BTreeSet<String>> = Vec::new();
     let mut at = 0;
     for (half, part) in halves.iter().zip([Part::Base, Part::User]) {
         let mut out = Resolution::default();
+        let mut debian = BTreeSet::new();
         for source in half {
             let others = || {
                 all.iter()
@@ -127,7 +133,11 @@ pub(crate) fn resolve(
                 reporter,
                 ..SourceContext::new(&cache_dir, &spec.image.architecture, &session)
             };
-            out.extend(source.resolve(&ctx)?);
+            let resolution = source.resolve(&ctx)?;
+            if source.kind() == "debian" {
+                debian.extend(resolution.roots.iter().cloned());
+            }
+            out.extend(resolution);
             at += 1;
         }
         // The half's `links`, in the customisation layer (above every source's content).
@@ -138,6 +148,7 @@ pub(crate) fn resolve(
                 .map(|(path, target)| Entry::symlink(path.clone(), target.clone())),
         );
         resolutions.push(out);
+        debian_roots.push(debian);
     }
     let mut customisation = Vec::new();
     let mut env = Vec::new();
@@ -147,10 +158,29 @@ pub(crate) fn resolve(
         env.append(&mut half.env);
         steps.append(&mut half.steps);
     }
-    let (objects, groups) = merge_halves(resolutions);
+    let (objects, mut groups) = merge_halves(resolutions);
+    let mut group_parts = vec![crate::plan::BASE, crate::plan::USER];
+    // A configured image keeps the user half's other content (tree, downloads, Python, Nix)
+    // above the user configure layer, so a change of a file never re-runs a script. Always
+    // three groups then, so the budget's split (and the base layers) never depends on what
+    // `[user]` holds.
+    if steps.iter().any(|s| s.reserves_layer())
+        && let Some(user) = groups.pop()
+    {
+        let user_debian = debian_roots.pop().unwrap_or_default();
+        let (packages, files): (Vec<String>, Vec<String>) = user.roots.into_iter().partition(|r| {
+            user_debian.contains(r)
+                || r.strip_suffix("#user")
+                    .is_some_and(|id| user_debian.contains(id))
+        });
+        groups.push(Group { roots: packages });
+        groups.push(Group { roots: files });
+        group_parts.push(crate::plan::USER_CONTENT);
+    }
     Ok(Resolved {
         objects,
         groups,
+        group_parts,
         customisation,
         env,
         steps,

@@ -36,9 +36,10 @@ const KEPT_FILE_SIZE: u64 = 256 << 10;
 /// Where a layer stands in the image, lowest first.
 pub(crate) fn section_of_part(part: &str) -> u8 {
     match part {
-        "base" => 0,
-        "user" => 2,
-        _ => 4,
+        crate::plan::BASE => 0,
+        crate::plan::USER => 2,
+        crate::plan::USER_CONTENT => 4,
+        _ => 5,
     }
 }
 
@@ -46,7 +47,7 @@ fn section_of_place(place: StepPlace) -> u8 {
     match place {
         StepPlace::Base => 1,
         StepPlace::User => 3,
-        StepPlace::Top => 5,
+        StepPlace::Top => 6,
     }
 }
 

@@ -58,7 +58,7 @@ use crate::source::SourceFailure;
 
 /// Version of what the configure step does; bump it when the script, the environment or the
 /// filtering changes so old configure layers are not reused.
-const CONFIGURE_FORMAT: &str = "configure-v3";
+const CONFIGURE_FORMAT: &str = "configure-v4";
 
 /// The `part` of the base half's configure layer in reports and history.
 pub const BASE_PART: &str = "base-configure";
@@ -103,9 +103,67 @@ rm -f /usr/sbin/policy-rc.d
 /// as it does under debootstrap and mmdebstrap (libc6's postinst otherwise runs `telinit u`
 /// and sleeps a second). The stub lives in the sandbox's own `/tmp`, which is not part of the
 /// image.
+///
+/// Two more stubs there remove waste and change no file of the result:
+/// - `py3compile` (dh-python's byte-compiler, which every Python package's `postinst` calls)
+///   feeds its files to one `python3 -m py_compile -` worker; the stub runs the image's own
+///   `/usr/bin/py3compile` with as many workers as the sandbox has CPUs, each file compiled
+///   by one of them. With `SOURCE_DATE_EPOCH` set each `.pyc` is hash-checked and its bytes
+///   depend only on its source, so they are the same for any number of workers. The script
+///   waits for its workers as the real one does, so dpkg's order is kept. If the real
+///   script's shape is not the one the stub knows, the real one runs as it is.
+/// - `update-ca-certificates --hooksdir ""`, which ca-certificates' `postinst` runs right
+///   before `dpkg-trigger update-ca-certificates` (whose processing runs
+///   `update-ca-certificates` again, with hooks), returns at once when there are no hooks:
+///   the triggered run makes the same links and bundle from the same files, so each is made
+///   once.
 const IN_CHROOT: &str = r#"mkdir -p /tmp/.strata-bin
 printf '#!/bin/sh\nexit 0\n' >/tmp/.strata-bin/ischroot
 chmod 755 /tmp/.strata-bin/ischroot
+cat >/tmp/.strata-bin/update-ca-certificates <<'STRATA'
+#!/bin/sh
+if [ "$#" = 2 ] && [ "$1" = --hooksdir ] && [ -z "$2" ] &&
+    [ -z "$(ls -A /etc/ca-certificates/update.d 2>/dev/null)" ]; then
+    exit 0
+fi
+exec /usr/sbin/update-ca-certificates "$@"
+STRATA
+cat >/tmp/.strata-bin/py3compile <<'STRATA'
+#!/usr/bin/python3
+import os, sys
+from subprocess import PIPE, Popen
+REAL = "/usr/bin/py3compile"
+if not os.path.exists(REAL):
+    sys.exit(0)
+try:
+    env = {"__name__": "py3compile", "__file__": REAL}
+    with open(REAL) as f:
+        exec(compile(f.read(), REAL, "exec"), env)
+    vrepr, main = env["vrepr"], env["main"]
+    if not callable(env["py_compile"]) or not isinstance(env["WORKERS"], dict):
+        raise LookupError("py3compile")
+except Exception:
+    os.execv(REAL, [REAL] + sys.argv[1:])
+
+def py_compile(version, optimize, workers):
+    if not isinstance(version, str):
+        version = vrepr(version)
+    cmd = ["/usr/bin/python" + version] + (["-O"] if optimize else []) + ["-m", "py_compile", "-"]
+    n = max(1, len(os.sched_getaffinity(0)))
+    procs = [Popen(cmd, bufsize=0, stdin=PIPE, close_fds=True) for _ in range(n)]
+    for i, p in enumerate(procs):
+        workers[(version, i)] = p
+    i = 0
+    while True:
+        filename = (yield)
+        procs[i % n].stdin.write(filename.encode("utf-8") + b"\n")
+        i += 1
+
+env["py_compile"] = py_compile
+sys.argv[0] = REAL
+main()
+STRATA
+chmod 755 /tmp/.strata-bin/update-ca-certificates /tmp/.strata-bin/py3compile
 export PATH="/tmp/.strata-bin:$PATH"
 "#;
 
@@ -273,6 +331,7 @@ pub(crate) fn half_system(half: &Half<'_>) -> Result<(Vec<Entry>, Steps), Source
                     &base_pkgs,
                     half.debconf_base,
                 )?);
+                leave_to_scripts(&mut files, &base_pkgs);
                 files
             },
             start: Start::Declarative,
@@ -281,9 +340,10 @@ pub(crate) fn half_system(half: &Half<'_>) -> Result<(Vec<Entry>, Steps), Source
             place: StepPlace::User,
             packages: half.user.iter().map(step_package).collect(),
             files: {
-                let mut files =
-                    crate::system::generate(&half.user.iter().collect::<Vec<_>>(), request)?;
+                let user: Vec<&Package> = half.user.iter().collect();
+                let mut files = crate::system::generate(&user, request)?;
                 files.extend(answers_all()?);
+                leave_to_scripts(&mut files, &user);
                 files
             },
             start: Start::Declarative,
@@ -307,9 +367,12 @@ pub(crate) fn half_system(half: &Half<'_>) -> Result<(Vec<Entry>, Steps), Source
                         }
                     }
                     "var/lib/dpkg/available" | "var/lib/dpkg/info/format" => {}
+                    // dpkg's trigger interests are the whole image's, base and user.
+                    p if p.starts_with("var/lib/dpkg/triggers/") => {}
                     _ => files.push(e),
                 }
             }
+            crate::system::trigger_interests(&all, &mut files)?;
             // Repositories `[user]` adds, for apt in the image; and the debconf answers.
             if let Some(req) = half.user_request {
                 crate::system::repo_sources(req, &mut files)?;
@@ -329,6 +392,19 @@ pub(crate) fn half_system(half: &Half<'_>) -> Result<(Vec<Entry>, Steps), Source
         _ => return Ok((Vec::new(), Vec::new())),
     };
     Ok((Vec::new(), vec![Arc::new(step)]))
+}
+
+/// Drops the declarative files that the half's own scripts write anyway, where starting from
+/// them costs time. `/etc/ca-certificates.conf`: ca-certificates' `postinst` writes it in one
+/// pipeline when it is missing, but when it exists rewrites it line by line, with a `grep`
+/// and `sed` per certificate and line (some 1,500 programs; the content is the same).
+fn leave_to_scripts(files: &mut Vec<Entry>, packages: &[&Package]) {
+    if packages
+        .iter()
+        .any(|p| p.locked.name == "ca-certificates" && p.control.get("postinst").is_some())
+    {
+        files.retain(|e| e.path.as_str() != "etc/ca-certificates.conf");
+    }
 }
 
 /// The names (every alternative) of a control field's relations.
@@ -626,6 +702,7 @@ impl PostLayerStep for ConfigureStep {
         Some(hash_parts(
             [
                 CONFIGURE_FORMAT.as_bytes(),
+                IN_CHROOT.as_bytes(),
                 sde.as_bytes(),
                 ctx.architecture.as_bytes(),
                 self.script().as_bytes(),

@@ -165,6 +165,65 @@ pub fn generate(
     Ok(out)
 }
 
+/// dpkg's trigger interests of `packages`, as dpkg records them when it unpacks a package
+/// with a `.triggers` file: `/var/lib/dpkg/triggers/File` (one `PATH PKG[/noawait]` line per
+/// file trigger) and `/var/lib/dpkg/triggers/NAME` (one `PKG[/noawait]` line per package
+/// interested in the named trigger), plus an empty `Unincorp`. Without them dpkg in the
+/// image would never activate a trigger, so a later `apt-get install` of a package with a man
+/// page would not reach man-db, nor a library reach ldconfig.
+pub(crate) fn trigger_interests(
+    packages: &[&Package],
+    out: &mut Vec<Entry>,
+) -> Result<(), SourceFailure> {
+    let mut sorted: Vec<&Package> = packages.to_vec();
+    sorted.sort_by(|a, b| a.locked.name.cmp(&b.locked.name));
+    let mut file_interests = String::new();
+    let mut named: BTreeMap<String, String> = BTreeMap::new();
+    for p in sorted {
+        let Some(bytes) = p.control.get("triggers") else {
+            continue;
+        };
+        let control = p.control.control().unwrap_or("");
+        let who = if control
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case("Multi-Arch: same"))
+        {
+            format!("{}:{}", p.locked.name, p.locked.architecture)
+        } else {
+            p.locked.name.clone()
+        };
+        for line in String::from_utf8_lossy(bytes).lines() {
+            let line = line.split('#').next().unwrap_or("");
+            let mut words = line.split_whitespace();
+            let (Some(directive), Some(name)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let suffix = match directive {
+                "interest" | "interest-await" => "",
+                "interest-noawait" => "/noawait",
+                _ => continue,
+            };
+            if name.starts_with('/') {
+                file_interests.push_str(&format!("{name} {who}{suffix}\n"));
+            } else if !name.contains('/') && name != "File" && name != "Unincorp" && name != "Lock"
+            {
+                named
+                    .entry(name.to_owned())
+                    .or_default()
+                    .push_str(&format!("{who}{suffix}\n"));
+            }
+        }
+    }
+    if !file_interests.is_empty() {
+        out.push(file("var/lib/dpkg/triggers/File", 0o644, file_interests)?);
+    }
+    for (name, who) in named {
+        out.push(file(&format!("var/lib/dpkg/triggers/{name}"), 0o644, who)?);
+    }
+    out.push(file("var/lib/dpkg/triggers/Unincorp", 0o644, Vec::new())?);
+    Ok(())
+}
+
 /// `/var/lib/dpkg/status` and the `info` files of every package.
 /// dpkg's database for `packages` alone (`status`, `info/PKG.*`), every package `installed`.
 pub fn dpkg_files(packages: &[&Package]) -> Result<Vec<Entry>, SourceFailure> {
@@ -252,6 +311,7 @@ fn dpkg_database(
             }
         }
     }
+    trigger_interests(packages, out)?;
     // The multiarch layout of `info` (`PKG:ARCH.list` for `Multi-Arch: same` packages).
     out.push(file("var/lib/dpkg/info/format", 0o644, "1\n")?);
     out.push(file("var/lib/dpkg/status", 0o644, status)?);

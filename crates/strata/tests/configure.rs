@@ -16,14 +16,34 @@ use common::*;
 
 /// `strata build SPEC --output docker-archive:OUT --json`; the result and strata's stderr.
 fn build(work: &Work, out: &Path) -> (Build, String) {
-    let o = run_ok(
-        work.strata_debian()
-            .arg("build")
-            .arg(work.spec())
-            .arg("--output")
-            .arg(format!("docker-archive:{}", out.display()))
-            .arg("--json"),
-    );
+    build_on(work, out, false)
+}
+
+/// [`build`]; with `one_cpu`, with `--threads 1` on the first CPU alone (`taskset -c 0`), so
+/// the maintainer scripts see one CPU too (Python byte-compiles with one worker).
+fn build_on(work: &Work, out: &Path, one_cpu: bool) -> (Build, String) {
+    let mut cmd = work.strata_debian();
+    cmd.arg("build")
+        .arg(work.spec())
+        .arg("--output")
+        .arg(format!("docker-archive:{}", out.display()))
+        .arg("--json");
+    if one_cpu {
+        cmd.args(["--threads", "1"]);
+        let mut pinned = Command::new("taskset");
+        pinned
+            .args(["-c", "0"])
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => pinned.env(k, v),
+                None => pinned.env_remove(k),
+            };
+        }
+        cmd = pinned;
+    }
+    let o = run_ok(&mut cmd);
     (
         Build {
             json: serde_json::from_slice(&o.stdout).expect("build --json output"),
@@ -145,10 +165,10 @@ fn configured_dev_image_is_a_consistent_debian_system_built_once_and_reproducibl
     assert_eq!(configure_layer(&again).unwrap()["cached"], true);
     assert_eq!(first.digest(), again.digest());
 
-    // Another store: the scripts run again and give the same bytes.
+    // Another store, one thread and one CPU: the scripts run again and give the same bytes.
     let other = Work::new();
     std::fs::copy(work.spec(), other.spec()).unwrap();
-    let (fresh, _) = build(&other, &other.out("c.tar"));
+    let (fresh, _) = build_on(&other, &other.out("c.tar"), true);
     assert_eq!(configure_layer(&fresh).unwrap()["cached"], false);
     assert_eq!(
         configure_layer(&fresh).unwrap()["digest"],

@@ -111,7 +111,8 @@ fn packages() -> Vec<Pkg> {
                 ),
                 (
                     "triggers",
-                    "interest /usr/share/strata-test-hooks\n".to_owned(),
+                    "interest /usr/share/strata-test-hooks\ninterest-noawait strata-test-named\n"
+                        .to_owned(),
                 ),
             ],
             files: vec![("usr/share/strata-test-hooks/base", "base\n")],
@@ -163,7 +164,15 @@ fn packages() -> Vec<Pkg> {
         Pkg {
             name: "strata-user-other",
             fields: "",
-            scripts: vec![("postinst", recording("user-other configure", ""))],
+            scripts: vec![
+                ("postinst", recording("user-other configure", "")),
+                // A named trigger of a base package, as a Python module package activates
+                // python3's byte-compilation.
+                (
+                    "triggers",
+                    "activate-noawait strata-test-named\n".to_owned(),
+                ),
+            ],
             files: vec![("usr/share/doc/strata-user-other/README", "o\n")],
         },
     ]
@@ -306,6 +315,11 @@ fn parts(b: &Build) -> Vec<String> {
 
 /// The runs file of a docker-archive, read in podman.
 fn runs(archive: &Path, b: &Build) -> Vec<String> {
+    runs_then(archive, b, "")
+}
+
+/// [`runs`], then the output of the shell command `then`.
+fn runs_then(archive: &Path, b: &Build, then: &str) -> Vec<String> {
     run_ok(Command::new("podman").arg("load").arg("-i").arg(archive));
     let image = LoadedImage {
         tool: "podman",
@@ -315,12 +329,11 @@ fn runs(archive: &Path, b: &Build) -> Vec<String> {
         podman_run()
             .args(["--network=none", "--user", "root"])
             .arg(&image.reference)
-            .args([
-                "sh",
-                "-c",
+            .args(["sh", "-c"])
+            .arg(format!(
                 "cat /var/lib/strata-test/runs; dpkg --audit; \
-                 dpkg-query -W -f '${db:Status-Abbrev}\\n' | sort -u",
-            ]),
+                 dpkg-query -W -f '${{db:Status-Abbrev}}\\n' | sort -u; {then}"
+            )),
     );
     stdout(&o).lines().map(str::to_owned).collect()
 }
@@ -366,7 +379,40 @@ fn each_half_is_configured_once_into_its_own_layer() {
     }
     assert_eq!(plain.json["config_digest"], first.json["config_digest"]);
     assert_eq!(zstd.json["config_digest"], first.json["config_digest"]);
-    let mut lines = runs(&archive, &plain);
+    // dpkg's trigger interests are in place, and dpkg in the image acts on them: a file
+    // trigger and a named trigger activated after the build reach the base package.
+    let mut lines = runs_then(
+        &archive,
+        &plain,
+        "echo ==; cat /var/lib/dpkg/triggers/File /var/lib/dpkg/triggers/strata-test-named; \
+         dpkg-trigger --no-await /usr/share/strata-test-hooks/base; dpkg --triggers-only -a; \
+         dpkg-trigger --no-await strata-test-named; dpkg --triggers-only -a; \
+         dpkg --audit; echo ==; tail -n 2 /var/lib/strata-test/runs",
+    );
+    let at = lines.iter().position(|l| l == "==").unwrap();
+    let after: Vec<String> = lines.drain(at..).collect();
+    let sep = after.iter().rposition(|l| l == "==").unwrap();
+    let state: Vec<&str> = after[1..sep]
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !l.starts_with("Processing triggers for "))
+        .collect();
+    assert!(
+        state.contains(&"/usr/share/strata-test-hooks strata-base-probe")
+            && state.last() == Some(&"strata-base-probe/noawait"),
+        "dpkg's trigger interests (triggers/File, then triggers/strata-test-named; dpkg \
+         --audit clean): {after:?}"
+    );
+    let mut later: Vec<&str> = after[sep + 1..].iter().map(String::as_str).collect();
+    later.sort();
+    assert_eq!(
+        later,
+        [
+            "base-probe triggered /usr/share/strata-test-hooks",
+            "base-probe triggered strata-test-named"
+        ],
+        "triggers activated in the image run: {after:?}"
+    );
     assert_eq!(
         lines[..2],
         ["base-probe configure", "user-probe preinst"],
@@ -384,6 +430,60 @@ fn each_half_is_configured_once_into_its_own_layer() {
         ],
         "a user package's file activates the base package's file trigger; dpkg is clean"
     );
+
+    // A dotfile in [user] (tree content) goes above the user configure layer: adding it,
+    // then changing it, runs no script and leaves both configure layers and the image name.
+    let dotfiles = work.spec_dir().join("dotfiles");
+    std::fs::create_dir_all(&dotfiles).unwrap();
+    std::fs::write(dotfiles.join(".probe-rc"), "first\n").unwrap();
+    let dotted = format!(
+        "{}tree = [{{ src = \"dotfiles/.probe-rc\", dest = \"/root/.probe-rc\", mode = 0o644 }}]\n",
+        spec(&name, &url, &["strata-user-probe"])
+    );
+    work.write_spec(&dotted);
+    let with_file = build(&work, &oci, &[]);
+    std::fs::write(dotfiles.join(".probe-rc"), "second\n").unwrap();
+    let archive = work.out("dot.tar");
+    let changed = build(&work, &format!("docker-archive:{}", archive.display()), &[]);
+    assert_eq!(
+        parts(&changed),
+        [
+            "base",
+            "base-configure",
+            "user",
+            "user-configure",
+            "user-content"
+        ],
+        "the user half's files lie above its configure layer"
+    );
+    for b in [&with_file, &changed] {
+        for part in ["base-configure", "user-configure"] {
+            assert_eq!(layer(b, part)["cached"], true, "a dotfile re-ran {part}");
+            assert_eq!(
+                layer(b, part)["diff_id"],
+                layer(&first, part)["diff_id"],
+                "a dotfile changed {part}"
+            );
+        }
+        assert_eq!(b.name(), first.name(), "the image name is the base's");
+    }
+    assert_eq!(
+        layer(&with_file, "base-configure")["digest"],
+        layer(&first, "base-configure")["digest"],
+        "one base configure blob"
+    );
+    assert_ne!(
+        layer(&changed, "user-content")["diff_id"],
+        layer(&with_file, "user-content")["diff_id"]
+    );
+    let mut dotted_runs = runs_then(&archive, &changed, "cat /root/.probe-rc");
+    assert_eq!(
+        dotted_runs.pop().as_deref(),
+        Some("second"),
+        "the changed dotfile is in the image"
+    );
+    dotted_runs.sort();
+    assert_eq!(dotted_runs, lines, "a dotfile ran a script");
 
     // Add packages to [user]: no base script runs, the base blob and the image name stay; a
     // Pre-Depends is configured before the preinst that needs it.
@@ -427,11 +527,25 @@ fn each_half_is_configured_once_into_its_own_layer() {
 
     // Another [user] half over the same base shares its configure blob.
     work.write_spec(&spec(&name, &url, &["strata-user-other"]));
-    let other = build(&work, &format!("oci:{}", work.out("other").display()), &[]);
+    let archive = work.out("other.tar");
+    let other = build(&work, &format!("docker-archive:{}", archive.display()), &[]);
+    let lines = runs(&archive, &other);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "base-probe triggered strata-test-named"),
+        "a user package's `activate` reaches the base package's named trigger: {lines:?}"
+    );
+    assert_eq!(lines.last().map(String::as_str), Some("ii "), "{lines:?}");
     assert_eq!(layer(&other, "base-configure")["cached"], true);
     assert_eq!(
+        layer(&other, "base-configure")["diff_id"],
+        layer(&first, "base-configure")["diff_id"],
+        "two user halves, one base configure layer"
+    );
+    assert_eq!(
         layer(&other, "base-configure")["digest"],
-        layer(&first, "base-configure")["digest"],
+        layer(&plain, "base-configure")["digest"],
         "two user halves, one base configure blob"
     );
     assert_ne!(

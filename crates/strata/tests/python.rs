@@ -80,7 +80,8 @@ fn rich_and_requests_in_a_debian_python_run_under_podman_reproducibly_and_offlin
     let user_objects: Vec<String> = b
         .layers()
         .iter()
-        .filter(|l| l["part"] == "user")
+        // A configured image keeps the user half's Python content above its configure layer.
+        .filter(|l| l["part"] == "user-content")
         .flat_map(|l| l["objects"].as_array().unwrap().clone())
         .map(|o| o.as_str().unwrap().to_owned())
         .collect();
