@@ -1,5 +1,5 @@
-//! Coder templates that run a strata image: a Terraform `main.tf` and a README, for Docker or
-//! Kubernetes, in the shape of Coder's own example templates.
+//! Coder templates that run a strata image: a Terraform `main.tf` and a README, for Docker,
+//! Kubernetes or Proxmox VMs, in the shape of Coder's own example templates.
 //!
 //! The image is pinned by digest, the container runs as the image's account with the agent's
 //! init script as its command, the home directory lives on a persistent volume, and a
@@ -16,6 +16,10 @@ pub enum TemplateKind {
     Docker,
     /// A Kubernetes deployment with a persistent volume claim (the `kubernetes` example).
     Kubernetes,
+    /// A Proxmox VE virtual machine cloned from a VM template made of the spec's disk image
+    /// (`strata build --output qcow2:`), set up by cloud-init user-data (the `bpg/proxmox`
+    /// provider).
+    Proxmox,
 }
 
 impl TemplateKind {
@@ -24,6 +28,7 @@ impl TemplateKind {
         match self {
             TemplateKind::Docker => "docker",
             TemplateKind::Kubernetes => "kubernetes",
+            TemplateKind::Proxmox => "proxmox",
         }
     }
 }
@@ -35,8 +40,9 @@ impl std::str::FromStr for TemplateKind {
         match s {
             "docker" => Ok(TemplateKind::Docker),
             "kubernetes" => Ok(TemplateKind::Kubernetes),
+            "proxmox" => Ok(TemplateKind::Proxmox),
             _ => Err(format!(
-                "unknown template kind `{s}`: expected docker or kubernetes"
+                "unknown template kind `{s}`: expected docker, kubernetes or proxmox"
             )),
         }
     }
@@ -115,6 +121,7 @@ pub fn generate(kind: TemplateKind, input: &TemplateInput) -> Template {
     let main = match kind {
         TemplateKind::Docker => docker_main(input),
         TemplateKind::Kubernetes => kubernetes_main(input),
+        TemplateKind::Proxmox => proxmox_main(input),
     };
     Template {
         files: vec![("main.tf", main), ("README.md", readme(kind, input))],
@@ -127,6 +134,7 @@ fn header(kind: TemplateKind, input: &TemplateInput) -> String {
         TemplateKind::Kubernetes => {
             "    kubernetes = {\n      source = \"hashicorp/kubernetes\"\n    }\n"
         }
+        TemplateKind::Proxmox => "    proxmox = {\n      source = \"bpg/proxmox\"\n    }\n",
     };
     let a = &input.account;
     format!(
@@ -478,6 +486,19 @@ fn readme(kind: TemplateKind, input: &TemplateInput) -> String {
             "The cluster must be able to pull the image: push it to a registry the nodes can \
              reach. Set the `namespace` variable when you create the template.",
         ),
+        TemplateKind::Proxmox => (
+            "a Proxmox VE virtual machine, cloned from a VM template of the image's disk and set \
+             up by cloud-init",
+            "Make the VM template once: `strata build SPEC --output qcow2:ws.qcow2` (the spec \
+             needs `[boot]` with `cloud_init = true`), then on the Proxmox node `qm create 9000 \
+             --name strata-ws --memory 2048 --bios ovmf --machine q35 --efidisk0 \
+             local-lvm:0,efitype=4m,pre-enrolled-keys=0 --scsihw virtio-scsi-pci --serial0 socket \
+             && qm importdisk 9000 ws.qcow2 local-lvm && qm set 9000 --scsi0 \
+             local-lvm:vm-9000-disk-1 --boot order=scsi0 --ide2 local-lvm:cloudinit && qm template \
+             9000`. The disk boots with UEFI only (OVMF, Secure Boot off). Set `proxmox_endpoint`, \
+             `proxmox_node`, `template_vm_id` and a `snippets` datastore when you create the \
+             template; the provider reads its credentials from `PROXMOX_VE_API_TOKEN`.",
+        ),
     };
     format!(
         "# {title}\n\n\
@@ -510,6 +531,144 @@ fn readme(kind: TemplateKind, input: &TemplateInput) -> String {
         home = a.home,
         slug = kind.as_str(),
     )
+}
+
+fn proxmox_main(input: &TemplateInput) -> String {
+    let mut out = header(TemplateKind::Proxmox, input);
+    let shell = input.account.shell.as_deref().unwrap_or("/bin/bash");
+    out.push_str(&format!(
+        r#"locals {{
+  shell = {shell_q}
+}}
+
+variable "proxmox_endpoint" {{
+  type        = string
+  description = "The Proxmox VE API, e.g. https://pve.example:8006/ (the API token comes from PROXMOX_VE_API_TOKEN)."
+}}
+
+variable "proxmox_insecure" {{
+  type        = bool
+  default     = false
+  description = "Accept a self-signed certificate of the Proxmox API."
+}}
+
+variable "proxmox_node" {{
+  type        = string
+  description = "The node the workspace VMs run on."
+}}
+
+variable "template_vm_id" {{
+  type        = number
+  description = "The VM template made from the image's disk (strata build --output qcow2:)."
+}}
+
+variable "snippets_datastore" {{
+  type        = string
+  default     = "local"
+  description = "A datastore with the `snippets` content type, for the cloud-init user-data."
+}}
+
+variable "disk_datastore" {{
+  type        = string
+  default     = "local-lvm"
+  description = "Where the workspace VMs' disks go."
+}}
+
+variable "cores" {{
+  type    = number
+  default = 2
+}}
+
+variable "memory" {{
+  type        = number
+  default     = 4096
+  description = "Memory in MiB."
+}}
+
+provider "proxmox" {{
+  endpoint = var.proxmox_endpoint
+  insecure = var.proxmox_insecure
+}}
+
+"#,
+        shell_q = hcl_string(shell),
+    ));
+    out.push_str(&agent_and_app(input));
+    out.push_str(
+        r#"# cloud-init user-data: the host name, the workspace account with passwordless sudo, and
+# the agent's init script started as that account with the agent token.
+resource "proxmox_virtual_environment_file" "cloud_config" {
+  count        = data.coder_workspace.me.start_count
+  content_type = "snippets"
+  datastore_id = var.snippets_datastore
+  node_name    = var.proxmox_node
+
+  source_raw {
+    file_name = "coder-${data.coder_workspace.me.id}.yaml"
+    data      = <<-EOT
+      #cloud-config
+      hostname: ${lower(data.coder_workspace.me.name)}
+      users:
+        - name: ${local.username}
+          uid: ${local.uid}
+          homedir: ${local.home}
+          shell: ${local.shell}
+          sudo: "ALL=(ALL) NOPASSWD:ALL"
+          lock_passwd: true
+      write_files:
+        - path: /opt/coder/init.sh
+          permissions: "0755"
+          encoding: b64
+          content: ${base64encode(coder_agent.main.init_script)}
+        - path: /opt/coder/token
+          permissions: "0600"
+          content: ${coder_agent.main.token}
+      runcmd:
+        - chown ${local.uid} /opt/coder/token
+        - [sh, -c, "runuser -u ${local.username} -- env CODER_AGENT_TOKEN=$(cat /opt/coder/token) HOME=${local.home} sh /opt/coder/init.sh >/var/log/coder-agent.log 2>&1 &"]
+    EOT
+  }
+}
+
+resource "proxmox_virtual_environment_vm" "workspace" {
+  count     = data.coder_workspace.me.start_count
+  name      = "coder-${data.coder_workspace_owner.me.name}-${lower(data.coder_workspace.me.name)}"
+  node_name = var.proxmox_node
+  tags      = ["coder", "strata"]
+
+  clone {
+    vm_id = var.template_vm_id
+    full  = true
+  }
+
+  # The disk boots with UEFI (systemd-boot on its EFI system partition).
+  bios    = "ovmf"
+  machine = "q35"
+
+  cpu {
+    cores = var.cores
+    type  = "host"
+  }
+
+  memory {
+    dedicated = var.memory
+  }
+
+  serial_device {}
+
+  initialization {
+    datastore_id      = var.disk_datastore
+    user_data_file_id = proxmox_virtual_environment_file.cloud_config[0].id
+    ip_config {
+      ipv4 {
+        address = "dhcp"
+      }
+    }
+  }
+}
+"#,
+    );
+    out
 }
 
 #[cfg(test)]

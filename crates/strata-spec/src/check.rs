@@ -309,6 +309,78 @@ pub(crate) fn gecos(raw: &str) -> Result<String, Rejection> {
     Ok(raw.to_owned())
 }
 
+/// A size: a number of bytes, or a number with a binary suffix `K`, `M`, `G`, `T` (`512M`,
+/// `4G`; `KiB`, `MiB`, ... are accepted too).
+pub(crate) fn size(raw: &str) -> Result<u64, Rejection> {
+    let bad = || {
+        (
+            format!("`{raw}` is not a size"),
+            "write bytes or a number with K, M, G or T, like \"512M\" or \"4G\"".to_owned(),
+        )
+    };
+    let s = raw.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(digits);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let shift = match unit.trim().trim_end_matches("iB").trim_end_matches('B') {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        "T" | "t" => 40,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1u64 << shift).ok_or_else(bad)
+}
+
+/// One kernel command line argument: no white space, quotes or NUL.
+pub(crate) fn kernel_arg(raw: &str) -> Result<String, Rejection> {
+    if raw.is_empty()
+        || raw
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '\0')
+    {
+        return Err((
+            format!("`{raw}` is not one kernel command line argument"),
+            "write each argument as its own string, without spaces or quotes".to_owned(),
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+/// A host name: 1 to 63 letters, digits and `-`, not starting or ending with `-`.
+pub(crate) fn hostname(raw: &str) -> Result<String, Rejection> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 63
+        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !raw.starts_with('-')
+        && !raw.ends_with('-');
+    if !ok {
+        return Err((
+            format!("`{raw}` is not a host name"),
+            "use 1 to 63 letters, digits and `-`, like \"ws-1\"".to_owned(),
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+/// A volume ID: 1 to 32 upper-case letters, digits and `_` (what ISO 9660 allows; the ESP's
+/// FAT label takes the first 11).
+pub(crate) fn volume_id(raw: &str) -> Result<String, Rejection> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 32
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    if !ok {
+        return Err((
+            format!("`{raw}` is not a volume ID"),
+            "use 1 to 32 upper-case letters, digits and `_`, like \"CODER_BOX\"".to_owned(),
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
 /// A Debian package name (Debian Policy 5.6.1), without version or architecture qualifiers.
 pub(crate) fn debian_package(raw: &str) -> Result<String, Rejection> {
     if raw.is_empty() {

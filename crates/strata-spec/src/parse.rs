@@ -10,12 +10,25 @@ use toml_edit::{Item, Table, TableLike, Value};
 use crate::check::{self, Rejection};
 use crate::error::{Diagnostic, Location, Problem, SpecError};
 use crate::{
-    AccountSection, CoderSection, ConfigSection, DEFAULT_NAME, DebianRepo, DebianSection,
-    FetchEntry, Half, ImageSection, NixSection, PythonSection, ServicesSection, Spec, TreeEntry,
+    AccountSection, BootSection, CoderSection, ConfigSection, DEFAULT_NAME, DebianRepo,
+    DebianSection, FetchEntry, Half, ImageSection, NixSection, PythonSection, ServicesSection,
+    Spec, TreeEntry,
 };
 
 const ROOT_KEYS: &[&str] = &[
-    "image", "base", "user", "config", "account", "coder", "services",
+    "image", "base", "user", "config", "account", "coder", "services", "boot",
+];
+const BOOT_KEYS: &[&str] = &[
+    "kernel",
+    "init",
+    "cmdline",
+    "root_size",
+    "free_space",
+    "hostname",
+    "cloud_init",
+    "volume_id",
+    "label",
+    "installer",
 ];
 const SERVICES_KEYS: &[&str] = &["enable", "disable"];
 const ACCOUNT_KEYS: &[&str] = &[
@@ -1143,6 +1156,107 @@ impl<'t> Parser<'t> {
         Some(sv)
     }
 
+    fn size(&mut self, f: &Field<'_>) -> Option<u64> {
+        match f.node.value() {
+            Some(Value::Integer(n)) => self.checked(f, check::size(&n.value().to_string())),
+            Some(Value::String(s)) => self.checked(f, check::size(s.value())),
+            _ => {
+                self.wrong_type(f, "a size like \"4G\", \"512M\" or a number of bytes");
+                None
+            }
+        }
+    }
+
+    fn boot(&mut self, f: &Field<'_>, image: &ImageSection, base: &Half) -> Option<BootSection> {
+        let mut t = self.table(f, "a table like [boot]", BOOT_KEYS)?;
+        let mut b = BootSection {
+            kernel: crate::default_kernel(&image.architecture),
+            init: "systemd".to_owned(),
+            cmdline: Vec::new(),
+            root_size: None,
+            free_space: 256 << 20,
+            hostname: None,
+            cloud_init: false,
+            volume_id: None,
+            label: None,
+            installer: false,
+            location: f.loc.clone(),
+            key: f.path.clone(),
+        };
+        if let Some(k) = t.take("kernel")
+            && let Some(k) =
+                self.string_with(&k, "a package name like \"linux-image-amd64\"", |s| {
+                    check::debian_package(s)
+                })
+        {
+            b.kernel = k;
+        }
+        if let Some(i) = t.take("init")
+            && let Some(i) = self.string_with(&i, "\"systemd\"", |s| {
+                if s == "systemd" {
+                    Ok(s.to_owned())
+                } else {
+                    Err((
+                        format!("init `{s}` is not supported"),
+                        "write \"systemd\" (systemd-sysv is installed as /sbin/init)".to_owned(),
+                    ))
+                }
+            })
+        {
+            b.init = i;
+        }
+        if let Some(c) = t.take("cmdline") {
+            b.cmdline = self
+                .strings_with(&c, "[\"quiet\", \"net.ifnames=0\"]", check::kernel_arg)
+                .unwrap_or_default();
+        }
+        if let Some(s) = t.take("root_size") {
+            b.root_size = self.size(&s);
+        }
+        if let Some(s) = t.take("free_space") {
+            b.free_space = self.size(&s).unwrap_or(b.free_space);
+        }
+        if let Some(h) = t.take("hostname") {
+            b.hostname = self.string_with(&h, "a host name like \"ws-1\"", check::hostname);
+        }
+        if let Some(c) = t.take("cloud_init") {
+            b.cloud_init = self.boolean(&c).unwrap_or(false);
+        }
+        if let Some(i) = t.take("installer") {
+            b.installer = self.boolean(&i).unwrap_or(false);
+        }
+        if let Some(v) = t.take("volume_id") {
+            b.volume_id = self.string_with(&v, "a volume ID like \"CODER_BOX\"", check::volume_id);
+        }
+        if let Some(l) = t.take("label") {
+            b.label = self.string_with(&l, "a boot menu label like \"Workspace 1.2\"", |s| {
+                check::no_nul(s).and_then(|s| {
+                    if s.contains('\n') || s.len() > 100 {
+                        Err((
+                            "a boot menu label is one line of at most 100 bytes".to_owned(),
+                            "shorten it".to_owned(),
+                        ))
+                    } else {
+                        Ok(s)
+                    }
+                })
+            });
+        }
+        if base.debian.is_none() {
+            self.report(
+                &f.loc,
+                &f.path,
+                Problem::Invalid {
+                    reason: "[boot] installs the kernel and systemd through [base].debian, which \
+                             this spec does not have"
+                        .to_owned(),
+                    hint: "add `debian = { packages = [] }` to [base]".to_owned(),
+                },
+            );
+        }
+        Some(b)
+    }
+
     fn coder(&mut self, f: &Field<'_>) -> Option<CoderSection> {
         let mut t = self.table(f, "a table like [coder]", CODER_KEYS)?;
         let mut c = CoderSection {
@@ -1240,6 +1354,7 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
     let account = account.and_then(|f| p.account(&f));
     let coder = coder.and_then(|f| p.coder(&f));
     let services = take("services").and_then(|f| p.services(&f));
+    let boot = take("boot").and_then(|f| p.boot(&f, &image, &base));
 
     if !p.errors.is_empty() {
         let mut errors = p.errors;
@@ -1262,5 +1377,6 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
         account,
         coder,
         services,
+        boot,
     })
 }

@@ -38,7 +38,7 @@ fn unknown_keys_at_every_level() {
     let text = "imagee = 1\n[base]\napt = {}\n[config]\nenvv = {}\n";
     assert_eq!(
         error(text),
-        "examples/x/strata.toml:1:1: imagee: unknown key (expected one of: image, base, user, config, account, coder, services)\n\
+        "examples/x/strata.toml:1:1: imagee: unknown key (expected one of: image, base, user, config, account, coder, services, boot)\n\
          examples/x/strata.toml:3:1: base.apt: unknown key (expected one of: tree, debian, nix, fetch, python, links)\n\
          examples/x/strata.toml:5:1: config.envv: unknown key (expected one of: env, entrypoint, cmd, workdir, user, labels, exposed_ports)"
     );
@@ -984,6 +984,108 @@ fn services_parse_and_only_change_the_hash_when_present() {
         ),
         "{e}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// [boot]
+
+#[test]
+fn boot_defaults_and_the_packages_it_adds() {
+    let spec = parse(
+        "[image]\nname = \"ws\"\narchitecture = \"amd64\"\n[base]\ndebian = { packages = [\"bash\"] }\n[boot]\n",
+    );
+    let boot = spec.boot.as_ref().expect("[boot]");
+    assert_eq!(boot.kernel, "linux-image-cloud-amd64");
+    assert_eq!(boot.init, "systemd");
+    assert_eq!(boot.free_space, 256 << 20);
+    assert_eq!(boot.root_size, None);
+    assert!(!boot.cloud_init);
+    let packages = spec
+        .debian_settings(Part::Base)
+        .expect("base debian")
+        .packages;
+    for p in [
+        "bash",
+        "linux-image-cloud-amd64",
+        "systemd-sysv",
+        "udev",
+        "initramfs-tools",
+        "systemd-boot-efi",
+    ] {
+        assert!(
+            packages.contains(&p.to_owned()),
+            "{p} missing from {packages:?}"
+        );
+    }
+    assert!(!packages.contains(&"cloud-init".to_owned()));
+    // The user half is not touched; the base half's hash is (the image is another).
+    let plain = parse(
+        "[image]\nname = \"ws\"\narchitecture = \"amd64\"\n[base]\ndebian = { packages = [\"bash\"] }\n",
+    );
+    assert_ne!(spec.canonical(Part::Base), plain.canonical(Part::Base));
+    assert_eq!(spec.canonical(Part::User), plain.canonical(Part::User));
+}
+
+#[test]
+fn boot_keys_are_parsed() {
+    let spec = parse(
+        r#"[base]
+debian = { packages = [] }
+[boot]
+kernel = "linux-image-amd64"
+cmdline = ["quiet", "net.ifnames=0"]
+root_size = "4G"
+free_space = 1048576
+hostname = "ws-1"
+cloud_init = true
+volume_id = "CODER_BOX"
+label = "Workspace 1.2 (r42)"
+installer = true
+"#,
+    );
+    let boot = spec.boot.as_ref().expect("[boot]");
+    assert_eq!(boot.kernel, "linux-image-amd64");
+    assert_eq!(boot.cmdline, ["quiet", "net.ifnames=0"]);
+    assert_eq!(boot.root_size, Some(4 << 30));
+    assert_eq!(boot.free_space, 1 << 20);
+    assert_eq!(boot.hostname.as_deref(), Some("ws-1"));
+    assert!(boot.cloud_init);
+    assert_eq!(boot.volume_id.as_deref(), Some("CODER_BOX"));
+    assert!(boot.installer);
+    let packages = spec
+        .debian_settings(Part::Base)
+        .expect("base debian")
+        .packages;
+    assert!(packages.contains(&"cloud-init".to_owned()));
+    assert!(!packages.contains(&"linux-image-cloud-amd64".to_owned()));
+}
+
+#[test]
+fn boot_errors_name_the_key() {
+    let e = error("[boot]\nhostname = \"ws\"\n");
+    assert!(
+        e.contains("boot: [boot] installs the kernel and systemd through [base].debian"),
+        "{e}"
+    );
+    let e = error("[base]\ndebian = { packages = [] }\n[boot]\nfree_space = \"lots\"\n");
+    assert!(e.contains("boot.free_space: `lots` is not a size"), "{e}");
+    let e = error("[base]\ndebian = { packages = [] }\n[boot]\ninit = \"sysvinit\"\n");
+    assert!(
+        e.contains("boot.init: init `sysvinit` is not supported"),
+        "{e}"
+    );
+    let e = error("[base]\ndebian = { packages = [] }\n[boot]\ncmdline = [\"a b\"]\n");
+    assert!(
+        e.contains("boot.cmdline[0]: `a b` is not one kernel command line argument"),
+        "{e}"
+    );
+    let e = error("[base]\ndebian = { packages = [] }\n[boot]\nvolume_id = \"lower\"\n");
+    assert!(
+        e.contains("boot.volume_id: `lower` is not a volume ID"),
+        "{e}"
+    );
+    let e = error("[base]\ndebian = { packages = [] }\n[boot]\nhostnam = \"x\"\n");
+    assert!(e.contains("boot.hostnam: unknown key"), "{e}");
 }
 
 /// The default profile moved from `/nix/var/nix/profiles/default` to `/run/current-system/sw`

@@ -8,7 +8,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod hcl;
 mod podman;
+pub mod qemu;
 mod registry;
 mod serve;
 mod snapshot;
@@ -16,6 +18,7 @@ pub mod source_suite;
 mod tools;
 mod work;
 
+pub use hcl::*;
 pub use podman::*;
 pub use registry::*;
 pub use serve::*;

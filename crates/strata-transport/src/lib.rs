@@ -4,6 +4,8 @@
 //! - `docker-archive:FILE`: a `docker save` tarball.
 //! - `docker://HOST[:PORT]/REPO[:TAG|@DIGEST]`: a repository in an OCI registry.
 //! - `-`: a docker-archive on stdout (write only).
+//! - `raw:FILE`, `qcow2:FILE`, `iso:FILE`: a bootable disk image or live ISO of the image (write only, for specs with
+//!   `[boot]`; written by `strata-vm`, not by [`write`]).
 //!
 //! Any image read from one of them is a [`BuiltImage`] whose blobs are files (in the layout,
 //! in the store, or in a temporary directory kept by [`OpenedImage`]), so every destination
@@ -36,6 +38,30 @@ pub enum Transport {
     Registry(Reference),
     /// `-`: a docker-archive on stdout.
     Stdout,
+    /// `raw:FILE`, `qcow2:FILE` or `iso:FILE`: a bootable disk image (write only).
+    Disk(DiskFormat, PathBuf),
+}
+
+/// The format of a disk image output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFormat {
+    /// `raw:`: the disk's bytes (sparse where zero).
+    Raw,
+    /// `qcow2:`: QEMU's copy-on-write format (what Proxmox and libvirt import).
+    Qcow2,
+    /// `iso:`: a live ISO (a compressed read-only root under a memory overlay).
+    Iso,
+}
+
+impl DiskFormat {
+    /// The location prefix without the colon: `raw`, `qcow2`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Raw => "raw",
+            Self::Qcow2 => "qcow2",
+            Self::Iso => "iso",
+        }
+    }
 }
 
 /// A failure to read, write or copy an image.
@@ -110,8 +136,23 @@ impl Transport {
         if let Some(rest) = s.strip_prefix("docker://") {
             return Ok(Self::Registry(Reference::parse(rest)?));
         }
+        for format in [DiskFormat::Raw, DiskFormat::Qcow2, DiskFormat::Iso] {
+            if let Some(rest) = s
+                .strip_prefix(format.name())
+                .and_then(|r| r.strip_prefix(':'))
+            {
+                if rest.is_empty() || rest.ends_with('/') {
+                    return Err(bad(&format!(
+                        "{0}: needs a file, as in {0}:./disk.{0}",
+                        format.name()
+                    )));
+                }
+                return Ok(Self::Disk(format, rest.into()));
+            }
+        }
         Err(bad(
-            "use oci:DIR[:TAG], docker-archive:FILE, docker://HOST/REPO[:TAG] or -",
+            "use oci:DIR[:TAG], docker-archive:FILE, docker://HOST/REPO[:TAG], raw:FILE, \
+             qcow2:FILE, iso:FILE or -",
         ))
     }
 }
@@ -124,6 +165,7 @@ impl fmt::Display for Transport {
             Self::DockerArchive(file) => write!(f, "docker-archive:{}", file.display()),
             Self::Registry(r) => write!(f, "docker://{r}"),
             Self::Stdout => f.write_str("-"),
+            Self::Disk(format, file) => write!(f, "{}:{}", format.name(), file.display()),
         }
     }
 }
@@ -279,6 +321,11 @@ pub fn write_from(
             drop(config_file);
             Ok(Written::Pushed { reference, report })
         }
+        Transport::Disk(format, _) => Err(TransportError::Invalid(format!(
+            "{dest}: a {} disk image is made from a spec with [boot] by `strata build`, not \
+             copied from another image",
+            format.name()
+        ))),
     }
 }
 
@@ -318,6 +365,16 @@ mod tests {
         assert_eq!(r.tag.as_deref(), Some("v1"));
         assert!(Transport::parse("dir:x").is_err());
         assert!(Transport::parse("oci:").is_err());
+        assert_eq!(
+            Transport::parse("qcow2:out/ws.qcow2").expect("parse"),
+            Transport::Disk(DiskFormat::Qcow2, "out/ws.qcow2".into())
+        );
+        assert_eq!(
+            Transport::parse("raw:ws.img").expect("parse").to_string(),
+            "raw:ws.img"
+        );
+        assert!(Transport::parse("raw:").is_err());
+        assert!(Transport::parse("qcow2:dir/").is_err());
     }
 
     #[test]

@@ -126,6 +126,11 @@ pub fn open(
         Transport::Stdout => Err(TransportError::Invalid(
             "`-` is an output only; read images from oci:, docker-archive: or docker://".into(),
         )),
+        Transport::Disk(format, _) => Err(TransportError::Invalid(format!(
+            "`{source}`: {}: is an output only (a disk image strata builds from a spec with \
+             [boot]); read images from oci:, docker-archive: or docker://",
+            format.name()
+        ))),
     }
 }
 

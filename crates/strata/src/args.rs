@@ -39,6 +39,7 @@ pub enum Command {
     ///   strata build strata.toml --output oci:ws --compression zstd
     ///   strata build strata.toml --output docker-archive:ws.tar   # uncompressed layers
     ///   strata build strata.toml --output - | docker load
+    ///   strata build vm.toml --output qcow2:ws.qcow2              # a spec with [boot]
     #[command(verbatim_doc_comment)]
     Build(BuildArgs),
     /// Show an image's layers, their sizes, and the store objects in each.
@@ -130,7 +131,8 @@ pub struct BuildArgs {
     pub spec: PathBuf,
     /// Where to write the image: oci:DIR (OCI image layout), docker-archive:FILE, - (a
     /// docker-archive on stdout), or docker://HOST[:PORT]/REPO[:TAG] (push; without a tag, the
-    /// image's own tag). Default: oci:./strata-out/NAME.
+    /// image's own tag). For a spec with [boot]: raw:FILE or qcow2:FILE (a bootable UEFI disk)
+    /// or iso:FILE (a live ISO). Default: oci:./strata-out/NAME.
     #[arg(long, short, value_name = "DEST")]
     pub output: Option<String>,
     /// Layer compression. Default: gzip, except for docker-archive: and - outputs, whose
@@ -349,6 +351,11 @@ pub enum CoderCommand {
     ///   strata build strata.toml --output docker://registry.example/ws:v1
     ///   strata coder template strata.toml --kind docker --image docker://registry.example/ws:v1
     ///   strata coder template strata.toml --kind kubernetes
+    ///   strata coder template vm.toml --kind proxmox   # a VM cloned from the qcow2's VM template
+    ///
+    /// --kind proxmox needs [boot] with cloud_init = true: the VM is cloned from a Proxmox VM
+    /// template of `strata build vm.toml --output qcow2:FILE`, and cloud-init user-data sets
+    /// its host name, creates the account with passwordless sudo and starts the agent as it.
     #[command(verbatim_doc_comment)]
     Template(TemplateArgs),
 }
@@ -360,7 +367,7 @@ pub struct TemplateArgs {
     #[arg(value_name = "SPEC")]
     pub spec: PathBuf,
     /// Which of Coder's example templates to follow.
-    #[arg(long, value_parser = ["docker", "kubernetes"])]
+    #[arg(long, value_parser = ["docker", "kubernetes", "proxmox"])]
     pub kind: String,
     /// Where the workspace pulls the image from: docker://HOST[:PORT]/REPO[:TAG] (push it there
     /// first, e.g. with `strata build --output docker://…`). The template pins the digest the

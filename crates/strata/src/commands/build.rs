@@ -29,6 +29,8 @@ pub fn run(store_root: &Path, args: BuildArgs, flags: &RegistryFlags) -> Result<
         (Some(c), _) => c.parse().map_err(|e| anyhow::anyhow!("{e}"))?,
         // Compressing layers that the archive writer decompresses again is wasted work.
         (None, Some(Transport::DockerArchive(_) | Transport::Stdout)) => Compression::None,
+        // A disk image unpacks the layers again: compressing them would be wasted work.
+        (None, Some(Transport::Disk(..))) => Compression::None,
         (None, _) => Compression::Gzip,
     };
     let opts = BuildOptions {
@@ -52,6 +54,34 @@ pub fn run(store_root: &Path, args: BuildArgs, flags: &RegistryFlags) -> Result<
     let output = output.unwrap_or_else(|| {
         Transport::Oci(PathBuf::from("strata-out").join(&outcome.image.name), None)
     });
+    if let Transport::Disk(format, file) = &output {
+        reporter.phase(&format!("writing {output}"));
+        clean_up_on_interrupt(&output);
+        let disk = super::disk::write(
+            &spec,
+            &store,
+            &outcome,
+            *format,
+            file,
+            args.source_date_epoch,
+        )
+        .with_context(|| format!("writing {output}"))?;
+        reporter.finish();
+        let pinned = format!(
+            "{}@{}",
+            outcome.image.reference(),
+            outcome.image.manifest_digest
+        );
+        if args.json {
+            let mut json = result_json(&outcome, &output);
+            json["image"] = pinned.into();
+            json["disk"] = super::disk::json(&disk);
+            out!("{}", serde_json::to_string_pretty(&json)?);
+        } else {
+            out!("{output} ({} MiB disk) from {pinned}", disk.disk_size >> 20);
+        }
+        return Ok(());
+    }
     reporter.phase(&format!("writing {output}"));
     clean_up_on_interrupt(&output);
     let client = match output {
@@ -102,7 +132,7 @@ pub fn run(store_root: &Path, args: BuildArgs, flags: &RegistryFlags) -> Result<
 fn clean_up_on_interrupt(output: &Transport) {
     let target = match output {
         Transport::Oci(dir, _) => dir.clone(),
-        Transport::DockerArchive(file) => file.clone(),
+        Transport::DockerArchive(file) | Transport::Disk(_, file) => file.clone(),
         Transport::Stdout | Transport::Registry(_) => return,
     };
     let parent = match target.parent() {

@@ -44,9 +44,9 @@ fn open_image(store_root: &Path, image: &str, flags: &RegistryFlags) -> Result<I
             .with_context(|| format!("pulling {image}"))?;
             strata_coder::open_built(&opened.image).with_context(|| format!("reading {image}"))
         }
-        Target::Image(Transport::Stdout) => {
+        Target::Image(Transport::Stdout | Transport::Disk(..)) => {
             bail!(
-                "`-` is an output; check oci:DIR[:TAG], docker-archive:FILE, docker://REF or a spec file"
+                "`{image}` is an output; check oci:DIR[:TAG], docker-archive:FILE, docker://REF or a spec file"
             )
         }
         Target::Spec(path) if path.is_file() => {

@@ -13,7 +13,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let image = match Transport::parse(&args.image)? {
         Transport::Oci(dir, tag) => strata_oci::read::read_oci_layout(&dir, tag.as_deref())?,
         Transport::DockerArchive(file) => strata_oci::read::read_docker_archive(&file)?,
-        Transport::Stdout | Transport::Registry(_) => {
+        Transport::Stdout | Transport::Registry(_) | Transport::Disk(..) => {
             bail!(
                 "inspect reads oci:DIR[:TAG] or docker-archive:FILE (pull a registry image first)"
             )

@@ -4,6 +4,7 @@
 mod build;
 mod check;
 mod copy;
+mod disk;
 mod gc;
 mod inspect;
 mod lock;

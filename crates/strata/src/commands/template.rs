@@ -39,6 +39,13 @@ pub fn run(store_root: &Path, args: TemplateArgs, flags: &RegistryFlags) -> Resu
             args.spec.display()
         );
     };
+    if kind == TemplateKind::Proxmox && !spec.boot.as_ref().is_some_and(|b| b.cloud_init) {
+        bail!(
+            "{}: --kind proxmox makes VMs from the spec's disk image, set up by cloud-init; add \
+             [boot] with `cloud_init = true`",
+            args.spec.display()
+        );
+    }
     let title = spec
         .image
         .annotations
