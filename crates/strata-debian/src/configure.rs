@@ -851,8 +851,7 @@ fn unpack_all(
             Some(mem) => {
                 let rootfs = mem.join(format!("{pid}-rootfs-{}", &key[..16]));
                 if fs::symlink_metadata(&rootfs).is_ok() {
-                    remove_tree(ids, &rootfs)
-                        .map_err(|e| sandbox_err("clearing an old run", e))?;
+                    remove_tree(ids, &rootfs).map_err(|e| sandbox_err("clearing an old run", e))?;
                 }
                 let work = mem.join(format!("{pid}-configure-{}", &key[..16]));
                 let scratch = Scratch {
@@ -898,7 +897,11 @@ fn over_configured_base(
     files: &LayerFile,
     ids: &IdMapping,
 ) -> Result<Option<Scratch>, ConfigureError> {
-    if !matches!(step.start, Start::OverConfigured { .. }) {
+    // STRATA_CONFIGURE_UNPACK_ALL=1 unpacks the whole image instead (for comparing the two
+    // ways; they give the same layer).
+    if !matches!(step.start, Start::OverConfigured { .. })
+        || std::env::var_os("STRATA_CONFIGURE_UNPACK_ALL").is_some_and(|v| v == "1")
+    {
         return Ok(None);
     }
     let Some(split) = ctx.below.iter().rposition(|l| l.from_step).map(|i| i + 1) else {
@@ -910,8 +913,13 @@ fn over_configured_base(
             .into_iter()
             .chain(ctx.below[..split].iter().map(|l| l.diff_id.as_bytes())),
     );
-    let base = prepare_rootfs(store, &format!("base-{}", &base_key[..48]), &blobs[..split], ids)
-        .map_err(|source| sandbox_err("unpacking the configured base", source))?;
+    let base = prepare_rootfs(
+        store,
+        &format!("base-{}", &base_key[..48]),
+        &blobs[..split],
+        ids,
+    )
+    .map_err(|source| sandbox_err("unpacking the configured base", source))?;
     let mut top_blobs = blobs[split..].to_vec();
     top_blobs.push(files.clone());
     let top_bytes: u64 = ctx.below[split..].iter().map(|l| l.uncompressed_size).sum();
