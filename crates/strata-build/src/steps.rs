@@ -157,12 +157,15 @@ pub(crate) fn run(
             .count();
         let below: Vec<LayerBelow> = stack.layers[..at]
             .iter()
-            .map(|(_, l)| {
+            .map(|(s, l)| {
                 Ok(LayerBelow {
                     diff_id: l.diff_id.clone(),
                     blob: store.blob_path(&l.digest)?,
                     compression: opts.compression,
                     uncompressed_size: l.uncompressed_size,
+                    from_step: [StepPlace::Base, StepPlace::User, StepPlace::Top]
+                        .iter()
+                        .any(|p| section_of_place(*p) == *s),
                 })
             })
             .collect::<Result<_, BuildError>>()?;

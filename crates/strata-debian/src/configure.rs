@@ -722,7 +722,10 @@ impl PostLayerStep for ConfigureStep {
 /// Where a run keeps the unpacked image and the scripts' changes; removed when dropped.
 struct Scratch {
     ids: IdMapping,
+    /// The root file system the scripts run in (the top of it, when `lower` is set).
     rootfs: PathBuf,
+    /// A kept, read-only unpacked image below `rootfs` (never removed here).
+    lower: Option<PathBuf>,
     work: PathBuf,
 }
 
@@ -776,40 +779,13 @@ fn configure(
             compression: l.compression,
         })
         .collect();
-    blobs.push(files_blob(store, &step.files, ctx.source_date_epoch)?);
-    // The unpacked image and the scripts' changes are thrown away after this step: they go
-    // to memory when there is room, where file creation and dpkg's fsyncs cost next to nothing.
-    let image_bytes: u64 = ctx.below.iter().map(|l| l.uncompressed_size).sum();
+    let files = files_blob(store, &step.files, ctx.source_date_epoch)?;
     let pid = std::process::id();
-    let scratch = match strata_sandbox::memory_scratch(&ids, image_bytes * 2 + (512 << 20)) {
-        Some(mem) => {
-            let rootfs = mem.join(format!("{pid}-rootfs-{}", &key[..16]));
-            if fs::symlink_metadata(&rootfs).is_ok() {
-                remove_tree(&ids, &rootfs).map_err(|e| sandbox_err("clearing an old run", e))?;
-            }
-            let work = mem.join(format!("{pid}-configure-{}", &key[..16]));
-            let scratch = Scratch {
-                ids: ids.clone(),
-                rootfs,
-                work,
-            };
-            unpack_rootfs(&scratch.rootfs, &blobs, &ids)
-                .map_err(|source| sandbox_err("unpacking the image", source))?;
-            scratch
-        }
+    let scratch = match over_configured_base(step, ctx, key, &blobs, &files, &ids)? {
+        Some(scratch) => scratch,
         None => {
-            let rootfs_key = format!("configure-{}", &key[..32]);
-            let rootfs = prepare_rootfs(store, &rootfs_key, &blobs, &ids)
-                .map_err(|source| sandbox_err("unpacking the image", source))?;
-            let work = store
-                .root()
-                .join("tmp")
-                .join(format!("configure-{pid}-{}", &key[..16]));
-            Scratch {
-                ids: ids.clone(),
-                rootfs,
-                work,
-            }
+            blobs.push(files);
+            unpack_all(ctx, key, &blobs, &ids, pid)?
         }
     };
     if let Start::OverConfigured {
@@ -817,7 +793,15 @@ fn configure(
     } = &step.start
     {
         let status = scratch.rootfs.join("var/lib/dpkg/status");
-        let old = fs::read_to_string(&status).map_err(io_err("read", &status))?;
+        let from = match &scratch.lower {
+            Some(lower) if fs::symlink_metadata(&status).is_err() => {
+                lower.join("var/lib/dpkg/status")
+            }
+            _ => status.clone(),
+        };
+        let old = fs::read_to_string(&from).map_err(io_err("read", &from))?;
+        // A new file (never one shared with the kept base below).
+        let _ = fs::remove_file(&status);
         fs::write(&status, merged_status(&old, stanzas, pending))
             .map_err(io_err("write", &status))?;
     }
@@ -846,6 +830,125 @@ fn configure(
                 cache: false,
             }))
         }
+    }
+}
+
+/// Unpacks the whole image below and the starting files into one scratch root file system:
+/// in memory when there is room, else kept in the store.
+fn unpack_all(
+    ctx: &StepContext<'_>,
+    key: &str,
+    blobs: &[LayerFile],
+    ids: &IdMapping,
+    pid: u32,
+) -> Result<Scratch, ConfigureError> {
+    let store = ctx.store;
+    // The unpacked image and the scripts' changes are thrown away after this step: they go
+    // to memory when there is room, where file creation and dpkg's fsyncs cost next to nothing.
+    let image_bytes: u64 = ctx.below.iter().map(|l| l.uncompressed_size).sum();
+    Ok(
+        match strata_sandbox::memory_scratch(ids, image_bytes * 2 + (512 << 20)) {
+            Some(mem) => {
+                let rootfs = mem.join(format!("{pid}-rootfs-{}", &key[..16]));
+                if fs::symlink_metadata(&rootfs).is_ok() {
+                    remove_tree(ids, &rootfs).map_err(|e| sandbox_err("clearing an old run", e))?;
+                }
+                let work = mem.join(format!("{pid}-configure-{}", &key[..16]));
+                let scratch = Scratch {
+                    ids: ids.clone(),
+                    rootfs,
+                    lower: None,
+                    work,
+                };
+                unpack_rootfs(&scratch.rootfs, blobs, ids)
+                    .map_err(|source| sandbox_err("unpacking the image", source))?;
+                scratch
+            }
+            None => {
+                let rootfs_key = format!("configure-{}", &key[..32]);
+                let rootfs = prepare_rootfs(store, &rootfs_key, blobs, ids)
+                    .map_err(|source| sandbox_err("unpacking the image", source))?;
+                let work = store
+                    .root()
+                    .join("tmp")
+                    .join(format!("configure-{pid}-{}", &key[..16]));
+                Scratch {
+                    ids: ids.clone(),
+                    rootfs,
+                    lower: None,
+                    work,
+                }
+            }
+        },
+    )
+}
+
+/// For the user half over a configured base: the base (every layer up to the base configure
+/// layer) unpacked once and kept in the store, keyed by its diff ids, and only the user
+/// half's package layers and starting files unpacked for this run, stacked above it. So a
+/// per-user change unpacks a few packages, not the whole image. `None` when the step is not
+/// over a configured base or the user layers cannot be stacked (see
+/// [`strata_sandbox::unpack_over`]); the caller unpacks everything then.
+fn over_configured_base(
+    step: &ConfigureStep,
+    ctx: &StepContext<'_>,
+    key: &str,
+    blobs: &[LayerFile],
+    files: &LayerFile,
+    ids: &IdMapping,
+) -> Result<Option<Scratch>, ConfigureError> {
+    // STRATA_CONFIGURE_UNPACK_ALL=1 unpacks the whole image instead (for comparing the two
+    // ways; they give the same layer).
+    if !matches!(step.start, Start::OverConfigured { .. })
+        || std::env::var_os("STRATA_CONFIGURE_UNPACK_ALL").is_some_and(|v| v == "1")
+    {
+        return Ok(None);
+    }
+    let Some(split) = ctx.below.iter().rposition(|l| l.from_step).map(|i| i + 1) else {
+        return Ok(None);
+    };
+    let store = ctx.store;
+    let base_key = hash_parts(
+        [b"configured-base-v1".as_slice()]
+            .into_iter()
+            .chain(ctx.below[..split].iter().map(|l| l.diff_id.as_bytes())),
+    );
+    let base = prepare_rootfs(
+        store,
+        &format!("base-{}", &base_key[..48]),
+        &blobs[..split],
+        ids,
+    )
+    .map_err(|source| sandbox_err("unpacking the configured base", source))?;
+    let mut top_blobs = blobs[split..].to_vec();
+    top_blobs.push(files.clone());
+    let top_bytes: u64 = ctx.below[split..].iter().map(|l| l.uncompressed_size).sum();
+    let pid = std::process::id();
+    let (rootfs, work) = match strata_sandbox::memory_scratch(ids, top_bytes * 2 + (512 << 20)) {
+        Some(mem) => (
+            mem.join(format!("{pid}-top-{}", &key[..16])),
+            mem.join(format!("{pid}-configure-{}", &key[..16])),
+        ),
+        None => {
+            let tmp = store.root().join("tmp");
+            (
+                tmp.join(format!("top-{pid}-{}", &key[..16])),
+                tmp.join(format!("configure-{pid}-{}", &key[..16])),
+            )
+        }
+    };
+    if fs::symlink_metadata(&rootfs).is_ok() {
+        remove_tree(ids, &rootfs).map_err(|e| sandbox_err("clearing an old run", e))?;
+    }
+    match strata_sandbox::unpack_over(&rootfs, &base, &top_blobs, ids) {
+        Ok(true) => Ok(Some(Scratch {
+            ids: ids.clone(),
+            rootfs,
+            lower: Some(base),
+            work,
+        })),
+        // Not stackable, or it failed: the whole unpack says why if it fails too.
+        Ok(false) | Err(_) => Ok(None),
     }
 }
 
@@ -941,7 +1044,9 @@ fn run_scripts(
     }
     fs::create_dir_all(work).map_err(io_err("create", work))?;
     let tmp = store.root().join("tmp");
-    let mut sandbox = Sandbox::new(vec![rootfs.to_owned()], tmp);
+    let mut lowers = vec![rootfs.to_owned()];
+    lowers.extend(scratch.lower.clone());
+    let mut sandbox = Sandbox::new(lowers, tmp);
     sandbox.ids = ids.clone();
     sandbox.keep_changes = Some(work.to_owned());
     let log_path = work.join("configure.log");

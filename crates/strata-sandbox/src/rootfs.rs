@@ -325,6 +325,100 @@ pub fn unpack_rootfs(
     Ok(())
 }
 
+/// Unpacks `layers` (bottom first) into the new directory `dest`, to be stacked as an overlay
+/// layer above `lower` (an unpacked image, e.g. from [`prepare_rootfs`]): `dest` over `lower`
+/// then shows what unpacking `lower`'s layers and then `layers` into one directory would.
+/// Parents that `layers` name only implicitly are created with `lower`'s owner, mode and time,
+/// so the overlay shows them as they were. Returns `Ok(false)`, with nothing at `dest`, where
+/// stacking cannot give that result: a layer removes something (a whiteout), a path's
+/// parent is a symbolic link or not a directory in `lower`, or a layer replaces a directory
+/// of `lower` by a non-directory or the other way round. The caller unpacks everything then.
+pub fn unpack_over(
+    dest: &Path,
+    lower: &Path,
+    layers: &[LayerFile],
+    ids: &IdMapping,
+) -> Result<bool, SandboxError> {
+    // The members' paths and whether each is a directory, from the layers' tar headers.
+    let mut members: BTreeMap<PathBuf, bool> = BTreeMap::new();
+    for layer in layers {
+        let mut archive = tar::Archive::new(reader(layer)?);
+        for entry in archive.entries().map_err(io_err("read", &layer.path))? {
+            let entry = entry.map_err(io_err("read", &layer.path))?;
+            let raw = entry.path().map_err(io_err("read", &layer.path))?;
+            let member = clean_member(&raw)
+                .ok_or_else(|| layer_err(&layer.path, &raw, "escapes the root file system"))?;
+            let Some(name) = member.file_name() else {
+                continue;
+            };
+            if strata_oci::whiteout::parse(&name.to_string_lossy()).is_some() {
+                return Ok(false);
+            }
+            members.insert(member, entry.header().entry_type().is_dir());
+        }
+    }
+    // Every parent of a member must be a plain directory in `lower` (or absent there); a
+    // member must not change a directory of `lower` into something else or back.
+    let mut parents: BTreeMap<PathBuf, ()> = BTreeMap::new();
+    for (member, is_dir) in &members {
+        match fs::symlink_metadata(lower.join(member)) {
+            Ok(m) if m.is_dir() != *is_dir => return Ok(false),
+            _ => {}
+        }
+        let mut up = member.parent();
+        while let Some(p) = up.filter(|p| !p.as_os_str().is_empty()) {
+            match fs::symlink_metadata(lower.join(p)) {
+                Ok(m) if !m.is_dir() => return Ok(false),
+                Ok(_) if !members.contains_key(p) => {
+                    parents.insert(p.to_owned(), ());
+                }
+                _ => {}
+            }
+            up = p.parent();
+        }
+    }
+    fs::create_dir(dest).map_err(io_err("create", dest))?;
+    fs::set_permissions(dest, fs::Permissions::from_mode(0o755))
+        .map_err(io_err("set the mode of", dest))?;
+    let work = {
+        let (dest, lower) = (dest.to_owned(), lower.to_owned());
+        let layers = layers.to_vec();
+        let parents: Vec<PathBuf> = parents.into_keys().collect();
+        move || -> Result<(), SandboxError> {
+            use std::os::unix::fs::MetadataExt;
+            let mut times = Vec::new();
+            // Shallow first (the map's order), so each parent exists before its children.
+            for p in &parents {
+                let from = lower.join(p);
+                let to = dest.join(p);
+                let m = fs::symlink_metadata(&from).map_err(io_err("read", &from))?;
+                fs::create_dir(&to).map_err(io_err("create", &to))?;
+                let _ = lchown(&to, Some(m.uid()), Some(m.gid()));
+                fs::set_permissions(&to, fs::Permissions::from_mode(m.mode() & 0o7777))
+                    .map_err(io_err("set the mode of", &to))?;
+                times.push((to, m.modified().ok()));
+            }
+            unpack_layers(&dest, &layers)?;
+            for (dir, time) in times.iter().rev() {
+                if let (Ok(f), Some(t)) = (File::open(dir), time) {
+                    let _ = f.set_modified(*t);
+                }
+            }
+            Ok(())
+        }
+    };
+    let result = if ids.is_host_root() {
+        work()
+    } else {
+        crate::spawn::in_user_namespace(ids, move || work().map_err(|e| crate::chain(&e)))
+    };
+    if let Err(e) = result {
+        let _ = crate::spawn::remove_tree(ids, dest);
+        return Err(e);
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

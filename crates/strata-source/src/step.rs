@@ -35,6 +35,8 @@ pub struct LayerBelow {
     pub compression: Compression,
     /// Size of the uncompressed tar.
     pub uncompressed_size: u64,
+    /// Whether a post-layer step made it (a configure layer, say) rather than a source.
+    pub from_step: bool,
 }
 
 /// What a step sees of the build.

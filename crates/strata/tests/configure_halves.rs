@@ -553,4 +553,55 @@ fn each_half_is_configured_once_into_its_own_layer() {
         layer(&first, "user-configure")["diff_id"]
     );
     assert_eq!(other.name(), first.name());
+
+    // The user configure steps ran over the configured base kept unpacked in the store (only
+    // the user packages unpacked for each run), and that gives the layer that unpacking the
+    // whole image gives.
+    let kept = |store: &Path| -> Vec<String> {
+        let out = run_ok(Command::new("find").arg(store).args([
+            "-mindepth",
+            "1",
+            "-maxdepth",
+            "4",
+            "-type",
+            "d",
+            "-path",
+            "*/rootfs/base-*",
+        ]));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(kept(&work.store()).len(), 1, "one kept configured base");
+    let whole = work.out("store-whole");
+    let o = run_ok(
+        Command::new(strata_bin())
+            .arg("--store")
+            .arg(&whole)
+            .env("STRATA_DEBIAN_CACHE", shared_debian_cache())
+            .env("STRATA_CONFIGURE_UNPACK_ALL", "1")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .arg("build")
+            .arg(work.spec())
+            .arg("--output")
+            .arg(format!("oci:{}", work.out("whole-oci").display()))
+            .arg("--json"),
+    );
+    let unpacked = Build {
+        json: serde_json::from_slice(&o.stdout).expect("build --json output"),
+    };
+    assert!(
+        kept(&whole).is_empty(),
+        "the whole image was unpacked instead"
+    );
+    assert_eq!(
+        layer(&unpacked, "user-configure")["diff_id"],
+        layer(&other, "user-configure")["diff_id"],
+        "over the kept base or over the whole image: one user configure layer"
+    );
+    let diff_ids = |b: &Build| -> Vec<serde_json::Value> {
+        b.layers().iter().map(|l| l["diff_id"].clone()).collect()
+    };
+    assert_eq!(diff_ids(&unpacked), diff_ids(&other));
 }
