@@ -6,6 +6,12 @@
 //!   `bash` as the command), `coder` (a Coder-ready workspace account, with curl for the agent),
 //!   and an OCI architecture (`amd64`, `arm64`, ...).
 //! * `spec/NAME`: the spec `DIR/NAME/strata.toml` of `--specs DIR`.
+//! * `nix/ATTR[/ATTR...]`: an image of those attributes of the `nixpkgs` flake, as the
+//!   server's nix resolves `nixpkgs` (its flake registry), e.g. `nix/git/htop` for
+//!   `nixpkgs#git` and `nixpkgs#htop`; sorted and deduplicated like Debian packages. A
+//!   leading `shell` meta segment adds `bashInteractive` and `coreutils`. Repository names
+//!   are lowercase, so attributes with capitals (`python3Packages`) cannot be named; a `.`
+//!   selects a nested attribute (`nix/nodepackages.pnpm` would be `nodepackages.pnpm`).
 //!
 //! Repository names may only hold lowercase letters, digits and the separators `.`, `_`, `__`
 //! and runs of `-`; Debian package names may also hold `+`. A `+` is written `_p` (`g++` is
@@ -29,6 +35,8 @@ pub enum Target {
     Debian(DebianTarget),
     /// A spec of `--specs DIR`.
     Spec(String),
+    /// An image of `nixpkgs` attributes.
+    Nix(NixTarget),
     /// A spec of `--specs DIR` with the `[user]` half of `DIR/NAME/users/USER.toml` (the
     /// repository `spec/NAME`, the tag `USER`).
     SpecUser(String, String),
@@ -60,6 +68,39 @@ pub struct DebianTarget {
     pub architecture: Option<String>,
 }
 
+/// An image of `nixpkgs` attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NixTarget {
+    /// Attribute paths of `nixpkgs`, sorted and deduplicated.
+    pub attributes: Vec<String>,
+    /// `shell`: `bashInteractive` and `coreutils` added, `bash` as the command.
+    pub shell: bool,
+}
+
+impl NixTarget {
+    /// The spec this target stands for, as TOML text (deterministic: the cache key hashes it).
+    pub fn spec_toml(&self) -> String {
+        let mut attributes = self.attributes.clone();
+        if self.shell {
+            attributes.extend(["bashInteractive".to_owned(), "coreutils".to_owned()]);
+            attributes.sort();
+            attributes.dedup();
+        }
+        let list = attributes
+            .iter()
+            .map(|a| format!("{:?}", format!("nixpkgs#{a}")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut s = String::from("# Written by strata serve for a nix/... repository name.\n");
+        s.push_str("[image]\nname = \"strata-serve/nix\"\n");
+        s.push_str(&format!("\n[base]\nnix = {{ installables = [{list}] }}\n"));
+        if self.shell {
+            s.push_str("\n[config]\ncmd = [\"bash\"]\n");
+        }
+        s
+    }
+}
+
 /// Why a name is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
@@ -67,7 +108,9 @@ pub enum NameError {
     #[error("invalid repository name {0:?}: {1}")]
     Invalid(String, String),
     /// A valid name in no namespace the server serves.
-    #[error("unknown repository {0:?}: names start with `debian/SUITE/PKG...` or `spec/NAME`")]
+    #[error(
+        "unknown repository {0:?}: names start with `debian/SUITE/PKG...`, `nix/ATTR...` or `spec/NAME`"
+    )]
     Unknown(String),
 }
 
@@ -210,6 +253,40 @@ pub fn parse(name: &str) -> Result<Target, NameError> {
             }
             Ok(Target::Debian(t))
         }
+        Some("nix") => {
+            let mut t = NixTarget {
+                attributes: Vec::new(),
+                shell: false,
+            };
+            let mut segs = segs.peekable();
+            if segs.peek() == Some(&"shell") {
+                t.shell = true;
+                segs.next();
+            }
+            for seg in segs {
+                // An attribute path: identifiers joined by `.` (the name grammar allows `_`,
+                // `-` and digits inside; nix identifiers start with a letter or `_`).
+                let ok = seg
+                    .split('.')
+                    .all(|a| a.starts_with(|c: char| c.is_ascii_lowercase()));
+                if !ok {
+                    return Err(NameError::Invalid(
+                        name.to_owned(),
+                        format!("{seg:?} is not a nixpkgs attribute path"),
+                    ));
+                }
+                t.attributes.push(seg.to_owned());
+            }
+            t.attributes.sort();
+            t.attributes.dedup();
+            if t.attributes.is_empty() && !t.shell {
+                return Err(NameError::Invalid(
+                    name.to_owned(),
+                    "no attributes: write nix/ATTR...".into(),
+                ));
+            }
+            Ok(Target::Nix(t))
+        }
         Some("spec") => {
             let rest: Vec<&str> = segs.collect();
             match rest.as_slice() {
@@ -269,6 +346,16 @@ impl fmt::Display for Target {
         match self {
             Target::Spec(n) => write!(f, "spec/{n}"),
             Target::SpecUser(n, u) => write!(f, "spec/{n}:{u}"),
+            Target::Nix(t) => {
+                f.write_str("nix")?;
+                if t.shell {
+                    f.write_str("/shell")?;
+                }
+                for a in &t.attributes {
+                    write!(f, "/{a}")?;
+                }
+                Ok(())
+            }
             Target::Debian(t) => {
                 f.write_str("debian")?;
                 if t.shell {
@@ -353,5 +440,20 @@ mod tests {
             parse("spec/team-ws").unwrap(),
             Target::Spec("team-ws".into())
         );
+    }
+
+    #[test]
+    fn nix_attributes_are_sorted_and_name_nixpkgs_installables() {
+        let t = parse("nix/shell/ripgrep/git/ripgrep").unwrap();
+        assert_eq!(t.to_string(), "nix/shell/git/ripgrep");
+        let Target::Nix(n) = &t else { panic!("{t:?}") };
+        let spec = n.spec_toml();
+        assert!(
+            spec.contains(r#"installables = ["nixpkgs#bashInteractive", "nixpkgs#coreutils", "nixpkgs#git", "nixpkgs#ripgrep"]"#),
+            "{spec}"
+        );
+        assert!(parse("nix").is_err());
+        assert!(parse("nix/9lives").is_err());
+        assert!(parse("nix/nodepackages.pnpm").is_ok());
     }
 }

@@ -24,6 +24,9 @@ pub const ANNOTATION_KEY: &str = "dev.strata.serve.key";
 pub const ANNOTATION_RELEASES: &str = "dev.strata.serve.releases";
 /// Annotation holding the canonical repository name the image was built for.
 pub const ANNOTATION_NAME: &str = "dev.strata.serve.name";
+/// Annotation listing the Nix outputs the image was built from (`INSTALLABLE PATH NARHASH`,
+/// `; `-separated).
+pub const ANNOTATION_NIX: &str = "dev.strata.serve.nix";
 /// Annotation holding the SHA256 of the lock text the image was built from.
 pub const ANNOTATION_LOCK: &str = "dev.strata.serve.lock";
 
@@ -55,6 +58,8 @@ pub struct Prepared {
     pub key: String,
     /// The Releases the Debian packages were resolved against.
     pub releases: Vec<String>,
+    /// The Nix outputs the installables built to (`INSTALLABLE PATH NARHASH`).
+    pub nix_outputs: Vec<String>,
     /// SHA256 of the lock text.
     pub lock_sha256: String,
     /// The spec to build (its lock beside `spec.path`, in the key's work directory).
@@ -174,6 +179,10 @@ pub fn prepare(target: &Target, paths: &Paths) -> Result<Prepared, Failure> {
             let text = t.spec_toml();
             (text.clone(), None, text)
         }
+        Target::Nix(t) => {
+            let text = t.spec_toml();
+            (text.clone(), None, text)
+        }
         Target::Spec(n) | Target::SpecUser(n, _) => {
             let specs = paths
                 .specs
@@ -249,6 +258,45 @@ pub fn prepare(target: &Target, paths: &Paths) -> Result<Prepared, Failure> {
     } else {
         (String::new(), Vec::new())
     };
+    // Nix halves: what their installables build to now (`nixpkgs` moving is another image).
+    let mut nix_lock = strata_nix::NixLock::default();
+    let mut nix_spec = spec.clone();
+    if spec_dir.is_none() {
+        std::fs::create_dir_all(&paths.work)
+            .map_err(|e| format!("creating {}: {e}", paths.work.display()))?;
+        nix_spec.dir = paths.work.clone();
+    }
+    for part in [Part::Base, Part::User] {
+        let Some(input) = strata_build::nix_input(&nix_spec, part) else {
+            continue;
+        };
+        let half = strata_nix::NixSource::new(input)
+            .lock()
+            .map_err(|e| format!("{name}: {}", one_line(&e)))?;
+        match part {
+            Part::Base => nix_lock.base = Some(half),
+            Part::User => nix_lock.user = Some(half),
+        }
+    }
+    let nix_outputs: Vec<String> = [&nix_lock.base, &nix_lock.user]
+        .into_iter()
+        .flatten()
+        .flat_map(|h| h.outputs.iter())
+        .map(|o| format!("{} {} {}", o.installable, o.path, o.nar_hash))
+        .collect();
+    let mut lock_text = lock_text;
+    if !nix_lock.is_empty() {
+        if lock_text.is_empty() {
+            let empty = SpecLock {
+                version: source::SPEC_LOCK_VERSION,
+                base: None,
+                user: None,
+            };
+            lock_text = empty.to_toml().map_err(|e| one_line(&e))?;
+        }
+        lock_text.push('\n');
+        lock_text.push_str(&nix_lock.to_toml().map_err(|e| one_line(&e))?);
+    }
     let key_hex = sha256_hex(
         format!(
             "{KEY_SCHEME}\nstrata {}\nmaintainer scripts {}\n{name}\n{}\n{inputs}\n{lock_text}",
@@ -269,6 +317,7 @@ pub fn prepare(target: &Target, paths: &Paths) -> Result<Prepared, Failure> {
         name,
         key,
         releases,
+        nix_outputs,
         lock_sha256: sha256_hex(lock_text.as_bytes()),
         spec_dir: spec_dir.unwrap_or(work),
         spec_path,
@@ -326,6 +375,9 @@ pub fn build_and_push(
         a.insert(ANNOTATION_NAME.into(), p.name.clone().into());
         a.insert(ANNOTATION_KEY.into(), p.key.clone().into());
         a.insert(ANNOTATION_RELEASES.into(), p.releases.join("; ").into());
+        if !p.nix_outputs.is_empty() {
+            a.insert(ANNOTATION_NIX.into(), p.nix_outputs.join("; ").into());
+        }
         a.insert(
             ANNOTATION_LOCK.into(),
             format!("sha256:{}", p.lock_sha256).into(),

@@ -692,3 +692,115 @@ fn replicas_build_each_new_image_once_on_its_owner_and_survive_its_death() {
     let total: u64 = replicas.iter().map(|r| r.stat("builds")).sum();
     assert_eq!(total, 0);
 }
+
+/// `nix/ATTR...` names: attributes of the `nixpkgs` flake as the server's nix resolves it (here
+/// a flake registry pointing `nixpkgs` at a local flake built from the host's static busybox,
+/// since no binary cache or nixpkgs is reachable), in a chroot store. The image runs under
+/// podman; the answer names the outputs; a moved `nixpkgs` is a new key; an unknown attribute is
+/// a 404 with nix's reason.
+#[test]
+fn nix_names_serve_attributes_of_the_servers_nixpkgs() {
+    if !require(&["podman", "nix"]) {
+        return;
+    }
+    let work = Work::new();
+    let registry = Registry::start(Auth::None);
+    let system = format!("{}-linux", std::env::consts::ARCH);
+    work.file(
+        "nixpkgs/busybox",
+        std::fs::read("/bin/busybox").unwrap(),
+        0o555,
+    );
+    let flake = |greeting: &str| {
+        work.file(
+            "nixpkgs/flake.nix",
+            format!(
+                r#"{{
+  outputs = {{ self }}: {{
+    packages.{system}.hello = derivation {{
+      name = "hello";
+      system = "{system}";
+      builder = "${{self}}/busybox";
+      args = [ "sh" "-c" "${{self}}/busybox mkdir -p $out/bin && echo '#!${{self}}/busybox sh' > $out/bin/hello && echo 'echo {greeting}' >> $out/bin/hello && ${{self}}/busybox chmod 555 $out/bin/hello" ];
+    }};
+  }};
+}}
+"#
+            ),
+            0o644,
+        )
+    };
+    flake("hello from nix");
+    let nixpkgs = work.spec_dir().join("nixpkgs");
+    let registry_file = work.file(
+        "registry.json",
+        format!(
+            r#"{{"version":2,"flakes":[{{"from":{{"type":"indirect","id":"nixpkgs"}},"to":{{"type":"path","path":"{}"}}}}]}}"#,
+            nixpkgs.display()
+        ),
+        0o644,
+    );
+    let nix_root = work.root().join("nix");
+    let nix_config = format!(
+        "substituters =\nsandbox = false\nbuild-users-group =\n\
+         experimental-features = nix-command flakes\nflake-registry = {}\n",
+        registry_file.display()
+    );
+    let cache = shared_debian_cache();
+    let srv = Server::start(
+        work.root().join("store"),
+        work.root().join("serve.log"),
+        &[
+            "--backend".to_owned(),
+            registry.docker("cache"),
+            "--resolve-ttl".to_owned(),
+            "0".to_owned(),
+        ],
+        &[
+            ("STRATA_DEBIAN_CACHE", cache.to_str().unwrap()),
+            ("NIX_REMOTE", nix_root.to_str().unwrap()),
+            ("NIX_CONFIG", &nix_config),
+        ],
+    );
+    let a = get(&srv, "/v2/nix/hello/manifests/latest");
+    assert_eq!(a.status, 200, "{}\n{}", a.text(), srv.log_text());
+    let key = a.header("strata-cache-key").unwrap().to_owned();
+    let outputs = a.json()["annotations"]["dev.strata.serve.nix"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        outputs.starts_with("nixpkgs#hello /nix/store/") && outputs.contains("-hello sha256"),
+        "{outputs}"
+    );
+    let reference = format!("{}/nix/hello:latest", srv.host());
+    run_ok(podman().args(["pull", "--tls-verify=false", &reference]));
+    let out = run_ok(
+        podman_run()
+            .arg("--network=none")
+            .arg(&reference)
+            .arg("/run/current-system/sw/bin/hello"),
+    );
+    assert_eq!(stdout(&out).trim(), "hello from nix");
+    let _ = podman().args(["rmi", "-f", &reference]).status();
+
+    // The same name again: nothing built; nixpkgs moved: another key, another image.
+    let again = get(&srv, "/v2/nix/hello/manifests/latest");
+    assert_eq!(again.header("strata-cache-key"), Some(key.as_str()));
+    assert_eq!(srv.stat("builds"), 1, "{}", srv.log_text());
+    flake("hello again");
+    let moved = get(&srv, "/v2/nix/hello/manifests/latest");
+    assert_eq!(moved.status, 200, "{}\n{}", moved.text(), srv.log_text());
+    assert_ne!(moved.header("strata-cache-key"), Some(key.as_str()));
+    assert_eq!(srv.stat("builds"), 2);
+
+    // An attribute nixpkgs lacks: 404 MANIFEST_UNKNOWN naming it.
+    let bad = get(&srv, "/v2/nix/nosuchattr/manifests/latest");
+    assert_eq!(
+        (bad.status, error_code(&bad).as_str()),
+        (404, "MANIFEST_UNKNOWN"),
+        "{}",
+        bad.text()
+    );
+    assert!(error_message(&bad).contains("nosuchattr"), "{}", bad.text());
+}
