@@ -114,40 +114,16 @@ pub enum NameError {
     Unknown(String),
 }
 
-/// Whether `c` is one repository-name component: `[a-z0-9]+` joined by `.`, `_`, `__` or runs
-/// of `-`.
-fn valid_component(c: &str) -> bool {
-    let b = c.as_bytes();
-    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len() && !alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &c[start..i];
-        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-');
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
-
 /// Checks the OCI grammar of a whole repository name.
 pub fn check_repository(name: &str) -> Result<(), NameError> {
     let bad = |why: &str| Err(NameError::Invalid(name.to_owned(), why.to_owned()));
     if name.is_empty() || name.len() > MAX_NAME {
         return bad("must be 1 to 255 characters");
     }
-    if let Some(c) = name.split('/').find(|c| !valid_component(c)) {
+    if let Some(c) = name
+        .split('/')
+        .find(|c| !strata_spec::repository_component(c))
+    {
         return bad(&format!(
             "component {c:?} must be lowercase letters and digits joined by `.`, `_`, `__` or `-` \
              (write `+` as `_p`)"

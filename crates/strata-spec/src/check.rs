@@ -53,7 +53,7 @@ pub(crate) fn architecture(raw: &str) -> Result<String, Rejection> {
 }
 
 /// One path component of a repository name: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
-fn repository_component(c: &str) -> bool {
+pub fn repository_component(c: &str) -> bool {
     let b = c.as_bytes();
     let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
     if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use strata_fstree::{Dest, ImagePath};
 
+pub use check::repository_component;
 pub use error::{Diagnostic, Location, Problem, SpecError};
 use json::Json;
 

@@ -672,54 +672,6 @@ fn agent_bootstrap_in_the_nix_example_downloads_with_the_closures_wget() {
 // ---------------------------------------------------------------------------------------------
 // Templates.
 
-/// Parses HCL with python-hcl2 and returns it as JSON, with the quotes python-hcl2 keeps
-/// around labels and string values removed and its bookkeeping keys dropped.
-fn parse_hcl(path: &Path) -> Value {
-    const PY: &str = r#"
-import json, sys
-import hcl2
-
-def clean(v):
-    if isinstance(v, dict):
-        return {clean_str(k): clean(x) for k, x in v.items() if not k.startswith("__")}
-    if isinstance(v, list):
-        return [clean(x) for x in v]
-    if isinstance(v, str):
-        return clean_str(v)
-    return v
-
-def clean_str(s):
-    if len(s) >= 2 and s[0] == '"' and s[-1] == '"':
-        return s[1:-1]
-    return s
-
-with open(sys.argv[1]) as f:
-    print(json.dumps(clean(hcl2.load(f))))
-"#;
-    let out = run(Command::new("python3").arg("-c").arg(PY).arg(path));
-    assert!(
-        out.status.success(),
-        "python-hcl2 could not parse {} (scripts/test installs python-hcl2):\n{}",
-        path.display(),
-        stderr(&out)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// The body of block `kind "label" ...` in parsed HCL (`resource`, `coder_agent`, `main`).
-fn block<'a>(hcl: &'a Value, kind: &str, labels: &[&str]) -> &'a Value {
-    let mut found = hcl[kind]
-        .as_array()
-        .unwrap_or_else(|| panic!("no {kind} blocks"))
-        .iter()
-        .find(|b| b.get(labels[0]).is_some())
-        .unwrap_or_else(|| panic!("no {kind} {labels:?}"));
-    for l in labels {
-        found = &found[*l];
-    }
-    found
-}
-
 #[test]
 fn templates_parse_as_hcl_and_run_the_image_by_digest() {
     let work = Work::new();
@@ -745,7 +697,7 @@ fn templates_parse_as_hcl_and_run_the_image_by_digest() {
         );
         let readme = fs::read_to_string(dir.join("README.md")).unwrap();
         assert!(readme.contains(&digest), "{readme}");
-        let hcl = parse_hcl(&dir.join("main.tf"));
+        let hcl = parse_hcl_file(&dir.join("main.tf"));
 
         let providers = &hcl["terraform"][0]["required_providers"][0];
         assert_eq!(providers["coder"]["source"], "coder/coder");
@@ -760,9 +712,9 @@ fn templates_parse_as_hcl_and_run_the_image_by_digest() {
             "coder_workspace",
             "coder_workspace_owner",
         ] {
-            block(&hcl, "data", &[data, "me"]);
+            hcl_block(&hcl, "data", &[data, "me"]);
         }
-        let agent = block(&hcl, "resource", &["coder_agent", "main"]);
+        let agent = hcl_block(&hcl, "resource", &["coder_agent", "main"]);
         assert_eq!(agent["os"], "linux");
         assert_eq!(agent["arch"], strata_arch());
         assert!(
@@ -771,7 +723,7 @@ fn templates_parse_as_hcl_and_run_the_image_by_digest() {
                 .unwrap()
                 .contains("code-server")
         );
-        let app = block(&hcl, "resource", &["coder_app", "code-server"]);
+        let app = hcl_block(&hcl, "resource", &["coder_app", "code-server"]);
         assert_eq!(app["count"], "${var.code_server ? 1 : 0}");
         assert_eq!(hcl["locals"][0]["uid"], 1000);
         assert_eq!(hcl["locals"][0]["home"], "/home/coder");
@@ -779,8 +731,8 @@ fn templates_parse_as_hcl_and_run_the_image_by_digest() {
         match kind {
             "docker" => {
                 assert_eq!(providers["docker"]["source"], "kreuzwerker/docker");
-                block(&hcl, "resource", &["docker_volume", "home_volume"]);
-                let c = block(&hcl, "resource", &["docker_container", "workspace"]);
+                hcl_block(&hcl, "resource", &["docker_volume", "home_volume"]);
+                let c = hcl_block(&hcl, "resource", &["docker_container", "workspace"]);
                 let entry = c["entrypoint"].to_string();
                 assert!(entry.contains("coder_agent.main.init_script"), "{entry}");
                 assert!(
@@ -797,12 +749,12 @@ fn templates_parse_as_hcl_and_run_the_image_by_digest() {
             }
             _ => {
                 assert_eq!(providers["kubernetes"]["source"], "hashicorp/kubernetes");
-                block(
+                hcl_block(
                     &hcl,
                     "resource",
                     &["kubernetes_persistent_volume_claim", "home"],
                 );
-                let d = block(&hcl, "resource", &["kubernetes_deployment", "main"]);
+                let d = hcl_block(&hcl, "resource", &["kubernetes_deployment", "main"]);
                 let pod = &d["spec"][0]["template"][0]["spec"][0];
                 assert_eq!(pod["security_context"][0]["run_as_user"], "${local.uid}");
                 assert_eq!(pod["security_context"][0]["run_as_non_root"], true);
@@ -1088,7 +1040,7 @@ fn template_image_from_the_registry_pins_the_pushed_digest() {
             .arg("--out")
             .arg(&dir),
     );
-    let hcl = parse_hcl(&dir.join("main.tf"));
+    let hcl = parse_hcl_file(&dir.join("main.tf"));
     let image = hcl["locals"][0]["image"].as_str().unwrap();
     assert_eq!(
         image,
