@@ -268,6 +268,7 @@ pub struct LoadedImage {
 
 impl Drop for LoadedImage {
     fn drop(&mut self) {
+        let _store = (self.tool == "podman").then(crate::podman::podman_store_lock);
         let _ = Command::new(self.tool)
             .args(["rmi", "-f", &self.reference])
             .stdin(Stdio::null())

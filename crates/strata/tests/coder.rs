@@ -463,7 +463,7 @@ fn start_workspace(work: &Work, build: &Build, archive: &Path) -> Bootstrap {
         tool: "podman",
         reference: format!("localhost/{}", build.reference()),
     };
-    run_ok(Command::new("podman").arg("load").arg("-i").arg(archive));
+    podman_load(archive);
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -997,7 +997,7 @@ fn nix_image_without_coreutils_fails_the_check_naming_mktemp() {
             build["tag"].as_str().unwrap()
         ),
     };
-    run_ok(Command::new("podman").arg("load").arg("-i").arg(&archive));
+    podman_load(&archive);
     let entrypoint = serde_json::to_string(&[
         "sh",
         "-c",

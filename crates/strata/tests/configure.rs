@@ -59,7 +59,7 @@ fn configure_layer(b: &Build) -> Option<&serde_json::Value> {
 
 /// Loads the archive into podman (removed again when dropped).
 fn load(archive: &Path, b: &Build) -> LoadedImage {
-    run_ok(Command::new("podman").arg("load").arg("-i").arg(archive));
+    podman_load(archive);
     LoadedImage {
         tool: "podman",
         reference: format!("localhost/{}", b.reference()),

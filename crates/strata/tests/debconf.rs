@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 fn spec(name: &str, extra_answer: &str) -> String {
@@ -52,7 +50,7 @@ fn debconf_answers_reach_the_scripts_links_are_made_and_a_service_is_disabled() 
     let build = Build {
         json: serde_json::from_slice(&o.stdout).unwrap(),
     };
-    run_ok(Command::new("podman").arg("load").arg("-i").arg(&out));
+    podman_load(&out);
     let image = LoadedImage {
         tool: "podman",
         reference: format!("localhost/{}", build.reference()),

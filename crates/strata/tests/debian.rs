@@ -44,7 +44,7 @@ fn locked_count(lock: &str, half: &str) -> usize {
 
 /// Loads the archive into podman (removed again when dropped).
 fn load(archive: &Path, b: &Build) -> LoadedImage {
-    run_ok(Command::new("podman").arg("load").arg("-i").arg(archive));
+    podman_load(archive);
     LoadedImage {
         tool: "podman",
         reference: format!("localhost/{}", b.reference()),

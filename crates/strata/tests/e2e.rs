@@ -480,7 +480,7 @@ fn podman_loads_and_runs_docker_archive() {
         tool: "podman",
         reference: format!("localhost/{}", build.reference()),
     };
-    let load = run_ok(Command::new("podman").arg("load").arg("-i").arg(&archive));
+    let load = podman_load(&archive);
     let loaded = format!("{}{}", stdout(&load), stderr(&load));
     assert!(
         loaded.contains(&build.reference()),
@@ -517,11 +517,13 @@ fn podman_loads_stdout_stream() {
         .stderr(Stdio::piped());
     let mut child = strata.spawn().expect("spawn strata");
     let pipe = child.stdout.take().expect("strata stdout");
+    let store = podman_store_lock();
     let load = Command::new("podman")
         .arg("load")
         .stdin(Stdio::from(pipe))
         .output()
         .expect("run podman load");
+    drop(store);
     let mut err = String::new();
     child
         .stderr

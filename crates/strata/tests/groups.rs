@@ -65,7 +65,7 @@ fn supplementary_groups_are_effective_under_podman_and_docker() {
         "--ulimit",
         "nproc=20000:20000",
     ];
-    run_ok(Command::new("podman").arg("load").arg("-i").arg(&archive));
+    podman_load(&archive);
     let image = LoadedImage {
         tool: "podman",
         reference: format!("localhost/{reference}"),
@@ -118,7 +118,7 @@ fn services_enable_makes_the_install_links() {
     work.write_spec(&format!("{text}\n[services]\nenable = [\"demo\"]\n"));
     let archive = work.out("image.tar");
     let build = work.build(&format!("docker-archive:{}", archive.display()), &[]);
-    run_ok(Command::new("podman").arg("load").arg("-i").arg(&archive));
+    podman_load(&archive);
     let image = LoadedImage {
         tool: "podman",
         reference: format!("localhost/{}", build.reference()),

@@ -285,7 +285,7 @@ nix = {{ installables = ["./graph.nix"], paths = ["{busybox}"] }}
         tool: "podman",
         reference: format!("localhost/{}", build.reference()),
     };
-    run_ok(Command::new("podman").arg("load").arg("-i").arg(&archive));
+    podman_load(&archive);
 
     // Coder's way: copy its glibc-linked init into the running image and make it pid 1.
     let created = run_ok(podman().args([
@@ -653,7 +653,7 @@ name = "dev"
         "the database is reproducible"
     );
 
-    run_ok(Command::new("podman").arg("load").arg("-i").arg(&archive));
+    podman_load(&archive);
     let image = LoadedImage {
         tool: "podman",
         reference: format!("localhost/{}", first.reference()),
@@ -942,7 +942,7 @@ fn nix_builder_example_builds_for_the_hosts_nix_over_ssh() {
     let build = Build {
         json: serde_json::from_slice(&out.stdout).expect("build --json"),
     };
-    run_ok(Command::new("podman").arg("load").arg("-i").arg(&archive));
+    podman_load(&archive);
     let image = LoadedImage {
         tool: "podman",
         reference: format!("localhost/{}", build.reference()),

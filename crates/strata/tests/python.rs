@@ -90,7 +90,7 @@ fn rich_and_requests_in_a_debian_python_run_under_podman_reproducibly_and_offlin
         "{user_objects:?}"
     );
 
-    run_ok(Command::new("podman").arg("load").arg("-i").arg(&archive));
+    podman_load(&archive);
     let image = format!("localhost/{}", b.reference());
     // A bare `python3` is the venv's (its `bin` leads PATH, before the system directories
     // that strata-build otherwise puts first when Debian and Python both set PATH).

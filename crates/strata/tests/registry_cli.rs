@@ -164,12 +164,6 @@ fn layout_blobs(dir: &Path) -> BTreeSet<String> {
     all
 }
 
-/// `podman ARGS` with the flags this machine needs for `run`.
-fn podman(args: &[&str]) -> Output {
-    need(&["podman"]);
-    run_ok(Command::new("podman").args(args))
-}
-
 fn podman_run_hi(image: &str) {
     // The ulimits the e2e tests use on this machine.
     need(&["podman"]);
@@ -239,7 +233,7 @@ fn build_to_registry_is_accepted_by_skopeo_and_runs_in_podman() {
         tool: "podman",
         reference: image.clone(),
     };
-    podman(&["pull", "--tls-verify=false", &image]);
+    podman_pull(&image);
     podman_run_hi(&image);
 }
 
@@ -605,7 +599,7 @@ fn copy_from_registry_to_docker_archive_loads_in_podman() {
     let (_, digest) = tag_and_digest(&stdout(&out));
     assert_eq!(digest, built.digest());
     assert!(archive.is_file(), "copy wrote {}", archive.display());
-    let load = podman(&["load", "-i", archive.to_str().unwrap()]);
+    let load = podman_load(&archive);
     let loaded = format!("{}{}", stdout(&load), stderr(&load));
     let reference = loaded
         .lines()

@@ -202,7 +202,7 @@ keyring = "vendor.gpg"
         build.layers().iter().any(|l| l["part"] == "user-configure"),
         "the user half's packages are configured in the user configure layer"
     );
-    run_ok(Command::new("podman").arg("load").arg("-i").arg(&out));
+    podman_load(&out);
     let image = LoadedImage {
         tool: "podman",
         reference: format!("localhost/{}", build.reference()),
@@ -325,7 +325,7 @@ fn the_team_example_builds_and_its_recipe_takes_effect() {
     let build = Build {
         json: serde_json::from_slice(&o.stdout).unwrap(),
     };
-    run_ok(Command::new("podman").arg("load").arg("-i").arg(&out));
+    podman_load(&out);
     let image = LoadedImage {
         tool: "podman",
         reference: format!("localhost/{}", build.reference()),

@@ -310,10 +310,13 @@ fn distribution_api_for_a_team_spec_is_served_from_the_backend() {
         &format!("oci:{}:latest", oci.display()),
     ]));
     assert!(oci.join("index.json").is_file());
-    run_ok(podman().args(["pull", "--tls-verify=false", &reference]));
+    podman_pull(&reference);
     let out = run_ok(podman_run().arg("--network=none").arg(&reference));
     assert_eq!(stdout(&out).trim(), "hello-from-the-team");
-    let _ = podman().args(["rmi", "-f", &reference]).status();
+    drop(LoadedImage {
+        tool: "podman",
+        reference: reference.clone(),
+    });
 
     // A Coder template can name the served image: it is pinned to the digest served.
     let coder_spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/coder/strata.toml");
@@ -441,7 +444,7 @@ fn twenty_parallel_pulls_of_a_new_debian_image_build_it_once() {
     assert_eq!(other.body, answers[0].body);
 
     let reference = format!("{}/{name}:latest", srv.host());
-    run_ok(podman().args(["pull", "--tls-verify=false", &reference]));
+    podman_pull(&reference);
     let out = run_ok(
         podman_run()
             .arg("--network=none")
@@ -449,7 +452,10 @@ fn twenty_parallel_pulls_of_a_new_debian_image_build_it_once() {
             .arg("hello"),
     );
     assert_eq!(stdout(&out).trim(), "Hello, world!");
-    let _ = podman().args(["rmi", "-f", &reference]).status();
+    drop(LoadedImage {
+        tool: "podman",
+        reference: reference.clone(),
+    });
     // docker treats 127.0.0.0/8 registries as insecure: plain HTTP.
     run_ok(Command::new("docker").args(["pull", &reference]));
     let out =
@@ -774,7 +780,7 @@ fn nix_names_serve_attributes_of_the_servers_nixpkgs() {
         "{outputs}"
     );
     let reference = format!("{}/nix/hello:latest", srv.host());
-    run_ok(podman().args(["pull", "--tls-verify=false", &reference]));
+    podman_pull(&reference);
     let out = run_ok(
         podman_run()
             .arg("--network=none")
@@ -782,7 +788,10 @@ fn nix_names_serve_attributes_of_the_servers_nixpkgs() {
             .arg("/run/current-system/sw/bin/hello"),
     );
     assert_eq!(stdout(&out).trim(), "hello from nix");
-    let _ = podman().args(["rmi", "-f", &reference]).status();
+    drop(LoadedImage {
+        tool: "podman",
+        reference: reference.clone(),
+    });
 
     // The same name again: nothing built; nixpkgs moved: another key, another image.
     let again = get(&srv, "/v2/nix/hello/manifests/latest");
