@@ -232,6 +232,10 @@ pub(crate) fn run(
                         ..opts.clone()
                     };
                     let (record, _) = build_layer(index, &planned, store, &plain, reporter)?;
+                    if let Some(written) = out.written {
+                        let blob = store.blob_path(&record.digests.digest)?;
+                        written(&blob, &record.digests.diff_id);
+                    }
                     drop(out.scratch);
                     let rec = StepRecord {
                         digests: record.digests,

@@ -727,6 +727,9 @@ struct Scratch {
     /// A kept, read-only unpacked image below `rootfs` (never removed here).
     lower: Option<PathBuf>,
     work: PathBuf,
+    /// `rootfs` is in [`strata_sandbox::rootfs_build_dir`]: it becomes the kept configured
+    /// base once the layer is written (the base half's run).
+    keep: bool,
 }
 
 impl Drop for Scratch {
@@ -785,7 +788,9 @@ fn configure(
         Some(scratch) => scratch,
         None => {
             blobs.push(files);
-            unpack_all(ctx, key, &blobs, &ids, pid)?
+            // The base half's run leaves the configured base for the user half's runs.
+            let keep = step.place == StepPlace::Base && !unpack_all_forced();
+            unpack_all(ctx, key, &blobs, &ids, pid, keep)?
         }
     };
     if let Start::OverConfigured {
@@ -813,9 +818,13 @@ fn configure(
     match run_scripts(store, ctx.source_date_epoch, &scratch, &script, &progress)? {
         Some(changes) => {
             let entries = over_files(&step.files, changes);
+            let written = scratch
+                .keep
+                .then(|| keep_configured_base(ctx, &scratch, &ids));
             Ok(Some(StepLayer {
                 entries,
                 scratch: Box::new(scratch),
+                written,
                 cache: true,
             }))
         }
@@ -827,25 +836,98 @@ fn configure(
             Ok(Some(StepLayer {
                 entries,
                 scratch: Box::new(()),
+                written: None,
                 cache: false,
             }))
         }
     }
 }
 
+/// Whether `STRATA_CONFIGURE_UNPACK_ALL=1` asks for the old way: every run unpacks the whole
+/// image below into scratch space, no configured base is kept (for comparing; the layers are
+/// the same).
+fn unpack_all_forced() -> bool {
+    std::env::var_os("STRATA_CONFIGURE_UNPACK_ALL").is_some_and(|v| v == "1")
+}
+
+/// The key of the configured base kept in the store: the diff ids of its layers, the base
+/// configure layer last.
+fn configured_base_key<'a>(diff_ids: impl Iterator<Item = &'a strata_oci::Digest>) -> String {
+    let key = hash_parts(
+        [b"configured-base-v1".as_slice()]
+            .into_iter()
+            .chain(diff_ids.map(|d| d.as_bytes())),
+    );
+    format!("base-{}", &key[..48])
+}
+
+/// What the base half's run does once its layer is written: the layer is unpacked over the
+/// run's root file system, which is then kept as the configured base (renamed, not copied), so
+/// the first user half over this base unpacks only its own packages. Best effort: on failure
+/// the user half unpacks the base itself.
+fn keep_configured_base(
+    ctx: &StepContext<'_>,
+    scratch: &Scratch,
+    ids: &IdMapping,
+) -> strata_source::LayerWritten {
+    let below: Vec<strata_oci::Digest> = ctx.below.iter().map(|l| l.diff_id.clone()).collect();
+    let (store, built, ids) = (ctx.store.clone(), scratch.rootfs.clone(), ids.clone());
+    Box::new(move |blob: &Path, diff_id: &strata_oci::Digest| {
+        let key = configured_base_key(below.iter().chain([diff_id]));
+        let layer = LayerFile {
+            path: blob.to_owned(),
+            compression: Compression::None,
+        };
+        if let Err(e) = strata_sandbox::keep_rootfs(&store, &key, &built, &[layer], &ids) {
+            eprintln!(
+                "strata: note: the configured base was not kept ({}); the first user half \
+                 over it unpacks it",
+                error_chain(&e)
+            );
+        }
+    })
+}
+
 /// Unpacks the whole image below and the starting files into one scratch root file system:
-/// in memory when there is room, else kept in the store.
+/// in memory when there is room, else in the store. With `keep`, the root file system goes
+/// beside the kept ones in the store (only the scripts' changes to memory), to be kept.
 fn unpack_all(
     ctx: &StepContext<'_>,
     key: &str,
     blobs: &[LayerFile],
     ids: &IdMapping,
     pid: u32,
+    keep: bool,
 ) -> Result<Scratch, ConfigureError> {
     let store = ctx.store;
+    let image_bytes: u64 = ctx.below.iter().map(|l| l.uncompressed_size).sum();
+    if keep {
+        let rootfs = strata_sandbox::rootfs_build_dir(store, &format!("{pid}-{}", &key[..16]))
+            .map_err(|e| sandbox_err("unpacking the image", e))?;
+        if fs::symlink_metadata(&rootfs).is_ok() {
+            remove_tree(ids, &rootfs).map_err(|e| sandbox_err("clearing an old run", e))?;
+        }
+        // The scripts' changes (and dpkg's fsyncs) in memory when there is room.
+        let work = match strata_sandbox::memory_scratch(ids, image_bytes / 2 + (512 << 20)) {
+            Some(mem) => mem.join(format!("{pid}-configure-{}", &key[..16])),
+            None => store
+                .root()
+                .join("tmp")
+                .join(format!("configure-{pid}-{}", &key[..16])),
+        };
+        let scratch = Scratch {
+            ids: ids.clone(),
+            rootfs,
+            lower: None,
+            work,
+            keep: true,
+        };
+        unpack_rootfs(&scratch.rootfs, blobs, ids)
+            .map_err(|source| sandbox_err("unpacking the image", source))?;
+        return Ok(scratch);
+    }
     // The unpacked image and the scripts' changes are thrown away after this step: they go
     // to memory when there is room, where file creation and dpkg's fsyncs cost next to nothing.
-    let image_bytes: u64 = ctx.below.iter().map(|l| l.uncompressed_size).sum();
     Ok(
         match strata_sandbox::memory_scratch(ids, image_bytes * 2 + (512 << 20)) {
             Some(mem) => {
@@ -859,6 +941,7 @@ fn unpack_all(
                     rootfs,
                     lower: None,
                     work,
+                    keep: false,
                 };
                 unpack_rootfs(&scratch.rootfs, blobs, ids)
                     .map_err(|source| sandbox_err("unpacking the image", source))?;
@@ -877,6 +960,7 @@ fn unpack_all(
                     rootfs,
                     lower: None,
                     work,
+                    keep: false,
                 }
             }
         },
@@ -899,27 +983,16 @@ fn over_configured_base(
 ) -> Result<Option<Scratch>, ConfigureError> {
     // STRATA_CONFIGURE_UNPACK_ALL=1 unpacks the whole image instead (for comparing the two
     // ways; they give the same layer).
-    if !matches!(step.start, Start::OverConfigured { .. })
-        || std::env::var_os("STRATA_CONFIGURE_UNPACK_ALL").is_some_and(|v| v == "1")
-    {
+    if !matches!(step.start, Start::OverConfigured { .. }) || unpack_all_forced() {
         return Ok(None);
     }
     let Some(split) = ctx.below.iter().rposition(|l| l.from_step).map(|i| i + 1) else {
         return Ok(None);
     };
     let store = ctx.store;
-    let base_key = hash_parts(
-        [b"configured-base-v1".as_slice()]
-            .into_iter()
-            .chain(ctx.below[..split].iter().map(|l| l.diff_id.as_bytes())),
-    );
-    let base = prepare_rootfs(
-        store,
-        &format!("base-{}", &base_key[..48]),
-        &blobs[..split],
-        ids,
-    )
-    .map_err(|source| sandbox_err("unpacking the configured base", source))?;
+    let base_key = configured_base_key(ctx.below[..split].iter().map(|l| &l.diff_id));
+    let base = prepare_rootfs(store, &base_key, &blobs[..split], ids)
+        .map_err(|source| sandbox_err("unpacking the configured base", source))?;
     let mut top_blobs = blobs[split..].to_vec();
     top_blobs.push(files.clone());
     let top_bytes: u64 = ctx.below[split..].iter().map(|l| l.uncompressed_size).sum();
@@ -946,6 +1019,7 @@ fn over_configured_base(
             rootfs,
             lower: Some(base),
             work,
+            keep: false,
         })),
         // Not stackable, or it failed: the whole unpack says why if it fails too.
         Ok(false) | Err(_) => Ok(None),

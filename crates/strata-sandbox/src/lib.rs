@@ -74,7 +74,10 @@ use nix::sched::CloneFlags;
 pub use idmap::{IdMapping, IdRange, MapWriter};
 pub use image::{RunRequest, image_command};
 pub use plan::{BindMount, RootfsMode};
-pub use rootfs::{LayerFile, prepare_rootfs, remove_unused_rootfs, unpack_over, unpack_rootfs};
+pub use rootfs::{
+    LayerFile, keep_rootfs, prepare_rootfs, remove_unused_rootfs, rootfs_build_dir, unpack_over,
+    unpack_rootfs,
+};
 pub use spawn::{in_user_namespace, remove_tree};
 pub use user::{User, resolve_user};
 

@@ -271,6 +271,116 @@ pub fn prepare_rootfs(
     Ok(dest)
 }
 
+/// A new directory's path beside the kept root file systems, for a run that unpacks an image
+/// anyway and may keep it afterwards with [`keep_rootfs`] (a rename, so it must be on the same
+/// file system). `label` tells runs apart; a leftover of a run that died goes with `strata gc`.
+pub fn rootfs_build_dir(store: &Store, label: &str) -> Result<PathBuf, SandboxError> {
+    if label.is_empty()
+        || !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(SandboxError::Invalid(format!(
+            "`{label}` is not a root file system label"
+        )));
+    }
+    Ok(store.source_dir("rootfs")?.join(format!(".build-{label}")))
+}
+
+/// Adds `layers` (bottom first) to `built`, a directory [`unpack_rootfs`] made of an image's
+/// lower layers in [`rootfs_build_dir`], and keeps it as the root file system `key`: what
+/// [`prepare_rootfs`] with the lower layers and then `layers` gives, directory times included.
+/// `built` is gone afterwards, kept or not (when `key` is already kept, that one is used).
+pub fn keep_rootfs(
+    store: &Store,
+    key: &str,
+    built: &Path,
+    layers: &[LayerFile],
+    ids: &IdMapping,
+) -> Result<PathBuf, SandboxError> {
+    let result = keep_rootfs_inner(store, key, built, layers, ids);
+    if fs::symlink_metadata(built).is_ok() {
+        let _ = crate::spawn::remove_tree(ids, built);
+    }
+    result
+}
+
+fn keep_rootfs_inner(
+    store: &Store,
+    key: &str,
+    built: &Path,
+    layers: &[LayerFile],
+    ids: &IdMapping,
+) -> Result<PathBuf, SandboxError> {
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(SandboxError::Invalid(format!(
+            "`{key}` is not a root file system key"
+        )));
+    }
+    let base = store.source_dir("rootfs")?;
+    let name = format!("{key}-{}", ids.cache_key());
+    let dest = base.join(&name);
+    let _lock = store.lock_key(&format!("rootfs-{name}"))?;
+    if dest.is_dir() {
+        return Ok(dest);
+    }
+    let work = {
+        let (root, layers) = (built.to_owned(), layers.to_vec());
+        move || -> Result<(), SandboxError> { unpack_more(&root, &layers) }
+    };
+    if ids.is_host_root() {
+        work()?;
+    } else {
+        crate::spawn::in_user_namespace(ids, move || work().map_err(|e| crate::chain(&e)))?;
+    }
+    fs::rename(built, &dest).map_err(io_err("rename into place", &dest))?;
+    Ok(dest)
+}
+
+/// [`unpack_layers`] into a directory that already holds the layers below: the directories
+/// whose entries the new layers change keep the times they had, unless a layer names them,
+/// as one unpack of every layer would leave them.
+fn unpack_more(root: &Path, layers: &[LayerFile]) -> Result<(), SandboxError> {
+    let mut dir_times: BTreeMap<PathBuf, SystemTime> = BTreeMap::new();
+    for layer in layers {
+        let mut archive = tar::Archive::new(reader(layer)?);
+        for entry in archive.entries().map_err(io_err("read", &layer.path))? {
+            let entry = entry.map_err(io_err("read", &layer.path))?;
+            let raw = entry.path().map_err(io_err("read", &layer.path))?;
+            let member = clean_member(&raw)
+                .ok_or_else(|| layer_err(&layer.path, &raw, "escapes the root file system"))?;
+            // The directory the member lands in, as unpacking resolves it (symlinks scoped
+            // to the root), and the directories above it.
+            let parent_rel = member.parent().unwrap_or(Path::new(""));
+            let Ok(parent) = resolve_in_root(root, parent_rel, true) else {
+                continue;
+            };
+            let mut up = Some(parent.as_path());
+            while let Some(dir) = up.filter(|d| d.starts_with(root)) {
+                if dir_times.contains_key(dir) {
+                    break;
+                }
+                if let Ok(m) = fs::symlink_metadata(dir)
+                    && m.is_dir()
+                    && let Ok(t) = m.modified()
+                {
+                    dir_times.insert(dir.to_owned(), t);
+                }
+                up = dir.parent();
+            }
+        }
+    }
+    for layer in layers {
+        apply_layer(root, layer, &mut dir_times)?;
+    }
+    for (dir, time) in dir_times.iter().rev() {
+        if let Ok(f) = File::open(dir) {
+            let _ = f.set_modified(time.to_owned());
+        }
+    }
+    Ok(())
+}
+
 /// Removes the kept root file systems (see [`prepare_rootfs`]) whose image key is not in
 /// `keep`, and leftovers of unpacks that died. Returns how many were removed. The caller
 /// holds the store lock exclusively, so no run is using them.
@@ -589,5 +699,104 @@ mod tests {
         )
         .expect_err("refused");
         assert!(err.to_string().contains("escapes"), "{err}");
+    }
+
+    /// Every path under `root` with its kind, mode, size, content and time.
+    fn listing(root: &Path) -> Vec<String> {
+        use std::os::unix::fs::MetadataExt;
+        let mut out = Vec::new();
+        let mut queue = vec![root.to_owned()];
+        while let Some(dir) = queue.pop() {
+            for e in fs::read_dir(&dir).expect("list").flatten() {
+                let m = fs::symlink_metadata(e.path()).expect("stat");
+                let content = if m.is_file() {
+                    fs::read_to_string(e.path()).expect("read")
+                } else if m.is_symlink() {
+                    fs::read_link(e.path()).expect("link").display().to_string()
+                } else {
+                    queue.push(e.path());
+                    String::new()
+                };
+                let rel = e.path().strip_prefix(root).expect("under").to_owned();
+                out.push(format!(
+                    "{} {:o} {content} {}",
+                    rel.display(),
+                    m.mode(),
+                    m.mtime()
+                ));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_kept_build_directory_equals_one_unpack_of_every_layer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("store")).expect("store");
+        let ids = IdMapping::detect();
+        let lower = layer(
+            dir.path(),
+            "lower.tar",
+            &[
+                ("etc", None),
+                ("etc/a", Some("a")),
+                ("usr", None),
+                ("usr/lib", None),
+                ("lib", Some("->usr/lib")),
+                ("opt", None),
+                ("opt/gone", Some("x")),
+            ],
+        );
+        // Adds below directories it does not name (their times must stay), through a link,
+        // replaces a file and removes one.
+        let top = layer(
+            dir.path(),
+            "top.tar",
+            &[
+                ("etc/a", Some("changed")),
+                ("etc/new", Some("n")),
+                ("lib/libx.so", Some("so")),
+                ("opt/.wh.gone", Some("")),
+                ("var", None),
+                ("var/new.log", Some("l")),
+            ],
+        );
+        let built = rootfs_build_dir(&store, "test-1").expect("build dir");
+        unpack_rootfs(&built, std::slice::from_ref(&lower), &ids).expect("unpack lower");
+        let kept = keep_rootfs(
+            &store,
+            "kept-test",
+            &built,
+            std::slice::from_ref(&top),
+            &ids,
+        )
+        .expect("keep");
+        assert!(
+            !built.exists(),
+            "the build directory was renamed into place"
+        );
+        let whole =
+            prepare_rootfs(&store, "whole-test", &[lower.clone(), top], &ids).expect("prepare");
+        assert_ne!(kept, whole);
+        let listed = listing(&kept);
+        assert!(
+            listed.iter().any(|l| l.starts_with("usr/lib/libx.so ")),
+            "{listed:?}"
+        );
+        assert!(
+            !listed.iter().any(|l| l.starts_with("opt/gone")),
+            "{listed:?}"
+        );
+        assert_eq!(listed, listing(&whole));
+        // Keeping again under a kept key uses the kept one and removes the new directory.
+        let again = rootfs_build_dir(&store, "test-2").expect("build dir");
+        unpack_rootfs(&again, &[lower], &ids).expect("unpack lower");
+        assert_eq!(
+            keep_rootfs(&store, "kept-test", &again, &[], &ids).expect("keep"),
+            kept
+        );
+        assert!(!again.exists());
+        assert!(rootfs_build_dir(&store, "../x").is_err());
     }
 }

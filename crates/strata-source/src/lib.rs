@@ -15,7 +15,9 @@
 mod step;
 mod tree;
 
-pub use step::{LayerBelow, PostLayerStep, StepContext, StepError, StepLayer, StepPlace};
+pub use step::{
+    LayerBelow, LayerWritten, PostLayerStep, StepContext, StepError, StepLayer, StepPlace,
+};
 pub use tree::{TreeInput, TreeSource};
 
 use std::any::{Any, TypeId};

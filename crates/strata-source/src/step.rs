@@ -63,11 +63,18 @@ pub struct StepLayer {
     pub entries: Vec<Entry>,
     /// Owner of the host files the entries refer to.
     pub scratch: Box<dyn Any + Send>,
+    /// Called once the layer is written, before `scratch` is dropped, with its uncompressed
+    /// blob and diff id (the Debian step keeps its configured root file system this way).
+    pub written: Option<LayerWritten>,
     /// Whether the layer may be kept for the step's key. A step that fell back to a lesser
     /// result on this machine (it could not run its tools) says no, so a later build on a
     /// machine that can run them does the real work.
     pub cache: bool,
 }
+
+/// What a step does with its layer once the pipeline has written it: the uncompressed blob in
+/// the store and its diff id. Best effort: it reports nothing and must leave no half state.
+pub type LayerWritten = Box<dyn FnOnce(&std::path::Path, &strata_oci::Digest) + Send>;
 
 /// Work a source does on the image after the layers below are written, adding one layer.
 pub trait PostLayerStep: fmt::Debug + Send + Sync {

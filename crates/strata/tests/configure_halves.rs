@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -320,7 +321,7 @@ fn runs(archive: &Path, b: &Build) -> Vec<String> {
 
 /// [`runs`], then the output of the shell command `then`.
 fn runs_then(archive: &Path, b: &Build, then: &str) -> Vec<String> {
-    run_ok(Command::new("podman").arg("load").arg("-i").arg(archive));
+    podman_load(archive);
     let image = LoadedImage {
         tool: "podman",
         reference: format!("localhost/{}", b.reference()),
@@ -604,4 +605,65 @@ fn each_half_is_configured_once_into_its_own_layer() {
         b.layers().iter().map(|l| l["diff_id"].clone()).collect()
     };
     assert_eq!(diff_ids(&unpacked), diff_ids(&other));
+
+    // The base half's run leaves the configured base it unpacked anyway (the first user half
+    // then unpacks only its own packages): a store whose one build has no user packages holds
+    // it, under the key the user half looks for, and it is what unpacking the image's layers
+    // gives (the first store's kept base, removed and unpacked again by a new user half's run).
+    let snapshot = |dir: &str| -> String {
+        let o = run_ok(
+            Command::new("sh")
+                .arg("-ec")
+                .arg(
+                    "cd \"$1\"; find . -mindepth 1 -printf '%P %y %m %U %G %s %T@ %l\\n'; \
+             find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum",
+                )
+                .args(["sh", dir]),
+        );
+        stdout(&o)
+    };
+    let base_only = work.out("store-base");
+    work.write_spec(&spec(&name, &url, &[]));
+    let o = run_ok(
+        Command::new(strata_bin())
+            .arg("--store")
+            .arg(&base_only)
+            .env("STRATA_DEBIAN_CACHE", shared_debian_cache())
+            .env_remove("SOURCE_DATE_EPOCH")
+            .arg("build")
+            .arg(work.spec())
+            .arg("--output")
+            .arg(format!("oci:{}", work.out("base-oci").display())),
+    );
+    let left = kept(&base_only);
+    assert_eq!(
+        left.len(),
+        1,
+        "the base half's run kept its root file system: {}",
+        stderr(&o)
+    );
+    let first_kept = kept(&work.store()).remove(0);
+    assert_eq!(
+        Path::new(&left[0]).file_name(),
+        Path::new(&first_kept).file_name(),
+        "the key the user half looks for"
+    );
+    let left_by_base = snapshot(&left[0]);
+    run_ok(Command::new("rm").arg("-rf").arg(&first_kept));
+    work.write_spec(&spec(
+        &name,
+        &url,
+        &["strata-user-probe", "strata-user-other"],
+    ));
+    build(&work, &format!("oci:{}", work.out("both").display()), &[]);
+    let unpacked = snapshot(&first_kept);
+    let differ: Vec<&str> = {
+        let (a, b): (BTreeSet<&str>, BTreeSet<&str>) =
+            (left_by_base.lines().collect(), unpacked.lines().collect());
+        a.symmetric_difference(&b).copied().collect()
+    };
+    assert!(
+        differ.is_empty() && !unpacked.is_empty(),
+        "the kept base equals an unpack of the image's base layers; these differ: {differ:#?}"
+    );
 }
