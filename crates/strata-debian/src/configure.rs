@@ -117,6 +117,15 @@ rm -f /usr/sbin/policy-rc.d
 ///   `update-ca-certificates` again, with hooks), returns at once when there are no hooks:
 ///   the triggered run makes the same links and bundle from the same files, so each is made
 ///   once.
+/// - `update-initramfs -c -k VERSION [-b /boot]`, which a kernel package's `postinst` runs
+///   (through `/etc/kernel/postinst.d/initramfs-tools`), is left to the `update-initramfs`
+///   trigger when it can be activated: every package with initramfs hooks activates it, and
+///   its processing (initramfs-tools' `postinst triggered`, always later in the same run)
+///   runs `update-initramfs -u`, which makes the newest kernel's initramfs again from the same
+///   files; so the kernel's initramfs is made once instead of twice. An empty
+///   `/boot/initrd.img-VERSION` stands for it until then (`-u` picks the newest kernel that
+///   has one, and replaces it). Only where nothing else could read it in between: no other
+///   `/etc/kernel/postinst.d` hook, no `/etc/initramfs/post-update.d` hook, no initramfs yet.
 const IN_CHROOT: &str = r#"mkdir -p /tmp/.strata-bin
 printf '#!/bin/sh\nexit 0\n' >/tmp/.strata-bin/ischroot
 chmod 755 /tmp/.strata-bin/ischroot
@@ -163,7 +172,22 @@ env["py_compile"] = py_compile
 sys.argv[0] = REAL
 main()
 STRATA
-chmod 755 /tmp/.strata-bin/update-ca-certificates /tmp/.strata-bin/py3compile
+cat >/tmp/.strata-bin/update-initramfs <<'STRATA'
+#!/bin/sh
+if [ -n "$DPKG_MAINTSCRIPT_PACKAGE" ] && [ "$1" = -c ] && [ "$2" = -k ] && [ -n "$3" ] &&
+    { [ "$#" = 3 ] || { [ "$#" = 5 ] && [ "$4" = -b ] && [ "$5" = /boot ]; }; } &&
+    [ "$3" = "${3#*/}" ] && [ ! -e "/boot/initrd.img-$3" ] &&
+    [ "$(ls -A /etc/kernel/postinst.d 2>/dev/null)" = initramfs-tools ] &&
+    [ -z "$(ls -A /etc/initramfs/post-update.d 2>/dev/null)" ] &&
+    dpkg-trigger --no-await update-initramfs; then
+    : >"/boot/initrd.img-$3"
+    echo "update-initramfs: deferring /boot/initrd.img-$3 to the update-initramfs trigger"
+    exit 0
+fi
+exec /usr/sbin/update-initramfs "$@"
+STRATA
+chmod 755 /tmp/.strata-bin/update-ca-certificates /tmp/.strata-bin/py3compile \
+    /tmp/.strata-bin/update-initramfs
 export PATH="/tmp/.strata-bin:$PATH"
 "#;
 
