@@ -126,9 +126,13 @@ rm -f /usr/sbin/policy-rc.d
 ///   `/boot/initrd.img-VERSION` stands for it until then (`-u` picks the newest kernel that
 ///   has one, and replaces it). Only where nothing else could read it in between: no other
 ///   `/etc/kernel/postinst.d` hook, no `/etc/initramfs/post-update.d` hook, no initramfs yet.
+/// - `sync` (update-initramfs and others run it) returns at once: the image is made from the
+///   files, never from the disk, and a `sync` waits for every dirty page of the machine (the
+///   unpacked image in the store among them) to reach the disk.
 const IN_CHROOT: &str = r#"mkdir -p /tmp/.strata-bin
 printf '#!/bin/sh\nexit 0\n' >/tmp/.strata-bin/ischroot
-chmod 755 /tmp/.strata-bin/ischroot
+printf '#!/bin/sh\nexit 0\n' >/tmp/.strata-bin/sync
+chmod 755 /tmp/.strata-bin/ischroot /tmp/.strata-bin/sync
 cat >/tmp/.strata-bin/update-ca-certificates <<'STRATA'
 #!/bin/sh
 if [ "$#" = 2 ] && [ "$1" = --hooksdir ] && [ -z "$2" ] &&
@@ -1442,13 +1446,14 @@ mod tests {
         let out = std::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(format!(
-                "{IN_CHROOT}command -v ischroot; ischroot; echo rc=$?; rm -r /tmp/.strata-bin"
+                "{IN_CHROOT}command -v ischroot; ischroot; echo rc=$?; command -v sync; \
+                 rm -r /tmp/.strata-bin"
             ))
             .output()
             .expect("run sh");
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
-            "/tmp/.strata-bin/ischroot\nrc=0\n",
+            "/tmp/.strata-bin/ischroot\nrc=0\n/tmp/.strata-bin/sync\n",
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
