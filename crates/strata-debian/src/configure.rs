@@ -881,12 +881,9 @@ fn unpack_all_forced() -> bool {
 /// The key of the configured base kept in the store: the diff ids of its layers, the base
 /// configure layer last.
 fn configured_base_key<'a>(diff_ids: impl Iterator<Item = &'a strata_oci::Digest>) -> String {
-    let key = hash_parts(
-        [b"configured-base-v1".as_slice()]
-            .into_iter()
-            .chain(diff_ids.map(|d| d.as_bytes())),
-    );
-    format!("base-{}", &key[..48])
+    // The sandbox's name for those layers: an image above them (a VM disk, `strata run`)
+    // starts from the kept base too.
+    strata_sandbox::layers_key(diff_ids.map(|d| d.as_str()))
 }
 
 /// What the base half's run does once its layer is written: the layer is unpacked over the

@@ -75,8 +75,8 @@ pub use idmap::{IdMapping, IdRange, MapWriter};
 pub use image::{RunRequest, image_command};
 pub use plan::{BindMount, RootfsMode};
 pub use rootfs::{
-    LayerFile, keep_rootfs, prepare_rootfs, remove_unused_rootfs, rootfs_build_dir, unpack_over,
-    unpack_rootfs,
+    LayerFile, keep_rootfs, layers_key, prepare_rootfs, prepare_rootfs_over_kept,
+    remove_unused_rootfs, rootfs_build_dir, unpack_over, unpack_rootfs,
 };
 pub use spawn::{in_user_namespace, remove_tree};
 pub use user::{User, resolve_user};

@@ -271,6 +271,105 @@ pub fn prepare_rootfs(
     Ok(dest)
 }
 
+/// The key a root file system of exactly the layers with these diff ids (bottom first) is kept
+/// under ([`keep_rootfs`]), so that an image whose lowest layers are those finds it
+/// ([`prepare_rootfs_over_kept`]).
+pub fn layers_key<'a>(diff_ids: impl IntoIterator<Item = &'a str>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"strata-kept-layers-v1\0");
+    for id in diff_ids {
+        h.update(id.as_bytes());
+        h.update(b"\0");
+    }
+    format!("layers-{}", &hex::encode(h.finalize())[..48])
+}
+
+/// [`prepare_rootfs`] for an image whose lowest layers may be kept unpacked already (by
+/// [`keep_rootfs`] under their [`layers_key`]; `diff_ids[i]` is `layers[i]`'s): the longest
+/// such run of layers is cloned with hard links and only the layers above it are unpacked,
+/// giving the tree an unpack of every layer gives. The kept files are shared, never written
+/// through (unpacking replaces a file, it never writes into one); the result is as read-only
+/// as [`prepare_rootfs`]'s (an overlay lower, a tree to copy or read).
+pub fn prepare_rootfs_over_kept(
+    store: &Store,
+    key: &str,
+    layers: &[LayerFile],
+    diff_ids: &[&str],
+    ids: &IdMapping,
+) -> Result<PathBuf, SandboxError> {
+    if diff_ids.len() != layers.len() {
+        return Err(SandboxError::Invalid(format!(
+            "{} diff ids for {} layers",
+            diff_ids.len(),
+            layers.len()
+        )));
+    }
+    let base = store.source_dir("rootfs")?;
+    let kept = (1..=layers.len()).rev().find_map(|n| {
+        let dir = base.join(format!(
+            "{}-{}",
+            layers_key(diff_ids[..n].iter().copied()),
+            ids.cache_key()
+        ));
+        dir.is_dir().then_some((dir, n))
+    });
+    let Some((kept, n)) = kept else {
+        return prepare_rootfs(store, key, layers, ids);
+    };
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(SandboxError::Invalid(format!(
+            "`{key}` is not a root file system key"
+        )));
+    }
+    let name = format!("{key}-{}", ids.cache_key());
+    let dest = base.join(&name);
+    if dest.is_dir() {
+        return Ok(dest);
+    }
+    let _lock = store.lock_key(&format!("rootfs-{name}"))?;
+    if dest.is_dir() {
+        return Ok(dest);
+    }
+    let temp = base.join(format!(".tmp-{name}"));
+    if fs::symlink_metadata(&temp).is_ok() {
+        crate::spawn::remove_tree(ids, &temp)?;
+    }
+    let work = {
+        let (kept, temp, rest) = (kept.clone(), temp.clone(), layers[n..].to_vec());
+        move || -> Result<(), SandboxError> {
+            // `cp -a -l`: directories copied with their owners, modes, times and extended
+            // attributes, every other file a hard link to the kept one.
+            let out = std::process::Command::new("cp")
+                .args(["-a", "-l", "--"])
+                .arg(&kept)
+                .arg(&temp)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map_err(io_err("run cp for", &temp))?;
+            if !out.status.success() {
+                return Err(SandboxError::Invalid(format!(
+                    "cp -a -l of `{}`: {}",
+                    kept.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            unpack_more(&temp, &rest)
+        }
+    };
+    let result = if ids.is_host_root() {
+        work()
+    } else {
+        crate::spawn::in_user_namespace(ids, move || work().map_err(|e| crate::chain(&e)))
+    };
+    if let Err(e) = result {
+        let _ = crate::spawn::remove_tree(ids, &temp);
+        return Err(e);
+    }
+    fs::rename(&temp, &dest).map_err(io_err("rename into place", &dest))?;
+    Ok(dest)
+}
+
 /// A new directory's path beside the kept root file systems, for a run that unpacks an image
 /// anyway and may keep it afterwards with [`keep_rootfs`] (a rename, so it must be on the same
 /// file system). `label` tells runs apart; a leftover of a run that died goes with `strata gc`.
@@ -746,6 +845,7 @@ mod tests {
                 ("lib", Some("->usr/lib")),
                 ("opt", None),
                 ("opt/gone", Some("x")),
+                ("usr/kept", Some("k")),
             ],
         );
         // Adds below directories it does not name (their times must stay), through a link,
@@ -791,12 +891,39 @@ mod tests {
         assert_eq!(listed, listing(&whole));
         // Keeping again under a kept key uses the kept one and removes the new directory.
         let again = rootfs_build_dir(&store, "test-2").expect("build dir");
-        unpack_rootfs(&again, &[lower], &ids).expect("unpack lower");
+        unpack_rootfs(&again, std::slice::from_ref(&lower), &ids).expect("unpack lower");
         assert_eq!(
             keep_rootfs(&store, "kept-test", &again, &[], &ids).expect("keep"),
             kept
         );
         assert!(!again.exists());
         assert!(rootfs_build_dir(&store, "../x").is_err());
+
+        // An image over those layers starts from the kept tree: hard links to its files, the
+        // layers above unpacked, the same tree as unpacking every layer.
+        let (lower_id, top_id) = ("sha256:lower", "sha256:top");
+        let built = rootfs_build_dir(&store, "test-3").expect("build dir");
+        unpack_rootfs(&built, std::slice::from_ref(&lower), &ids).expect("unpack lower");
+        let base = keep_rootfs(&store, &layers_key([lower_id]), &built, &[], &ids).expect("keep");
+        let top = layer(dir.path(), "top2.tar", &[("etc/a", Some("changed"))]);
+        let over = prepare_rootfs_over_kept(
+            &store,
+            "over-test",
+            &[lower.clone(), top.clone()],
+            &[lower_id, top_id],
+            &ids,
+        )
+        .expect("over kept");
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: &Path| fs::metadata(p).expect("stat").ino();
+        assert_eq!(ino(&over.join("usr/kept")), ino(&base.join("usr/kept")));
+        assert_eq!(fs::read_to_string(base.join("etc/a")).expect("read"), "a");
+        let whole = prepare_rootfs(&store, "whole-2", &[lower.clone(), top.clone()], &ids)
+            .expect("prepare");
+        assert_eq!(listing(&over), listing(&whole));
+        // Nothing kept for other layers: an unpack of every layer.
+        let other = prepare_rootfs_over_kept(&store, "other", &[lower, top], &["x", "y"], &ids)
+            .expect("no kept");
+        assert_ne!(ino(&other.join("usr/kept")), ino(&base.join("usr/kept")));
     }
 }

@@ -367,8 +367,19 @@ pub fn write_disk(req: &DiskRequest<'_>) -> Result<DiskReport, VmError> {
             compression: l.compression,
         })
         .collect();
-    let rootfs =
-        strata_sandbox::prepare_rootfs(req.store, req.image.config_digest.hex(), &layers, &ids)?;
+    let diff_ids: Vec<&str> = req
+        .image
+        .layers
+        .iter()
+        .map(|l| l.digests.diff_id.as_str())
+        .collect();
+    let rootfs = strata_sandbox::prepare_rootfs_over_kept(
+        req.store,
+        req.image.config_digest.hex(),
+        &layers,
+        &diff_ids,
+        &ids,
+    )?;
 
     let scratch = req.store.scratch_dir();
     fs::create_dir_all(&scratch).map_err(io_err("create", &scratch))?;
@@ -473,8 +484,20 @@ fn build_in(
     let disk_size = root_start + root_size + MIB;
     let disk_guid = identity.uuid("disk");
     let raw = work.join("disk.raw");
+    // The root file system image becomes the disk where its file system can move its data
+    // up without copying it (ext4, XFS); else it is copied into a new disk file.
+    let root_in_place =
+        insert_hole(&root_img, root_start).map_err(io_err("make room in", &root_img))?;
+    if root_in_place {
+        fs::rename(&root_img, &raw).map_err(io_err("rename", &root_img))?;
+    }
     {
-        let f = File::create(&raw).map_err(io_err("create", &raw))?;
+        let f = File::options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&raw)
+            .map_err(io_err("create", &raw))?;
         f.set_len(disk_size).map_err(io_err("size", &raw))?;
     }
     let script = format!(
@@ -490,7 +513,9 @@ fn build_in(
     );
     sfdisk(&raw, &script)?;
     copy_into(&esp_img, &raw, esp_start)?;
-    copy_into(&root_img, &raw, root_start)?;
+    if !root_in_place {
+        copy_into(&root_img, &raw, root_start)?;
+    }
 
     // The output, atomically.
     let out = req.output;
@@ -504,6 +529,7 @@ fn build_in(
                 .open(&temp_path)
                 .map_err(io_err("open", &temp_path))?;
             f.set_len(disk_size).map_err(io_err("size", &temp_path))?;
+            f.sync_all().map_err(io_err("write", &temp_path))?;
         }
         Format::Qcow2 => {
             run_tool(
@@ -1095,8 +1121,25 @@ fn copy_into(src: &Path, dest: &Path, offset: u64) -> Result<(), VmError> {
         }
         pos += n as u64;
     }
-    to.sync_all().map_err(io_err("write", dest))?;
     Ok(())
+}
+
+/// Inserts `len` bytes of hole at the start of the file at `path`, moving its data up without
+/// copying it (`FALLOC_FL_INSERT_RANGE`; `len` a multiple of the file system's block size).
+/// `Ok(false)`, the file unchanged, where the file system cannot.
+fn insert_hole(path: &Path, len: u64) -> io::Result<bool> {
+    use nix::fcntl::{FallocateFlags, fallocate};
+    let file = File::options().write(true).open(path)?;
+    let Ok(len) = i64::try_from(len) else {
+        return Ok(false);
+    };
+    match fallocate(&file, FallocateFlags::FALLOC_FL_INSERT_RANGE, 0, len) {
+        Ok(()) => Ok(true),
+        Err(
+            nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS,
+        ) => Ok(false),
+        Err(e) => Err(io::Error::from(e)),
+    }
 }
 
 #[cfg(test)]

@@ -567,7 +567,7 @@ fn each_half_is_configured_once_into_its_own_layer() {
             "-type",
             "d",
             "-path",
-            "*/rootfs/base-*",
+            "*/rootfs/layers-*",
         ]));
         String::from_utf8_lossy(&out.stdout)
             .lines()
