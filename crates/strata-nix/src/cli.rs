@@ -92,6 +92,15 @@ pub(crate) struct Nix<'a> {
     pub offline: bool,
 }
 
+/// How many times a Nix command that found its store database busy is run in all.
+const BUSY_TRIES: u32 = 6;
+
+/// Whether Nix failed because another process held its SQLite database.
+fn sqlite_busy(stderr: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(stderr);
+    text.contains("SQLite database") && text.contains("is busy")
+}
+
 impl Nix<'_> {
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
@@ -118,16 +127,29 @@ impl Nix<'_> {
         }
         shown_args.extend(args);
         let shown = describe(program, self.store, &shown_args);
-        let out = cmd.output().map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound => NixError::NotInstalled {
-                program: program.to_owned(),
-                source,
-            },
-            _ => NixError::Spawn {
-                command: shown.clone(),
-                source,
-            },
-        })?;
+        let mut out;
+        let mut wait = std::time::Duration::from_millis(250);
+        let mut tries = 0;
+        loop {
+            out = cmd.output().map_err(|source| match source.kind() {
+                io::ErrorKind::NotFound => NixError::NotInstalled {
+                    program: program.to_owned(),
+                    source,
+                },
+                _ => NixError::Spawn {
+                    command: shown.clone(),
+                    source,
+                },
+            })?;
+            // Nix gives up on a store database that other Nix processes hold (several builds
+            // starting on a fresh store at once); what it was asked is safe to ask again.
+            tries += 1;
+            if out.status.success() || tries == BUSY_TRIES || !sqlite_busy(&out.stderr) {
+                break;
+            }
+            std::thread::sleep(wait);
+            wait *= 2;
+        }
         if !out.status.success() {
             return Err(NixError::Failed {
                 command: shown,
@@ -302,6 +324,45 @@ fn quote(word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A command that finds the store database busy is run again, a bounded number of times;
+    /// other failures are reported at once.
+    #[test]
+    fn a_busy_store_database_is_tried_again() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let script = |name: &str, body: &str| {
+            let path = d.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\necho x >>\"$0.runs\"\n{body}\n"))
+                .expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            path.to_string_lossy().into_owned()
+        };
+        let runs =
+            |p: &str| std::fs::read_to_string(format!("{p}.runs")).map_or(0, |t| t.lines().count());
+        let nix = Nix {
+            store: None,
+            dir: d,
+            offline: false,
+        };
+        let busy = "echo \"error: SQLite database '/nix/var/nix/db/db.sqlite' is busy\" >&2";
+        let twice = script(
+            "busy-twice",
+            &format!(
+                "[ \"$(wc -l <\"$0.runs\")\" -gt 2 ] && {{ echo done; exit 0; }}; {busy}; exit 1"
+            ),
+        );
+        assert_eq!(nix.run(&twice, &[]).expect("third run"), b"done\n");
+        assert_eq!(runs(&twice), 3);
+        let always = script("busy-always", &format!("{busy}; exit 1"));
+        let err = nix.run(&always, &[]).expect_err("busy every time");
+        assert!(err.to_string().contains("failed"), "{err}");
+        assert_eq!(runs(&always), BUSY_TRIES as usize);
+        let other = script("other", "echo 'error: attribute missing' >&2; exit 1");
+        nix.run(&other, &[]).expect_err("fails");
+        assert_eq!(runs(&other), 1, "other failures are not run again");
+    }
 
     #[test]
     fn installables_are_files_or_cli_references() {
