@@ -92,13 +92,15 @@ pub(crate) struct Nix<'a> {
     pub offline: bool,
 }
 
-/// How many times a Nix command that found its store database busy is run in all.
+/// How many times a Nix command that met another Nix process in its store is run in all.
 const BUSY_TRIES: u32 = 6;
 
-/// Whether Nix failed because another process held its SQLite database.
-fn sqlite_busy(stderr: &[u8]) -> bool {
+/// Whether Nix failed because another Nix process was at the same store: it held the SQLite
+/// database, or both were setting up a new store (its `gcroots/profiles` link).
+fn store_busy(stderr: &[u8]) -> bool {
     let text = String::from_utf8_lossy(stderr);
-    text.contains("SQLite database") && text.contains("is busy")
+    (text.contains("SQLite database") && text.contains("is busy"))
+        || (text.contains("creating symlink from") && text.contains("File exists"))
 }
 
 impl Nix<'_> {
@@ -141,10 +143,10 @@ impl Nix<'_> {
                     source,
                 },
             })?;
-            // Nix gives up on a store database that other Nix processes hold (several builds
+            // Nix gives up where other Nix processes are at the same store (several builds
             // starting on a fresh store at once); what it was asked is safe to ask again.
             tries += 1;
-            if out.status.success() || tries == BUSY_TRIES || !sqlite_busy(&out.stderr) {
+            if out.status.success() || tries == BUSY_TRIES || !store_busy(&out.stderr) {
                 break;
             }
             std::thread::sleep(wait);
@@ -359,6 +361,13 @@ mod tests {
         let err = nix.run(&always, &[]).expect_err("busy every time");
         assert!(err.to_string().contains("failed"), "{err}");
         assert_eq!(runs(&always), BUSY_TRIES as usize);
+        let init = script(
+            "init-race",
+            "[ \"$(wc -l <\"$0.runs\")\" -gt 1 ] && exit 0; echo \"error: creating symlink from \
+             '/s/nix/var/nix/gcroots/profiles' to '/s/nix/var/nix/profiles': File exists\" >&2; exit 1",
+        );
+        nix.run(&init, &[]).expect("second run");
+        assert_eq!(runs(&init), 2, "a store being set up by another process");
         let other = script("other", "echo 'error: attribute missing' >&2; exit 1");
         nix.run(&other, &[]).expect_err("fails");
         assert_eq!(runs(&other), 1, "other failures are not run again");
