@@ -246,29 +246,66 @@ pub fn prepare_rootfs(
     layers: &[LayerFile],
     ids: &IdMapping,
 ) -> Result<PathBuf, SandboxError> {
+    make_kept(store, key, ids, |temp| unpack_rootfs(temp, layers, ids))
+}
+
+/// Where the root file system `key` is kept for `ids`, and the name of its lock.
+fn kept_path(store: &Store, key: &str, ids: &IdMapping) -> Result<(PathBuf, String), SandboxError> {
     if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
         return Err(SandboxError::Invalid(format!(
             "`{key}` is not a root file system key"
         )));
     }
-    let base = store.source_dir("rootfs")?;
     let name = format!("{key}-{}", ids.cache_key());
-    let dest = base.join(&name);
+    Ok((
+        store.source_dir("rootfs")?.join(&name),
+        format!("rootfs-{name}"),
+    ))
+}
+
+/// The kept root file system `key`, made by `make` (into a new temporary directory beside it,
+/// renamed into place when complete) under its lock unless it is kept already.
+fn make_kept(
+    store: &Store,
+    key: &str,
+    ids: &IdMapping,
+    make: impl FnOnce(&Path) -> Result<(), SandboxError>,
+) -> Result<PathBuf, SandboxError> {
+    let (dest, lock) = kept_path(store, key, ids)?;
     if dest.is_dir() {
         return Ok(dest);
     }
-    let _lock = store.lock_key(&format!("rootfs-{name}"))?;
+    let _lock = store.lock_key(&lock)?;
     if dest.is_dir() {
         return Ok(dest);
     }
-    let temp = base.join(format!(".tmp-{name}"));
+    let name = dest.file_name().unwrap_or_default().to_string_lossy();
+    let temp = dest.with_file_name(format!(".tmp-{name}"));
     // A previous attempt that died half-way (we hold the lock, so nobody else is at it).
     if fs::symlink_metadata(&temp).is_ok() {
         crate::spawn::remove_tree(ids, &temp)?;
     }
-    unpack_rootfs(&temp, layers, ids)?;
+    if let Err(e) = make(&temp) {
+        if fs::symlink_metadata(&temp).is_ok() {
+            let _ = crate::spawn::remove_tree(ids, &temp);
+        }
+        return Err(e);
+    }
     fs::rename(&temp, &dest).map_err(io_err("rename into place", &dest))?;
     Ok(dest)
+}
+
+/// Runs `work` as root of a user namespace with `ids` (so it can set other owners), or as it
+/// is when this is the host's root.
+fn as_image_root(
+    ids: &IdMapping,
+    work: impl FnOnce() -> Result<(), SandboxError>,
+) -> Result<(), SandboxError> {
+    if ids.is_host_root() {
+        work()
+    } else {
+        crate::spawn::in_user_namespace(ids, move || work().map_err(|e| crate::chain(&e)))
+    }
 }
 
 /// The key a root file system of exactly the layers with these diff ids (bottom first) is kept
@@ -317,27 +354,9 @@ pub fn prepare_rootfs_over_kept(
     let Some((kept, n)) = kept else {
         return prepare_rootfs(store, key, layers, ids);
     };
-    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return Err(SandboxError::Invalid(format!(
-            "`{key}` is not a root file system key"
-        )));
-    }
-    let name = format!("{key}-{}", ids.cache_key());
-    let dest = base.join(&name);
-    if dest.is_dir() {
-        return Ok(dest);
-    }
-    let _lock = store.lock_key(&format!("rootfs-{name}"))?;
-    if dest.is_dir() {
-        return Ok(dest);
-    }
-    let temp = base.join(format!(".tmp-{name}"));
-    if fs::symlink_metadata(&temp).is_ok() {
-        crate::spawn::remove_tree(ids, &temp)?;
-    }
-    let work = {
-        let (kept, temp, rest) = (kept.clone(), temp.clone(), layers[n..].to_vec());
-        move || -> Result<(), SandboxError> {
+    make_kept(store, key, ids, |temp| {
+        let (temp, rest) = (temp.to_owned(), layers[n..].to_vec());
+        as_image_root(ids, move || {
             // `cp -a -l`: directories copied with their owners, modes, times and extended
             // attributes, every other file a hard link to the kept one.
             let out = std::process::Command::new("cp")
@@ -355,19 +374,8 @@ pub fn prepare_rootfs_over_kept(
                 )));
             }
             unpack_more(&temp, &rest)
-        }
-    };
-    let result = if ids.is_host_root() {
-        work()
-    } else {
-        crate::spawn::in_user_namespace(ids, move || work().map_err(|e| crate::chain(&e)))
-    };
-    if let Err(e) = result {
-        let _ = crate::spawn::remove_tree(ids, &temp);
-        return Err(e);
-    }
-    fs::rename(&temp, &dest).map_err(io_err("rename into place", &dest))?;
-    Ok(dest)
+        })
+    })
 }
 
 /// A new directory's path beside the kept root file systems, for a run that unpacks an image
@@ -411,27 +419,13 @@ fn keep_rootfs_inner(
     layers: &[LayerFile],
     ids: &IdMapping,
 ) -> Result<PathBuf, SandboxError> {
-    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return Err(SandboxError::Invalid(format!(
-            "`{key}` is not a root file system key"
-        )));
-    }
-    let base = store.source_dir("rootfs")?;
-    let name = format!("{key}-{}", ids.cache_key());
-    let dest = base.join(&name);
-    let _lock = store.lock_key(&format!("rootfs-{name}"))?;
+    let (dest, lock) = kept_path(store, key, ids)?;
+    let _lock = store.lock_key(&lock)?;
     if dest.is_dir() {
         return Ok(dest);
     }
-    let work = {
-        let (root, layers) = (built.to_owned(), layers.to_vec());
-        move || -> Result<(), SandboxError> { unpack_more(&root, &layers) }
-    };
-    if ids.is_host_root() {
-        work()?;
-    } else {
-        crate::spawn::in_user_namespace(ids, move || work().map_err(|e| crate::chain(&e)))?;
-    }
+    let (root, layers) = (built.to_owned(), layers.to_vec());
+    as_image_root(ids, move || unpack_more(&root, &layers))?;
     fs::rename(built, &dest).map_err(io_err("rename into place", &dest))?;
     Ok(dest)
 }
